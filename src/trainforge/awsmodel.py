@@ -1,0 +1,36 @@
+"""The SageMaker service model shipped with botocore: the one source of shapes and constraints."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from botocore.model import OperationModel, ServiceModel
+
+SUPPORTED_OPERATIONS = (
+    "CreateTrainingJob",
+    "DescribeTrainingJob",
+    "ListTrainingJobs",
+    "StopTrainingJob",
+    "UpdateTrainingJob",
+    "DeleteTrainingJob",
+    "AddTags",
+    "ListTags",
+    "DeleteTags",
+)
+
+
+@lru_cache(maxsize=None)
+def service_model(name: str = "sagemaker") -> ServiceModel:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(name)
+
+
+@lru_cache(maxsize=None)
+def operation(name: str, service: str = "sagemaker") -> OperationModel:
+    return service_model(service).operation_model(name)
+
+
+@lru_cache(maxsize=None)
+def all_operation_names(service: str = "sagemaker") -> frozenset[str]:
+    return frozenset(service_model(service).operation_names)

@@ -1,0 +1,324 @@
+"""Reads and writes of training jobs, their instances, tags, logs and metrics."""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import orjson
+from sqlalchemy import Connection, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from trainforge.store.db import Database
+from trainforge.store.schema import instances, jobs, log_events, metric_samples, settings, tags
+
+
+class DuplicateName(Exception):
+    pass
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | bytes | None) -> Any:
+    return orjson.loads(text) if text else None
+
+
+@dataclass
+class JobRow:
+    """One row of ``jobs`` with its JSON documents decoded."""
+
+    id: int
+    account_id: str
+    region: str
+    name: str
+    arn: str
+    status: str
+    secondary_status: str
+    creation_time: float
+    last_modified_time: float
+    training_end_time: float | None
+    warm_pool_status: str | None
+    training_plan_arn: str | None
+    request: dict[str, Any]
+    state: dict[str, Any]
+    phase: str
+    stop_reason: str | None
+    attempt: int
+    token: str
+
+    @classmethod
+    def from_db(cls, row: Any) -> "JobRow":
+        m = row._mapping
+        return cls(
+            **{k: m[k] for k in _SCALARS},
+            request=loads(m["request"]) or {},
+            state=loads(m["state"]) or {},
+        )
+
+
+_SCALARS = (
+    "id", "account_id", "region", "name", "arn", "status", "secondary_status", "creation_time",
+    "last_modified_time", "training_end_time", "warm_pool_status", "training_plan_arn", "phase",
+    "stop_reason", "attempt", "token",
+)
+
+SORT_COLUMNS = {
+    "Name": (jobs.c.name,),
+    "CreationTime": (jobs.c.creation_time, jobs.c.name),
+    "Status": (jobs.c.status, jobs.c.name),
+}
+
+SUMMARY_COLUMNS = (
+    jobs.c.name, jobs.c.arn, jobs.c.creation_time, jobs.c.training_end_time,
+    jobs.c.last_modified_time, jobs.c.status, jobs.c.secondary_status, jobs.c.warm_pool_status,
+    jobs.c.training_plan_arn,
+)
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- settings ----------------------------------------------------------------------------
+    def setting(self, key: str, factory: Any) -> str:
+        """The value of a server-wide setting, created once with ``factory()`` if missing."""
+        with self.db.read() as conn:
+            value = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+        if value is not None:
+            return str(value)
+        try:
+            with self.db.write() as conn:
+                conn.execute(insert(settings).values(key=key, value=factory()))
+        except IntegrityError:
+            pass  # another replica created it first
+        with self.db.read() as conn:
+            return str(conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar_one())
+
+    # --- jobs --------------------------------------------------------------------------------
+    def insert_job(self, values: dict[str, Any], tag_list: Sequence[dict[str, str]]) -> JobRow:
+        row = dict(values)
+        row["request"] = dumps(values["request"])
+        row["state"] = dumps(values["state"])
+        row.setdefault("token", secrets.token_hex(24))
+        try:
+            with self.db.write() as conn:
+                job_id = conn.execute(insert(jobs).values(**row)).inserted_primary_key[0]
+                if tag_list:
+                    _put_tags(conn, row["account_id"], row["region"], row["arn"], tag_list)
+        except IntegrityError as exc:
+            raise DuplicateName(values["name"]) from exc
+        scalars = {k: row.get(k) for k in _SCALARS if k != "id"}
+        return JobRow(id=job_id, **scalars, request=values["request"], state=values["state"])
+
+    def get(self, account_id: str, region: str, name: str) -> JobRow | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(jobs).where(jobs.c.account_id == account_id, jobs.c.region == region,
+                                   jobs.c.name == name)
+            ).first()
+        return JobRow.from_db(row) if row else None
+
+    def get_by_id(self, job_id: int) -> JobRow | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        return JobRow.from_db(row) if row else None
+
+    def get_by_token(self, token: str) -> JobRow | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.token == token)).first()
+        return JobRow.from_db(row) if row else None
+
+    @contextmanager
+    def locked(self, job_id: int) -> Iterator[tuple[Connection, JobRow | None]]:
+        """A write transaction holding the job's row; use :func:`save` to write it back."""
+        with self.db.write() as conn:
+            row = conn.execute(self.db.for_update(select(jobs).where(jobs.c.id == job_id))).first()
+            yield conn, (JobRow.from_db(row) if row else None)
+
+    @staticmethod
+    def save(conn: Connection, job: JobRow) -> None:
+        conn.execute(
+            update(jobs).where(jobs.c.id == job.id).values(
+                status=job.status, secondary_status=job.secondary_status,
+                last_modified_time=job.last_modified_time, training_end_time=job.training_end_time,
+                warm_pool_status=job.warm_pool_status, request=dumps(job.request),
+                state=dumps(job.state), phase=job.phase, stop_reason=job.stop_reason,
+                attempt=job.attempt,
+            )
+        )
+
+    def delete_job(self, conn: Connection, job: JobRow) -> None:
+        conn.execute(delete(jobs).where(jobs.c.id == job.id))
+        conn.execute(delete(instances).where(instances.c.job_id == job.id))
+        conn.execute(delete(log_events).where(log_events.c.job_id == job.id))
+        conn.execute(delete(metric_samples).where(metric_samples.c.job_id == job.id))
+        conn.execute(delete(tags).where(tags.c.account_id == job.account_id, tags.c.region == job.region,
+                                        tags.c.resource_arn == job.arn))
+
+    def ids_in_phase(self, *phases: str) -> list[int]:
+        with self.db.read() as conn:
+            return list(conn.execute(
+                select(jobs.c.id).where(jobs.c.phase.in_(phases)).order_by(jobs.c.id)).scalars())
+
+    def list_jobs(
+        self,
+        account_id: str,
+        region: str,
+        *,
+        name_contains: str | None = None,
+        status: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        modified_after: float | None = None,
+        modified_before: float | None = None,
+        warm_pool_status: str | None = None,
+        training_plan_arn: str | None = None,
+        sort_by: str = "CreationTime",
+        descending: bool = True,
+        after: Sequence[Any] | None = None,
+        limit: int = 10,
+    ) -> list[Any]:
+        """One page of summaries in keyset order; ``after`` is the sort key of the last row seen."""
+        keys = SORT_COLUMNS[sort_by]
+        conds = [jobs.c.account_id == account_id, jobs.c.region == region]
+        if name_contains:
+            escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conds.append(func.lower(jobs.c.name).like(f"%{escaped.lower()}%", escape="\\"))
+        if status:
+            conds.append(jobs.c.status == status)
+        if created_after is not None:
+            conds.append(jobs.c.creation_time > created_after)
+        if created_before is not None:
+            conds.append(jobs.c.creation_time < created_before)
+        if modified_after is not None:
+            conds.append(jobs.c.last_modified_time > modified_after)
+        if modified_before is not None:
+            conds.append(jobs.c.last_modified_time < modified_before)
+        if warm_pool_status:
+            conds.append(jobs.c.warm_pool_status == warm_pool_status)
+        if training_plan_arn:
+            conds.append(jobs.c.training_plan_arn == training_plan_arn)
+        if after is not None:
+            cols = tuple_(*keys) if len(keys) > 1 else keys[0]
+            vals = tuple_(*after) if len(keys) > 1 else after[0]
+            conds.append(cols < vals if descending else cols > vals)
+        order = [k.desc() if descending else k.asc() for k in keys]
+        stmt = select(*SUMMARY_COLUMNS).where(and_(*conds)).order_by(*order).limit(limit)
+        with self.db.read() as conn:
+            return list(conn.execute(stmt))
+
+    # --- instances ---------------------------------------------------------------------------
+    @staticmethod
+    def replace_instances(conn: Connection, job_id: int, rows: list[dict[str, Any]]) -> None:
+        conn.execute(delete(instances).where(instances.c.job_id == job_id))
+        if rows:
+            conn.execute(insert(instances), rows)
+
+    @staticmethod
+    def instances_of(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+        res = conn.execute(select(instances).where(instances.c.job_id == job_id).order_by(instances.c.host))
+        return [dict(r._mapping) for r in res]
+
+    def read_instances(self, job_id: int) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            return self.instances_of(conn, job_id)
+
+    @staticmethod
+    def update_instance(conn: Connection, job_id: int, host: str, **values: Any) -> None:
+        conn.execute(update(instances).where(instances.c.job_id == job_id, instances.c.host == host)
+                     .values(**values))
+
+    # --- logs and metrics --------------------------------------------------------------------
+    @staticmethod
+    def append_logs(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(log_events), rows)
+
+    @staticmethod
+    def append_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(metric_samples), rows)
+
+    def log_streams(self, account_id: str, region: str, prefix: str | None) -> list[dict[str, Any]]:
+        """Every instance log stream of the account, with first/last event times."""
+        stmt = (
+            select(instances.c.log_stream, instances.c.started_at, jobs.c.id)
+            .join(jobs, jobs.c.id == instances.c.job_id)
+            .where(jobs.c.account_id == account_id, jobs.c.region == region,
+                   instances.c.log_stream.is_not(None))
+        )
+        if prefix:
+            stmt = stmt.where(instances.c.log_stream.startswith(prefix, autoescape=True))
+        with self.db.read() as conn:
+            streams = [dict(r._mapping) for r in conn.execute(stmt.order_by(instances.c.log_stream))]
+            for s in streams:
+                first_last = conn.execute(
+                    select(func.min(log_events.c.timestamp), func.max(log_events.c.timestamp),
+                           func.max(log_events.c.ingestion_time))
+                    .where(log_events.c.stream == s["log_stream"])
+                ).first()
+                s["first"], s["last"], s["ingested"] = first_last if first_last else (None, None, None)
+        return streams
+
+    def log_page(self, streams: Sequence[str], *, after_id: int | None = None, before_id: int | None = None,
+                 start_ms: int | None = None, end_ms: int | None = None, contains: str | None = None,
+                 limit: int = 10000, newest_first: bool = False) -> list[dict[str, Any]]:
+        conds = [log_events.c.stream.in_(list(streams))]
+        if after_id is not None:
+            conds.append(log_events.c.id > after_id)
+        if before_id is not None:
+            conds.append(log_events.c.id < before_id)
+        if start_ms is not None:
+            conds.append(log_events.c.timestamp >= start_ms)
+        if end_ms is not None:
+            conds.append(log_events.c.timestamp < end_ms)
+        if contains:
+            conds.append(log_events.c.message.contains(contains, autoescape=True))
+        order = log_events.c.id.desc() if newest_first else log_events.c.id.asc()
+        with self.db.read() as conn:
+            res = conn.execute(select(log_events).where(and_(*conds)).order_by(order).limit(limit))
+            return [dict(r._mapping) for r in res]
+
+    def metric_samples(self, job_id: int) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            res = conn.execute(select(metric_samples).where(metric_samples.c.job_id == job_id)
+                               .order_by(metric_samples.c.id))
+            return [dict(r._mapping) for r in res]
+
+    # --- tags --------------------------------------------------------------------------------
+    def add_tags(self, account_id: str, region: str, arn: str, tag_list: Sequence[dict[str, str]]) -> None:
+        with self.db.write() as conn:
+            _put_tags(conn, account_id, region, arn, tag_list)
+
+    def list_tags(self, account_id: str, region: str, arn: str, after_key: str | None, limit: int) -> list[Any]:
+        conds = [tags.c.account_id == account_id, tags.c.region == region, tags.c.resource_arn == arn]
+        if after_key is not None:
+            conds.append(tags.c.key > after_key)
+        with self.db.read() as conn:
+            return list(conn.execute(select(tags.c.key, tags.c.value).where(*conds)
+                                     .order_by(tags.c.key).limit(limit)))
+
+    def count_tags(self, conn: Connection, account_id: str, region: str, arn: str) -> int:
+        return int(conn.execute(select(func.count()).select_from(tags).where(
+            tags.c.account_id == account_id, tags.c.region == region, tags.c.resource_arn == arn)).scalar_one())
+
+    def delete_tags(self, account_id: str, region: str, arn: str, keys: Sequence[str]) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(tags).where(tags.c.account_id == account_id, tags.c.region == region,
+                                            tags.c.resource_arn == arn, tags.c.key.in_(list(keys))))
+
+
+def _put_tags(conn: Connection, account_id: str, region: str, arn: str, tag_list: Sequence[dict[str, str]]) -> None:
+    keys = [t["Key"] for t in tag_list]
+    conn.execute(delete(tags).where(tags.c.account_id == account_id, tags.c.region == region,
+                                    tags.c.resource_arn == arn, tags.c.key.in_(keys)))
+    merged = {t["Key"]: t.get("Value", "") for t in tag_list}
+    conn.execute(insert(tags), [
+        {"account_id": account_id, "region": region, "resource_arn": arn, "key": k, "value": v}
+        for k, v in merged.items()
+    ])
+

@@ -1,0 +1,121 @@
+"""Tables of the durable store (SQLAlchemy Core). Migrations in ``migrations/`` create them.
+
+Times are stored as float epoch seconds (UTC); JSON documents as text.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("secondary_status", String(32), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("last_modified_time", Float, nullable=False),
+    Column("training_end_time", Float),
+    Column("warm_pool_status", String(32)),
+    Column("training_plan_arn", String(2048)),
+    # The CreateTrainingJob request as received (without Tags), JSON.
+    Column("request", Text, nullable=False),
+    # Members owned by the service (transitions, failure reason, artifacts, times...), JSON.
+    Column("state", Text, nullable=False),
+    # Scheduler phase: queued | launching | running | finalizing | done.
+    Column("phase", String(16), nullable=False),
+    # Why a stop was asked for: Stopped | MaxRuntimeExceeded | MaxWaitTimeExceeded (null = none).
+    Column("stop_reason", String(32)),
+    Column("attempt", Integer, nullable=False, default=1),
+    # Secret the job's agents present to the control plane.
+    Column("token", String(64), nullable=False),
+    UniqueConstraint("account_id", "region", "name", name="uq_jobs_name"),
+    UniqueConstraint("token", name="uq_jobs_token"),
+)
+Index("ix_jobs_created", jobs.c.account_id, jobs.c.region, jobs.c.creation_time, jobs.c.name)
+Index("ix_jobs_status", jobs.c.account_id, jobs.c.region, jobs.c.status, jobs.c.creation_time)
+Index("ix_jobs_status_name", jobs.c.account_id, jobs.c.region, jobs.c.status, jobs.c.name)
+Index("ix_jobs_modified", jobs.c.account_id, jobs.c.region, jobs.c.last_modified_time)
+Index("ix_jobs_phase", jobs.c.phase, jobs.c.id)
+
+# One row per instance (host) of a job attempt: where it runs and what it has reported.
+instances = Table(
+    "instances",
+    metadata,
+    Column("job_id", Integer, primary_key=True),
+    Column("host", String(16), primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("backend", String(16), nullable=False),
+    # Backend's handle: for local, {"pid": .., "start_ticks": .., "spec": path}; JSON.
+    Column("handle", Text),
+    # Next report sequence number expected from this instance (reports are idempotent by seq).
+    Column("next_seq", Integer, nullable=False, default=0),
+    # running | exited
+    Column("state", String(16), nullable=False),
+    Column("exit_code", Integer),
+    # algorithm | platform | stopped | ok
+    Column("outcome", String(16)),
+    Column("failure_reason", Text),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("log_stream", String(512)),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("resource_arn", String(256), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+log_events = Table(
+    "log_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False),
+    Column("stream", String(512), nullable=False),
+    Column("timestamp", Integer, nullable=False),  # epoch milliseconds
+    Column("ingestion_time", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+)
+Index("ix_log_events_stream", log_events.c.stream, log_events.c.id)
+Index("ix_log_events_job", log_events.c.job_id, log_events.c.id)
+
+# Server-wide values shared by every replica (e.g. the pagination-token signing key).
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+metric_samples = Table(
+    "metric_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("timestamp", Float, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("host", String(16)),
+)
+Index("ix_metric_samples_job", metric_samples.c.job_id, metric_samples.c.name, metric_samples.c.id)
