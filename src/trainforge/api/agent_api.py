@@ -1,0 +1,76 @@
+"""Endpoints the agents call: reports, and the container-credentials endpoint of a job.
+
+The credentials endpoint speaks the protocol of boto3's container credential provider
+(``AWS_CONTAINER_CREDENTIALS_FULL_URI`` + ``AWS_CONTAINER_AUTHORIZATION_TOKEN``): the token
+arrives raw in ``Authorization``. Credentials are served only while the job runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trainforge.api.app import json_response
+from trainforge.api.errors import ServiceError
+from trainforge.config import Config
+from trainforge.service.reports import Reports
+from trainforge.store.jobs import JobStore
+
+log = logging.getLogger("trainforge.agent_api")
+
+REPORT_PATH = "/_trainforge/agent/v1/report"
+CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
+
+
+def role_credentials(config: Config, role_arn: str) -> dict[str, str]:
+    """The credentials a job with ``role_arn`` uses: the configured mapping, else the server's own."""
+    mapped = config.roles.get(role_arn)
+    if mapped and mapped.get("aws_access_key_id"):
+        return {"AccessKeyId": mapped["aws_access_key_id"], "SecretAccessKey": mapped["aws_secret_access_key"],
+                "Token": mapped.get("aws_session_token") or ""}
+    import botocore.session
+
+    session = botocore.session.Session(profile=(mapped or {}).get("profile"))
+    creds = session.get_credentials()
+    if creds is None:
+        raise ServiceError("No AWS credentials are configured for this role on the trainforge server.",
+                           code="InternalFailure", status=500)
+    frozen = creds.get_frozen_credentials()
+    return {"AccessKeyId": frozen.access_key, "SecretAccessKey": frozen.secret_key, "Token": frozen.token or ""}
+
+
+def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Route]:
+    async def report(request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        try:
+            body: dict[str, Any] = orjson.loads(await request.body())
+            answer = await run_in_threadpool(reports.ingest, token, body)
+        except ServiceError as exc:
+            return json_response(exc.body(), exc.status)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return json_response({"__type": "SerializationException", "message": f"bad report: {exc}"}, 400)
+        return json_response(answer)
+
+    async def credentials(request: Request) -> Response:
+        token = request.headers.get("authorization", "")
+        job = await run_in_threadpool(store.get_by_token, token) if token else None
+        if job is None or job.phase != "running":
+            return json_response({"__type": "AccessDenied", "message": "No running job has this token."}, 403)
+        try:
+            creds = await run_in_threadpool(role_credentials, config, job.request.get("RoleArn", ""))
+        except ServiceError as exc:
+            return json_response(exc.body(), exc.status)
+        expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+        creds["Expiration"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return json_response(creds)
+
+    return [Route(REPORT_PATH, report, methods=["POST"]),
+            Route(CREDENTIALS_PATH, credentials, methods=["GET"])]

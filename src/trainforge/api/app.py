@@ -1,0 +1,144 @@
+"""The HTTP face of trainforge: AWS JSON 1.1 routing, errors, and the agents' endpoints.
+
+``POST /`` with ``X-Amz-Target: SageMaker.<Operation>`` (or ``Logs_20140328.<Operation>``) is
+dispatched to the service layer; every answer is JSON with AWS's error shape on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Awaitable, Callable
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trainforge.api import errors
+from trainforge.api.validation import validate
+from trainforge.awsmodel import SUPPORTED_OPERATIONS, all_operation_names
+from trainforge.service.training_jobs import Caller
+
+log = logging.getLogger("trainforge.api")
+
+JSON_11 = "application/x-amz-json-1.1"
+SAGEMAKER_PREFIX = "SageMaker."
+LOGS_PREFIX = "Logs_20140328."
+# Read-only operations answer on the event loop (a SQLite read is ~50 µs; a thread hop costs more).
+_INLINE = frozenset({"DescribeTrainingJob", "ListTrainingJobs", "ListTags"})
+
+Handler = Callable[[Caller, dict[str, Any]], dict[str, Any]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    hdrs = {"x-amzn-RequestId": str(uuid.uuid4())}
+    if headers:
+        hdrs.update(headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_11, headers=hdrs)
+
+
+def error_response(exc: errors.ServiceError) -> Response:
+    return json_response(exc.body(), exc.status, {"x-amzn-ErrorType": exc.code})
+
+
+class AwsJsonEndpoint:
+    """Dispatches AWS JSON 1.1 requests to handlers keyed by operation name."""
+
+    def __init__(self, authenticate: Callable[..., tuple[str, str]], max_body: int,
+                 sagemaker: dict[str, Handler], logs: dict[str, Handler]) -> None:
+        self.authenticate = authenticate
+        self.max_body = max_body
+        self.sagemaker = sagemaker
+        self.logs = logs
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._dispatch(request)
+        except errors.ServiceError as exc:
+            return error_response(exc)
+        except Exception:  # noqa: BLE001 - the client gets a 500 without details, the log gets all
+            log.exception("internal error answering %s", request.headers.get("x-amz-target"))
+            return error_response(errors.InternalFailure("We encountered an internal error. Please try again."))
+
+    async def _dispatch(self, request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise errors.PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {self.max_body} bytes.")
+        body = await request.body()
+        if len(body) > self.max_body:
+            raise errors.PayloadTooLarge(f"Request body exceeds the limit of {self.max_body} bytes.")
+        target = request.headers.get("x-amz-target", "")
+        account_id, region = self.authenticate(
+            request.method, request.url.path, request.url.query, request.headers, body)
+        caller = Caller(account_id, region)
+        if target.startswith(SAGEMAKER_PREFIX):
+            op, handlers, service = target[len(SAGEMAKER_PREFIX):], self.sagemaker, "sagemaker"
+        elif target.startswith(LOGS_PREFIX):
+            op, handlers, service = target[len(LOGS_PREFIX):], self.logs, "logs"
+        else:
+            raise errors.UnknownOperation(f"Unknown target {target!r}" if target else "Missing X-Amz-Target header")
+        handler = handlers.get(op)
+        if handler is None:
+            raise errors.UnknownOperation(
+                f"Operation {op} is not supported by trainforge" if service == "sagemaker"
+                and op in all_operation_names() else f"Unknown operation {op}")
+        params = _parse_body(body)
+        if service == "sagemaker":
+            validate(op, params)
+        if op in _INLINE:
+            result = handler(caller, params)
+        else:
+            result = await run_in_threadpool(handler, caller, params)
+        return json_response(result)
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        params = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.SerializationError(f"Unable to parse the request body as JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise errors.SerializationError("The request body must be a JSON object.")
+    return params
+
+
+def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
+              on_startup: list[Callable[[], Awaitable[None] | None]],
+              on_shutdown: list[Callable[[], Awaitable[None] | None]]) -> Starlette:
+    routes = [Route("/", endpoint.handle, methods=["POST"]), *extra_routes]
+
+    async def health(_: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    routes.append(Route("/_trainforge/health", health, methods=["GET"]))
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette):  # type: ignore[no-untyped-def]
+        for fn in on_startup:
+            res = fn()
+            if res is not None:
+                await res
+        yield
+        for fn in on_shutdown:
+            res = fn()
+            if res is not None:
+                await res
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def sagemaker_handlers(jobs: Any, tags: Any) -> dict[str, Handler]:
+    table = {
+        "CreateTrainingJob": jobs.create, "DescribeTrainingJob": jobs.describe,
+        "ListTrainingJobs": jobs.list, "StopTrainingJob": jobs.stop, "UpdateTrainingJob": jobs.update,
+        "DeleteTrainingJob": jobs.delete, "AddTags": tags.add, "ListTags": tags.list,
+        "DeleteTags": tags.delete,
+    }
+    assert set(table) == set(SUPPORTED_OPERATIONS)
+    return table

@@ -1,0 +1,279 @@
+"""Admission, launch, stop and liveness of training jobs.
+
+One thread. It wakes on every create/stop/exit (``wake()``) and at least once a second:
+admits queued jobs in creation order when the backend has capacity for all their instances,
+launches one agent per instance, forwards stop requests to running agents, enforces the
+pending and run-time limits, and fails (or retries) jobs whose agents died without reporting.
+On start it reconciles what the store says runs with what really runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from trainforge.backends.local import LocalBackend
+from trainforge.config import Config
+from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
+from trainforge.service import lifecycle
+from trainforge.service.reports import conclude, retry
+from trainforge.store.jobs import JobRow, JobStore
+
+log = logging.getLogger("trainforge.scheduler")
+
+LIVENESS_INTERVAL = 1.0
+
+
+class Scheduler:
+    def __init__(self, store: JobStore, config: Config, backend: LocalBackend | None = None,
+                 isolation: str = "none") -> None:
+        self.store = store
+        self.config = config
+        self.backend = backend or LocalBackend()
+        self.capacity = CapacityModel(config)
+        self.isolation = isolation
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signalled: dict[tuple[int, int], str] = {}  # (job, attempt) -> stop reason sent
+        self._last_liveness = 0.0
+
+    # --- control -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._run, name="trainforge-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=LIVENESS_INTERVAL)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the scheduler must outlive any one bad job
+                log.exception("scheduler tick failed")
+
+    # --- one pass ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        running = [j for j in map(self.store.get_by_id, self.store.ids_in_phase("running")) if j]
+        in_use = Resources()
+        for job in running:
+            in_use = in_use + self.capacity.reservation(job.request)
+        for job in running:
+            self._forward_stop(job)
+        now = time.time()
+        if now - self._last_liveness >= LIVENESS_INTERVAL:
+            self._last_liveness = now
+            for job in running:
+                self._check_liveness(job, now)
+        self._admit(in_use, now)
+
+    def _admit(self, in_use: Resources, now: float) -> None:
+        for job_id in self.store.ids_in_phase("queued"):
+            job = self.store.get_by_id(job_id)
+            if job is None or job.phase != "queued":
+                continue
+            need = self.capacity.reservation(job.request)
+            if not (in_use + need).fits_in(self.capacity.total):
+                self._pending(job, need, in_use, now)
+                return  # strict creation order: later jobs wait behind this one
+            try:
+                launched = self._launch(job, now)
+            except Exception as exc:  # noqa: BLE001 - one job that cannot launch must not block the queue
+                log.exception("launching %s failed", job.name)
+                self._fail_launch(job, exc, now)
+                continue
+            if launched:
+                in_use = in_use + need
+
+    def _pending(self, job: JobRow, need: Resources, in_use: Resources, now: float) -> None:
+        limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds")
+        with self.store.locked(job.id) as (conn, locked):
+            if locked is None or locked.phase != "queued":
+                return
+            if limit and now - locked.creation_time > float(limit):
+                locked.stop_reason = "Stopped"
+                lifecycle.finish(locked, "Stopped", now=now, message=(
+                    f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) "
+                    f"for capacity"))
+            else:
+                free = Resources(self.capacity.total.cpus - in_use.cpus,
+                                 self.capacity.total.memory_mb - in_use.memory_mb,
+                                 self.capacity.total.gpus - in_use.gpus,
+                                 self.capacity.total.instances - in_use.instances)
+                msg = (f"Waiting for capacity: the job needs {need.instances} instance(s) with "
+                       f"{need.describe()}; free now: {max(free.instances, 0)} instance slot(s), "
+                       f"{max(free.cpus, 0):g} CPUs, {max(free.memory_mb, 0) / 1024:g} GiB memory")
+                if not lifecycle.set_secondary(locked, "Pending", msg, now=now):
+                    return
+            self.store.save(conn, locked)
+
+    # --- launch ------------------------------------------------------------------------------
+    def job_dir(self, job: JobRow) -> Path:
+        return self.config.data_path / "jobs" / job.account_id / job.region / job.name / f"attempt-{job.attempt}"
+
+    def _launch(self, job: JobRow, now: float) -> bool:
+        from trainforge.images.catalog import resolve
+
+        request = job.request
+        spec_algo = request.get("AlgorithmSpecification") or {}
+        image = spec_algo.get("TrainingImage") or spec_algo.get("AlgorithmName") or ""
+        runtime = resolve(image, self.config.images)
+        hosts = host_names(request)
+        job_dir = self.job_dir(job)
+        if job_dir.exists():
+            shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        max_runtime = float((request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
+        epoch = int(now)
+        with self.store.locked(job.id) as (conn, locked):
+            if locked is None or locked.phase != "queued" or locked.attempt != job.attempt:
+                return False
+            deadline = locked.state.setdefault("_deadline", now + max_runtime)
+            locked.phase = "running"
+            lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=now)
+            rows = []
+            specs = []
+            for host, itype, group in hosts:
+                inst_dir = job_dir / host
+                inst_dir.mkdir(parents=True, exist_ok=True)
+                spec = {
+                    "job_name": job.name, "job_arn": job.arn, "region": job.region,
+                    "account_id": job.account_id, "attempt": job.attempt, "host": host,
+                    "hosts": [h for h, _, _ in hosts], "instance_type": itype, "instance_group": group,
+                    "instance_groups": _groups(hosts), "job_dir": str(job_dir), "instance_dir": str(inst_dir),
+                    "request": request, "runtime": runtime.to_dict(),
+                    "control_url": self.config.endpoint_url, "token": job.token,
+                    "isolation": self.isolation, "stop_grace_seconds": self.config.stop_grace_seconds,
+                    "deadline": deadline, "s3_endpoint_url": _s3_endpoint(),
+                    "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
+                    "file_systems": self.config.file_systems,
+                    "num_cpus": max(1, int(self.capacity.shape(itype).cpus)),
+                    "num_gpus": self.capacity.shape(itype).gpus,
+                }
+                spec_path = inst_dir / "spec.json"
+                fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(orjson.dumps(spec))
+                specs.append((host, spec_path, inst_dir))
+                rows.append({"job_id": job.id, "host": host, "attempt": job.attempt, "backend": self.backend.name,
+                             "handle": None, "next_seq": 0, "state": "running", "started_at": now,
+                             "log_stream": f"{job.name}/{host}-{epoch}"})
+            self.store.replace_instances(conn, job.id, rows)
+            self.store.save(conn, locked)
+        # Launch outside the transaction: forks must not hold the store's write lock.
+        handles = {}
+        for host, spec_path, inst_dir in specs:
+            try:
+                handles[host] = self.backend.launch(spec_path, inst_dir / "agent.log")
+            except OSError as exc:
+                log.error("could not start the agent of %s/%s: %s", job.name, host, exc)
+        with self.store.db.write() as conn:
+            for host, handle in handles.items():
+                self.store.update_instance(conn, job.id, host, handle=orjson.dumps(handle).decode())
+        return True
+
+    def _fail_launch(self, job: JobRow, exc: Exception, now: float) -> None:
+        with self.store.locked(job.id) as (conn, locked):
+            if locked is None or locked.phase not in ("queued", "running"):
+                return
+            reason = f"InternalServerError: trainforge could not start the instances: {type(exc).__name__}: {exc}"
+            for row in self.store.instances_of(conn, job.id):
+                self.backend.kill_group(_handle(row))
+            self.store.replace_instances(conn, job.id, [])
+            if not retry(locked, reason, now):
+                lifecycle.finish(locked, "Failed", failure_reason=reason, now=now)
+            self.store.save(conn, locked)
+
+    # --- stop and liveness -------------------------------------------------------------------
+    def _forward_stop(self, job: JobRow) -> None:
+        reason = job.stop_reason
+        if not reason or self._signalled.get((job.id, job.attempt)) == reason:
+            return
+        self._signalled[(job.id, job.attempt)] = reason
+        for inst in self.store.read_instances(job.id):
+            if inst["state"] == "running":
+                self.backend.signal(_handle(inst), signal.SIGTERM)
+
+    def _check_liveness(self, job: JobRow, now: float) -> None:
+        insts = self.store.read_instances(job.id)
+        dead = [i for i in insts if i["state"] == "running" and i["attempt"] == job.attempt
+                and not self.backend.alive(_handle(i))]
+        deadline = float(job.state.get("_deadline") or 0)
+        overdue = deadline and now > deadline + self.config.stop_grace_seconds + 30
+        if not dead and not overdue:
+            return
+        with self.store.locked(job.id) as (conn, locked):
+            if locked is None or locked.phase != "running" or locked.attempt != job.attempt:
+                return
+            current = {i["host"]: i for i in self.store.instances_of(conn, job.id)}
+            for inst in dead:
+                row = current.get(inst["host"])
+                if row is None or row["state"] != "running":
+                    continue
+                self.backend.kill_group(_handle(row))
+                row.update(state="exited", outcome="platform", ended_at=now,
+                           failure_reason=f"InternalServerError: the trainforge agent of {row['host']} "
+                                          f"exited without reporting the end of the instance")
+                self.store.update_instance(conn, job.id, row["host"], state="exited", outcome="platform",
+                                           ended_at=now, failure_reason=row["failure_reason"])
+            if overdue:
+                for row in current.values():
+                    if row["state"] == "running":
+                        self.backend.kill_group(_handle(row))
+                        row.update(state="exited", outcome="stopped", ended_at=now)
+                        self.store.update_instance(conn, job.id, row["host"], state="exited",
+                                                   outcome="stopped", ended_at=now)
+                locked.stop_reason = locked.stop_reason or "MaxRuntimeExceeded"
+            if all(r["state"] == "exited" for r in current.values()):
+                conclude(locked, list(current.values()), now)
+            else:  # a peer is gone: the others stop (their reports are answered "stop" too)
+                for row in current.values():
+                    if row["state"] == "running":
+                        self.backend.signal(_handle(row), signal.SIGTERM)
+            self.store.save(conn, locked)
+        self.wake()
+
+    def reconcile(self) -> None:
+        """After a (re)start: adopt living agents, end the jobs whose agents are gone."""
+        now = time.time()
+        for job_id in self.store.ids_in_phase("running"):
+            job = self.store.get_by_id(job_id)
+            if job is not None:
+                self._check_liveness(job, now)
+
+
+def _handle(inst: dict[str, Any]) -> dict[str, Any] | None:
+    raw = inst.get("handle")
+    return orjson.loads(raw) if raw else None
+
+
+def _groups(hosts: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for host, itype, group in hosts:
+        groups.setdefault(group, {"instance_group_name": group, "instance_type": itype, "hosts": []})
+        groups[group]["hosts"].append(host)
+    return list(groups.values())
+
+
+def _s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

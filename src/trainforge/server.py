@@ -1,0 +1,133 @@
+"""Assembling and running the trainforge server: store, services, scheduler, HTTP app."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+
+from trainforge.api.agent_api import agent_routes
+from trainforge.api.app import AwsJsonEndpoint, build_app, sagemaker_handlers
+from trainforge.api.errors import ValidationError
+from trainforge.api.sigv4 import Authenticator
+from trainforge.config import Config
+from trainforge.scheduler.capacity import CapacityModel
+from trainforge.scheduler.scheduler import Scheduler
+from trainforge.service.create_rules import check_create
+from trainforge.service.logs import Logs
+from trainforge.service.pagination import TokenSigner
+from trainforge.service.reports import Reports
+from trainforge.service.tags import Tags
+from trainforge.service.training_jobs import TrainingJobs
+from trainforge.store.db import Database
+from trainforge.store.jobs import JobStore
+
+log = logging.getLogger("trainforge")
+
+
+def detect_isolation(mode: str) -> str:
+    """``namespace`` when this process may create mount/UTS/PID/network namespaces, else ``none``."""
+    if mode == "none" or not sys.platform.startswith("linux") or not shutil.which("unshare"):
+        if mode == "namespace":
+            raise SystemExit("isolation 'namespace' was configured but namespaces are unavailable here")
+        return "none"
+    probe = subprocess.run(["unshare", "--mount", "--uts", "--pid", "--net", "--fork", "true"],
+                           capture_output=True, timeout=10)
+    if probe.returncode == 0:
+        return "namespace"
+    if mode == "namespace":
+        raise SystemExit(f"isolation 'namespace' was configured but unshare failed: {probe.stderr.decode()}")
+    return "none"
+
+
+@dataclass
+class Server:
+    config: Config
+    db: Database
+    store: JobStore
+    jobs: TrainingJobs
+    scheduler: Scheduler
+    app: Starlette
+
+
+def build(config: Config, *, start_scheduler: bool = True) -> Server:
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    db = Database(config.effective_database_url)
+    db.migrate()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    store = JobStore(db)
+    signer = TokenSigner(bytes.fromhex(store.setting("pagination_key", TokenSigner.new_key)))
+    isolation = detect_isolation(config.isolation)
+    capacity = CapacityModel(config)
+
+    def create_rules(params: dict[str, Any]) -> None:
+        check_create(params, config, fits=capacity.never_fits)
+        if params.get("EnableNetworkIsolation") and isolation != "namespace":
+            raise ValidationError(
+                "EnableNetworkIsolation is not available on this trainforge server: it cannot create network "
+                "namespaces here (Linux with privileges for unshare is required).")
+
+    jobs = TrainingJobs(store, config, signer, check_create=create_rules)
+    scheduler = Scheduler(store, config, isolation=isolation)
+    jobs.set_wake(scheduler.wake)
+    reports = Reports(store, on_job_change=scheduler.wake)
+    tags = Tags(store, signer)
+    logs = Logs(store)
+    auth = Authenticator(config.load_credentials(), config.account_id, config.region)
+    endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes,
+                               sagemaker_handlers(jobs, tags), logs.handlers())
+    startup = [scheduler.start] if start_scheduler else []
+    app = build_app(endpoint, agent_routes(store, reports, config), startup, [scheduler.stop, db.dispose])
+    log.info("isolation: %s", isolation)
+    return Server(config, db, store, jobs, scheduler, app)
+
+
+def run(config: Config) -> None:
+    """Serve until SIGINT/SIGTERM. Prints the address it listens on."""
+    import uvicorn
+
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = build(config)
+    uv_config = uvicorn.Config(server.app, host=config.host, port=config.port, log_level="warning",
+                               access_log=False, lifespan="on", loop="auto", http="auto")
+    uv_server = uvicorn.Server(uv_config)
+    print(f"trainforge listening on http://{config.host}:{config.port} (data: {config.data_path}, "
+          f"isolation: {server.scheduler.isolation})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(uv_server, "should_exit", True))
+    uv_server.run()
+
+
+def add_server_arguments(parser: Any) -> None:
+    """The options of ``trainforge server`` (shared by the CLI and ``python -m trainforge.server``)."""
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    parser.add_argument("--data-dir", default=None, help="state and job files (default $TRAINFORGE_HOME or ~/.trainforge)")
+    parser.add_argument("--database-url", default=None, help="sqlite:///path or postgresql://... (default SQLite in the data dir)")
+    parser.add_argument("--config", default=None, help="YAML or JSON config file")
+    parser.add_argument("--allow-local-root", action="append", default=None, metavar="PATH",
+                        help="a directory file:// URIs may use (repeatable)")
+    parser.add_argument("--credentials-file", default=None, help="access keys for SigV4 authentication")
+
+
+def config_from_args(args: Any) -> Config:
+    return Config.load(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
+                       database_url=args.database_url, allowed_local_roots=args.allow_local_root,
+                       credentials_file=args.credentials_file)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainforge.server")
+    add_server_arguments(parser)
+    run(config_from_args(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

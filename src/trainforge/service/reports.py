@@ -1,0 +1,166 @@
+"""What agents report: status changes, log lines, exits — and how a job ends.
+
+Reports are idempotent: each event has a sequence number per (job, attempt, host) and only
+numbers not stored yet are applied, so an agent may retry a report as often as it needs to.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import lru_cache
+from typing import Any, Callable
+
+from trainforge.api.errors import ServiceError
+from trainforge.service import lifecycle
+from trainforge.store.jobs import JobRow, JobStore
+
+# Order of the running statuses: an instance never moves the job backwards.
+_RANK = {"Starting": 0, "Pending": 0, "Restarting": 0, "Downloading": 1, "Training": 2, "Uploading": 3}
+
+
+class Unauthorized(ServiceError):
+    code = "UnrecognizedClientException"
+    status = 401
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def metric_samples(definitions: list[dict[str, str]], line: str) -> list[tuple[str, float]]:
+    """The (name, value) samples one log line yields: the first group of each matching regex."""
+    out = []
+    for d in definitions:
+        rx = _compiled(d["Regex"])
+        m = rx.search(line) if rx else None
+        if m:
+            try:
+                out.append((d["Name"], float(m.group(1) if m.groups() else m.group(0))))
+            except (ValueError, TypeError):
+                continue
+    return out
+
+
+class Reports:
+    def __init__(self, store: JobStore, on_job_change: Callable[[int], None]) -> None:
+        self.store = store
+        self.on_job_change = on_job_change
+
+    def ingest(self, token: str, body: dict[str, Any]) -> dict[str, Any]:
+        job = self.store.get_by_token(token)
+        if job is None:
+            raise Unauthorized("Unknown job token.")
+        host, attempt, seq = str(body["host"]), int(body["attempt"]), int(body["seq"])
+        events: list[dict[str, Any]] = body.get("events") or []
+        ended = False
+        with self.store.locked(job.id) as (conn, locked):
+            if locked is None:
+                raise Unauthorized("The job is gone.")
+            insts = {i["host"]: i for i in self.store.instances_of(conn, locked.id)}
+            inst = insts.get(host)
+            if inst is None or inst["attempt"] != attempt or locked.attempt != attempt:
+                # A report of an earlier attempt: acknowledge it and tell the agent to stop.
+                return {"next_seq": seq + len(events), "stop": "Stopped"}
+            fresh = events[max(0, inst["next_seq"] - seq):]
+            if fresh:
+                ended = self._apply(conn, locked, inst, insts, fresh)
+                self.store.update_instance(conn, locked.id, host, next_seq=seq + len(events),
+                                           **{k: inst[k] for k in ("state", "exit_code", "outcome",
+                                                                   "failure_reason", "ended_at")})
+                self.store.save(conn, locked)
+            next_seq = max(inst["next_seq"], seq + len(events))
+            stop = _stop_for(locked, insts)
+        if ended or fresh and any(e["type"] == "exit" for e in fresh):
+            self.on_job_change(job.id)
+        return {"next_seq": next_seq, "stop": stop}
+
+    def _apply(self, conn: Any, job: JobRow, inst: dict[str, Any], insts: dict[str, dict[str, Any]],
+               events: list[dict[str, Any]]) -> bool:
+        definitions = (job.request.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
+        logs: list[dict[str, Any]] = []
+        metrics: list[dict[str, Any]] = []
+        now_ms = int(time.time() * 1000)
+        final = {m["MetricName"]: m for m in job.state.get("FinalMetricDataList", [])}
+        for ev in events:
+            kind = ev.get("type")
+            t = float(ev.get("time") or time.time())
+            if kind == "log":
+                msg = str(ev.get("message", ""))
+                logs.append({"job_id": job.id, "stream": inst["log_stream"], "timestamp": int(t * 1000),
+                             "ingestion_time": now_ms, "message": msg})
+                for name, value in metric_samples(definitions, msg):
+                    metrics.append({"job_id": job.id, "name": name, "timestamp": t, "value": value,
+                                    "host": inst["host"]})
+                    final[name] = {"MetricName": name, "Value": value, "Timestamp": t}
+            elif kind == "status":
+                status = ev["status"]
+                if job.status in (lifecycle.IN_PROGRESS,) and _RANK.get(status, -1) >= _RANK.get(
+                        job.secondary_status, 0):
+                    lifecycle.set_secondary(job, status, ev.get("message"), now=t)
+            elif kind == "exit":
+                inst["state"] = "exited"
+                inst["exit_code"] = ev.get("exit_code")
+                inst["outcome"] = ev.get("outcome") or "platform"
+                inst["failure_reason"] = ev.get("failure_reason")
+                inst["ended_at"] = t
+                if ev.get("model_artifacts"):
+                    job.state["ModelArtifacts"] = {"S3ModelArtifacts": ev["model_artifacts"]}
+                if ev.get("stop_reason") == "MaxRuntimeExceeded" and job.stop_reason is None:
+                    job.stop_reason = "MaxRuntimeExceeded"
+        if final:
+            job.state["FinalMetricDataList"] = list(final.values())
+        self.store.append_logs(conn, logs)
+        self.store.append_metrics(conn, metrics)
+        job.last_modified_time = time.time()
+        insts[inst["host"]] = inst
+        if all(i["state"] == "exited" for i in insts.values()):
+            conclude(job, list(insts.values()))
+            return True
+        return False
+
+
+def _stop_for(job: JobRow, insts: dict[str, dict[str, Any]]) -> str | None:
+    if job.stop_reason:
+        return job.stop_reason
+    if any(i["state"] == "exited" and i["outcome"] in ("algorithm", "platform") for i in insts.values()):
+        return "Stopped"  # a peer failed: the job fails, the others stop
+    return None
+
+
+def conclude(job: JobRow, insts: list[dict[str, Any]], now: float | None = None) -> None:
+    """Every instance has exited: decide how the job ends (or whether it is retried)."""
+    now = time.time() if now is None else now
+    insts = sorted(insts, key=lambda i: int(i["host"].split("-")[-1]))
+    algorithm = [i for i in insts if i["outcome"] == "algorithm"]
+    platform = [i for i in insts if i["outcome"] == "platform"]
+    if algorithm:
+        lifecycle.finish(job, "Failed", failure_reason=algorithm[0]["failure_reason"]
+                         or f"AlgorithmError: {algorithm[0]['host']} exited with code {algorithm[0]['exit_code']}",
+                         now=now)
+    elif platform:
+        reason = platform[0]["failure_reason"] or f"InternalServerError: the agent of {platform[0]['host']} failed"
+        if not retry(job, reason, now):
+            lifecycle.finish(job, "Failed", failure_reason=reason, now=now)
+    elif job.stop_reason:
+        lifecycle.finish(job, job.stop_reason if job.stop_reason in lifecycle.TERMINAL_SECONDARY else "Stopped",
+                         now=now)
+    else:
+        lifecycle.finish(job, "Completed", now=now)
+
+
+def retry(job: JobRow, reason: str, now: float) -> bool:
+    """Start the job again after a failure of ours, when RetryStrategy allows; False if not."""
+    attempts = int((job.request.get("RetryStrategy") or {}).get("MaximumRetryAttempts") or 0)
+    if job.stop_reason or job.attempt > attempts:
+        return False
+    job.attempt += 1
+    job.phase = "queued"
+    lifecycle.set_secondary(job, "Restarting", f"Restarting the training job (attempt {job.attempt}) after: "
+                            f"{reason[:400]}", now=now)
+    lifecycle.set_secondary(job, "Starting", lifecycle.PREPARING, now=now)
+    return True
