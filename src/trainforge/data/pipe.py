@@ -1,0 +1,3 @@
+"""Pipe mode (not yet implemented)."""
+
+from __future__ import annotations

@@ -1,0 +1,177 @@
+"""``stage_inputs``: make every channel of a request available to one instance.
+
+Order of work, all before the training process starts:
+
+1. Parse the channels (``channels.py``) and resolve each one's items for this host
+   (``sources.py``: listing, manifests, shuffle, sharding).
+2. Check every destination path (nothing may land outside ``input/data/<channel>/``) and the
+   ``VolumeSizeInGB`` quota over the bytes File and FastFile channels will store — before a
+   single byte is written.
+3. File channels: download everything (one shared parallel pool, progress reported through
+   ``progress``). FastFile channels: start their background fetcher (``fastfile.py``). Pipe
+   channels: create their first FIFO and start a feeder thread (``pipe.py``).
+   FileSystemDataSource channels are not staged: see ``filesystems.py``.
+
+Any failure raises :class:`DataError` and removes what this call created.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from .. import objectstore
+from ..objectstore import ObjectStoreError, Transfer
+from .channels import Channel, parse_channels
+from .errors import DataError
+from .progress import Progress, human
+from .sources import Item, assign, check_paths, list_items
+
+GiB = 1 << 30
+
+
+@dataclass
+class ChannelPlan:
+    channel: Channel
+    items: list[Item]  # this host's items, epoch 0, in order
+    all_items: list[Item] = field(default_factory=list)  # canonical list (Pipe reshuffles per epoch)
+    paths: list[Path] = field(default_factory=list)
+    directory: Path | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(i.size or 0 for i in self.items)
+
+
+class InputSession:
+    """What staging left running: Pipe feeders and FastFile fetchers. ``close()`` stops them."""
+
+    def __init__(self) -> None:
+        self.workers: list[Any] = []  # objects with .close()
+        self.plans: dict[str, ChannelPlan] = {}
+        self._closed = threading.Event()
+
+    def add(self, worker: Any) -> None:
+        self.workers.append(worker)
+
+    @property
+    def error(self) -> DataError | None:
+        """The first error a background worker hit (a Pipe feeder or FastFile fetcher), if any."""
+        for w in self.workers:
+            err = getattr(w, "error", None)
+            if err is not None:
+                return err if isinstance(err, DataError) else DataError(str(err), user=False)
+        return None
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for w in self.workers:
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
+                pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def volume_bytes(request: dict[str, Any]) -> int | None:
+    gb = (request.get("ResourceConfig") or {}).get("VolumeSizeInGB")
+    return int(gb) * GiB if gb else None
+
+
+def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: list[str], *,
+                 progress: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
+                 allowed_roots: list[str] | None = None, file_systems: dict[str, str] | None = None,
+                 workers: int = objectstore.DEFAULT_WORKERS) -> InputSession:
+    """Stage every S3 channel of ``request`` for host ``hosts[host_index]``; see the module doc."""
+    progress = progress or (lambda m: None)
+    log = log or (lambda m: None)
+    ml_dir = Path(ml_dir)
+    data_dir = ml_dir / "input" / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    channels = [c for c in parse_channels(request) if c.uri is not None]
+    n_hosts = max(1, len(hosts))
+    host = hosts[host_index] if hosts else "algo-1"
+
+    plans: list[ChannelPlan] = []
+    for ch in channels:
+        need_sizes = ch.mode in ("File", "FastFile")
+        all_items = list_items(ch, allowed_roots=allowed_roots, need_sizes=need_sizes)
+        mine = assign(all_items, ch, host_index, n_hosts)
+        if ch.distribution == "ShardedByS3Key" and n_hosts > len(all_items) and not mine:
+            log(f"Warning: channel '{ch.name}' has {len(all_items)} object(s) for {n_hosts} hosts with "
+                f"ShardedByS3Key: {host} receives an empty channel")
+        plan = ChannelPlan(ch, mine, all_items)
+        if ch.mode in ("File", "FastFile"):
+            plan.directory = data_dir / ch.name
+            plan.paths = check_paths(ch, mine, plan.directory)
+        plans.append(plan)
+
+    _check_quota(request, plans)
+
+    session = InputSession()
+    created: list[Path] = []
+    try:
+        # Interim until fastfile.py lands: FastFile channels are staged like File channels.
+        file_plans = [p for p in plans if p.channel.mode in ("File", "FastFile")]
+        for p in plans:
+            session.plans[p.channel.name] = p
+            if p.directory is not None:
+                p.directory.mkdir(parents=True, exist_ok=True)
+                created.append(p.directory)
+        _stage_files(file_plans, ml_dir, progress, allowed_roots, workers)
+        for p in plans:
+            if p.channel.mode == "Pipe":
+                raise DataError(f"channel '{p.channel.name}': Pipe mode is not available yet", user=False)
+    except BaseException:
+        session.close()
+        for d in created:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    return session
+
+
+def _check_quota(request: dict[str, Any], plans: list[ChannelPlan]) -> None:
+    limit = volume_bytes(request)
+    if limit is None:
+        return
+    stored = [p for p in plans if p.channel.mode in ("File", "FastFile")]
+    total = sum(p.nbytes for p in stored)
+    if total > limit:
+        gb = (request.get("ResourceConfig") or {}).get("VolumeSizeInGB")
+        per = ", ".join(f"'{p.channel.name}' {human(p.nbytes)}" for p in stored if p.nbytes)
+        raise DataError(f"ClientError: Input data of {human(total)} ({per}) does not fit the instance's "
+                        f"storage volume of {gb} GB (ResourceConfig.VolumeSizeInGB = {gb}); "
+                        f"increase VolumeSizeInGB")
+
+
+def _stage_files(plans: list[ChannelPlan], ml_dir: Path, progress: Callable[[str], None],
+                 allowed_roots: list[str] | None, workers: int) -> None:
+    transfers = [Transfer(it.location, path, it.size, it.etag)
+                 for p in plans for it, path in zip(p.items, p.paths, strict=True)
+                 if it.location is not None]
+    if not plans:
+        return
+    total = sum(p.nbytes for p in plans)
+    prog = Progress(total, progress)
+    progress(prog.message())
+    staging_dir = ml_dir / "input" / ".staging"
+    try:
+        objectstore.download_many(transfers, workers=workers, allowed_roots=allowed_roots,
+                                  on_bytes=prog.add, staging_dir=staging_dir)
+    except ObjectStoreError as exc:
+        names = ", ".join(f"'{p.channel.name}'" for p in plans)
+        raise DataError(f"Could not download input data for channel(s) {names}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    prog.finish()
