@@ -1,0 +1,225 @@
+"""Shared fixtures: real trainforge servers on loopback ports, moto's S3 server, PostgreSQL.
+
+Everything here is a real process talking HTTP: the tests use boto3 / awscli against them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """A trainforge server in its own process, started and stopped by the tests."""
+
+    def __init__(self, data_dir: Path, config: dict[str, Any] | None = None,
+                 database_url: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.config = dict(config or {})
+        self.config.setdefault("stop_grace_seconds", 10)
+        self.database_url = database_url
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+
+    def start(self) -> "ServerProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.data_dir / "server-config.json"
+        cfg_path.write_text(json.dumps(self.config))
+        args = [sys.executable, "-m", "trainforge.server", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--config", str(cfg_path)]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        env = {**os.environ, **self.env}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        wait_until(self._healthy, timeout=30, message=f"server on {self.endpoint} ({self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"GET /_trainforge/health HTTP/1.0\r\n\r\n")
+                return b"200" in s.recv(64)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as the server can tell."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def client(self, service: str = "sagemaker", *, validate: bool = True, region: str = "us-east-1",
+               access_key: str = "testing", secret_key: str = "testing", retries: int = 0) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=region, aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=BotoConfig(parameter_validation=validate, retries={"max_attempts": retries, "mode": "standard"},
+                              read_timeout=30),
+        )
+
+    def raw(self, operation: str, body: Any, prefix: str = "SageMaker.") -> tuple[int, Any]:
+        """POST a raw body (dict → JSON, or bytes) and return (status, parsed JSON)."""
+        import http.client
+
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("POST", "/", body=data, headers={
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": prefix + operation,
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sagemaker/aws4_request, "
+                             "SignedHeaders=host, Signature=00"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        conn.close()
+        return resp.status, (json.loads(payload) if payload else None)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 in server mode: a real HTTP endpoint."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_environment(s3_endpoint: str) -> Iterator[None]:
+    """Every server and client in the tests uses moto's S3 and fake credentials."""
+    saved = dict(os.environ)
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+    })
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_SAGEMAKER", "AWS_ENDPOINT_URL"):
+        os.environ.pop(key, None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def s3(s3_endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL cluster (Debian's postgresql package), or skip where it is not installed."""
+    if not (PG_BIN / "initdb").exists():
+        if os.environ.get("CI"):
+            raise AssertionError("PostgreSQL is not installed: .ci/run must install Debian's postgresql")
+        pytest.skip("PostgreSQL binaries not installed")
+    base = Path(tempfile.mkdtemp(prefix="tf-pg-"))
+    shutil.chown(base, "postgres", "postgres")
+    port = free_port()
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w",
+                            "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def make(config: dict[str, Any] | None = None, database_url: str | None = None,
+             data_dir: Path | None = None, **kw: Any) -> ServerProcess:
+        srv = ServerProcess(data_dir or tmp_path_factory.mktemp("tf"), config, database_url, **kw).start()
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server shared by the tests that only need the API (tests use unique job names)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("tf-shared")).start()
+    yield srv
+    srv.stop()
+
+
+_counter = [0]
+
+
+def unique_name(prefix: str = "job") -> str:
+    _counter[0] += 1
+    return f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10_000_000}-{_counter[0]}"
+
+
+def minimal_request(name: str, **overrides: Any) -> dict[str, Any]:
+    """A valid CreateTrainingJob request that runs nothing heavy."""
+    req: dict[str, Any] = {
+        "TrainingJobName": name,
+        "RoleArn": "arn:aws:iam::000000000000:role/SageMakerRole",
+        "AlgorithmSpecification": {"TrainingImage": "trainforge/command:latest", "TrainingInputMode": "File",
+                                   "ContainerEntrypoint": ["/bin/sh", "-c"], "ContainerArguments": ["true"]},
+        "OutputDataConfig": {"S3OutputPath": "s3://trainforge-test-output/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+    }
+    req.update(overrides)
+    return req
