@@ -10,15 +10,22 @@ import calendar
 import datetime as dt
 import hashlib
 import hmac
+import json
+import re
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 from starlette.datastructures import Headers
 
 from trainforge.api.errors import InvalidSignature, MissingAuthentication, UnrecognizedClient
@@ -531,3 +538,140 @@ def test_invalid_credentials_configuration_fails_early() -> None:
         Authenticator({"K": {"secret_access_key": "s", "account_id": "12"}}, "000000000000", "us-east-1")
     auth = Authenticator({"K": {"secret_access_key": "s"}}, "999999999999", "us-east-1")
     assert auth.verifies_signatures
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: a real server started with a credentials file, real boto3 clients
+#
+# Needs the ``server_factory`` fixture (tests/conftest.py): ``server_factory(credentials={...})``
+# returns a started server with ``.endpoint``. Until that fixture exists these tests are skipped.
+
+E2E_REGION = "us-west-2"
+
+
+@pytest.fixture
+def secured_server(request: pytest.FixtureRequest) -> Any:
+    try:
+        factory = request.getfixturevalue("server_factory")
+    except pytest.FixtureLookupError:
+        pytest.skip("the server_factory fixture (tests/conftest.py) is not available")
+    return factory(credentials=CREDENTIALS)
+
+
+def sagemaker_client(server: Any, key: str, secret: str, region: str = E2E_REGION) -> Any:
+    return boto3.session.Session().client(
+        "sagemaker",
+        endpoint_url=server.endpoint,
+        region_name=region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}),
+    )
+
+
+def create_job_request(name: str) -> dict[str, Any]:
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": "123456789012.dkr.ecr.us-west-2.amazonaws.com/sigv4-test:latest",
+            "TrainingInputMode": "File",
+        },
+        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "OutputDataConfig": {"S3OutputPath": "s3://sigv4-test-bucket/output"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+    }
+
+
+def client_error(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    with pytest.raises(ClientError) as info:
+        call(*args, **kwargs)
+    return info.value.response
+
+
+def test_e2e_right_key_wrong_secret_unknown_key(secured_server: Any) -> None:
+    good = sagemaker_client(secured_server, AKID, SECRET)
+    assert good.list_training_jobs()["TrainingJobSummaries"] == []
+
+    response = client_error(sagemaker_client(secured_server, AKID, "wrong-secret").list_training_jobs)
+    assert response["Error"]["Code"] == "InvalidSignatureException"
+    assert response["Error"]["Message"] == MISMATCH_MESSAGE
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+    response = client_error(sagemaker_client(secured_server, "AKIDNOBODYKNOWS", SECRET).list_training_jobs)
+    assert response["Error"]["Code"] == "UnrecognizedClientException"
+    assert response["Error"]["Message"] == UNKNOWN_KEY_MESSAGE
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_e2e_twenty_minute_old_date_is_rejected(secured_server: Any) -> None:
+    client = sagemaker_client(secured_server, AKID, SECRET)
+    frozen = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(minutes=20)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=frozen):
+        response = client_error(client.list_training_jobs)
+    assert response["Error"]["Code"] == "InvalidSignatureException"
+    message = response["Error"]["Message"]
+    stamp = frozen.strftime("%Y%m%dT%H%M%SZ")
+    assert message.startswith(f"Signature expired: {stamp} is now earlier than ")
+    assert re.fullmatch(
+        r"Signature expired: \d{8}T\d{6}Z is now earlier than \d{8}T\d{6}Z "
+        r"\(\d{8}T\d{6}Z - 5 min\.\)",
+        message,
+    ), message
+    # and the same client with a current clock is fine
+    assert "TrainingJobSummaries" in client.list_training_jobs()
+
+
+def test_e2e_missing_authentication(secured_server: Any) -> None:
+    request = urllib.request.Request(
+        secured_server.endpoint.rstrip("/") + "/",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.ListTrainingJobs"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 403
+    body = json.loads(info.value.read())
+    assert body["__type"].endswith("MissingAuthenticationTokenException")
+    assert body["message"] == MISSING_MESSAGE
+
+
+def test_e2e_account_isolation(secured_server: Any) -> None:
+    a = sagemaker_client(secured_server, AKID, SECRET)
+    b = sagemaker_client(secured_server, AKID_B, SECRET_B)
+    arn = a.create_training_job(**create_job_request("sigv4-isolated"))["TrainingJobArn"]
+    assert arn == f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT}:training-job/sigv4-isolated"
+    a.add_tags(ResourceArn=arn, Tags=[{"Key": "owner", "Value": "a"}])
+
+    # B cannot describe, list, stop or tag A's job
+    response = client_error(b.describe_training_job, TrainingJobName="sigv4-isolated")
+    assert response["Error"]["Code"] == "ValidationException"
+    assert response["Error"]["Message"] == "Requested resource not found."
+    assert b.list_training_jobs()["TrainingJobSummaries"] == []
+    assert b.list_training_jobs(NameContains="sigv4")["TrainingJobSummaries"] == []
+    response = client_error(b.stop_training_job, TrainingJobName="sigv4-isolated")
+    assert response["Error"]["Code"] == "ValidationException"
+    for call, kwargs in (
+        (b.add_tags, {"ResourceArn": arn, "Tags": [{"Key": "owner", "Value": "b"}]}),
+        (b.list_tags, {"ResourceArn": arn}),
+        (b.delete_tags, {"ResourceArn": arn, "TagKeys": ["owner"]}),
+    ):
+        response = client_error(call, **kwargs)
+        assert response["Error"]["Code"] == "ValidationException", (call, response["Error"])
+
+    # ... and A's job and tags are untouched
+    described = a.describe_training_job(TrainingJobName="sigv4-isolated")
+    assert described["TrainingJobArn"] == arn
+    assert described["TrainingJobStatus"] not in ("Stopping", "Stopped")
+    assert a.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "owner", "Value": "a"}]
+    assert [s["TrainingJobName"] for s in a.list_training_jobs()["TrainingJobSummaries"]] == [
+        "sigv4-isolated"
+    ]
+
+    # the same name is free in B's account: names are per account and region
+    arn_b = b.create_training_job(**create_job_request("sigv4-isolated"))["TrainingJobArn"]
+    assert arn_b == f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT_B}:training-job/sigv4-isolated"
+    # and the region of the credential scope is part of the identity too
+    a_elsewhere = sagemaker_client(secured_server, AKID, SECRET, region="eu-west-1")
+    assert a_elsewhere.list_training_jobs()["TrainingJobSummaries"] == []
