@@ -54,6 +54,9 @@ class ServerProcess:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.config = dict(config or {})
         self.config.setdefault("stop_grace_seconds", 10)
+        # Test jobs run host commands under this image name (ContainerEntrypoint gives the command).
+        self.config.setdefault("images", [{"image": "trainforge/command:*", "kind": "command",
+                                           "entrypoint": ["/bin/sh", "-c"]}])
         self.database_url = database_url
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None

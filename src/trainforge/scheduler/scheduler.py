@@ -161,7 +161,7 @@ class Scheduler:
                     "account_id": job.account_id, "attempt": job.attempt, "host": host,
                     "hosts": [h for h, _, _ in hosts], "instance_type": itype, "instance_group": group,
                     "instance_groups": _groups(hosts), "job_dir": str(job_dir), "instance_dir": str(inst_dir),
-                    "request": request, "runtime": runtime.to_dict(),
+                    "request": request, "runtime": runtime.as_spec(),
                     "control_url": self.config.endpoint_url, "token": job.token,
                     "isolation": self.isolation, "stop_grace_seconds": self.config.stop_grace_seconds,
                     "deadline": deadline, "s3_endpoint_url": _s3_endpoint(),
