@@ -88,14 +88,17 @@ class Scheduler:
         self._admit(in_use, now)
 
     def _admit(self, in_use: Resources, now: float) -> None:
+        blocked = False
         for job_id in self.store.ids_in_phase("queued"):
             job = self.store.get_by_id(job_id)
             if job is None or job.phase != "queued":
                 continue
             need = self.capacity.reservation(job.request)
-            if not (in_use + need).fits_in(self.capacity.total):
-                self._pending(job, need, in_use, now)
-                return  # strict creation order: later jobs wait behind this one
+            if blocked or not (in_use + need).fits_in(self.capacity.total):
+                # Strict creation order: once one job waits, every later job waits behind it.
+                blocked = True
+                self._pending(job, need, now)
+                continue
             try:
                 launched = self._launch(job, now)
             except Exception as exc:  # noqa: BLE001 - one job that cannot launch must not block the queue
@@ -105,26 +108,26 @@ class Scheduler:
             if launched:
                 in_use = in_use + need
 
-    def _pending(self, job: JobRow, need: Resources, in_use: Resources, now: float) -> None:
+    def _pending(self, job: JobRow, need: Resources, now: float) -> None:
         limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds")
+        expired = bool(limit) and now - job.creation_time > float(limit)
+        total = self.capacity.total
+        msg = (f"Waiting for capacity: the job needs {need.instances} instance(s) with {need.describe()}; "
+               f"this machine offers {total.describe()}"
+               + (f" and {total.instances} instances" if total.instances < 1_000_000 else "")
+               + " to all running jobs")
+        if not expired and job.secondary_status == "Pending":
+            return
         with self.store.locked(job.id) as (conn, locked):
             if locked is None or locked.phase != "queued":
                 return
-            if limit and now - locked.creation_time > float(limit):
+            if expired:
                 locked.stop_reason = "Stopped"
                 lifecycle.finish(locked, "Stopped", now=now, message=(
                     f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) "
                     f"for capacity"))
-            else:
-                free = Resources(self.capacity.total.cpus - in_use.cpus,
-                                 self.capacity.total.memory_mb - in_use.memory_mb,
-                                 self.capacity.total.gpus - in_use.gpus,
-                                 self.capacity.total.instances - in_use.instances)
-                msg = (f"Waiting for capacity: the job needs {need.instances} instance(s) with "
-                       f"{need.describe()}; free now: {max(free.instances, 0)} instance slot(s), "
-                       f"{max(free.cpus, 0):g} CPUs, {max(free.memory_mb, 0) / 1024:g} GiB memory")
-                if not lifecycle.set_secondary(locked, "Pending", msg, now=now):
-                    return
+            elif not lifecycle.set_secondary(locked, "Pending", msg, now=now):
+                return
             self.store.save(conn, locked)
 
     # --- launch ------------------------------------------------------------------------------

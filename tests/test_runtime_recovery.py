@@ -1,0 +1,120 @@
+"""Nothing is lost: server crashes, agent crashes, and a crowd of jobs on little capacity (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from conftest import minimal_request, unique_name, wait_until
+from test_runtime_jobs import shell_job, wait_finished
+
+
+def agent_pids(data_dir: Path, name: str) -> list[int]:
+    """PIDs of the agents running ``name`` (from /proc: the agent's argv names its spec file)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"trainforge.agent" in argv and any(f"/{name}/".encode() in a for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def test_server_killed_during_training_then_restarted(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    gate = tmp_path / "gate"
+    script = f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo after-restart; echo ok > /opt/ml/model/m"
+    name = unique_name("crash")
+    sm = srv.client()
+    sm.create_training_job(**shell_job(name, script, tmp_path / "out"))
+    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
+               timeout=30, message="Training")
+    srv.kill()
+    gate.write_text("go")  # training finishes while the control plane is down
+    srv.start()
+    sm = srv.client()
+    desc = wait_finished(sm, name, timeout=60)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    logs = srv.client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix=f"{name}/")["logStreams"][0]["logStreamName"]
+    messages = [e["message"] for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"]]
+    assert messages.index("started") < messages.index("after-restart")
+
+
+def test_agent_killed_fails_the_job_with_a_reason(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    name = unique_name("agentkill")
+    sm = srv.client()
+    sm.create_training_job(**shell_job(name, "sleep 120", tmp_path / "out"))
+    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
+               timeout=30, message="Training")
+    pids = wait_until(lambda: agent_pids(srv.data_dir, name), message="agent process")
+    os.kill(pids[0], signal.SIGKILL)
+    desc = wait_finished(sm, name, timeout=30)
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert "agent" in desc["FailureReason"] and not desc["FailureReason"].startswith("AlgorithmError")
+    # no process of the instance survives its agent
+    wait_until(lambda: not agent_pids(srv.data_dir, name), timeout=10, message="no agent left")
+
+
+def test_agent_killed_is_retried_under_retry_strategy(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    marker = tmp_path / "attempts"
+    script = f"echo x >> {marker}; if [ $(wc -l < {marker}) -lt 2 ]; then sleep 120; fi"
+    name = unique_name("retry")
+    sm = srv.client()
+    sm.create_training_job(**shell_job(name, script, tmp_path / "out", RetryStrategy={"MaximumRetryAttempts": 2}))
+    wait_until(lambda: marker.exists(), timeout=30, message="first attempt running")
+    pids = wait_until(lambda: agent_pids(srv.data_dir, name), message="agent process")
+    os.kill(pids[0], signal.SIGKILL)
+    desc = wait_finished(sm, name, timeout=60)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    statuses = [t["Status"] for t in desc["SecondaryStatusTransitions"]]
+    assert "Restarting" in statuses
+    assert statuses.index("Restarting") < len(statuses) - 1 and statuses.count("Training") == 2
+
+
+def test_fifty_jobs_on_four_instance_slots(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)], "max_concurrent_instances": 4})
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    sm = srv.client()
+    names = [unique_name("crowd") for _ in range(50)]
+    for n in names:
+        script = (f"python3 -c \"import time,sys; print(time.time(), file=open('{trace}/{n}.start','w'))\"; "
+                  f"sleep 0.3; python3 -c \"import time; print(time.time(), file=open('{trace}/{n}.end','w'))\"")
+        sm.create_training_job(**shell_job(n, script, tmp_path / "out"))
+    saw_pending = wait_until(lambda: any(
+        sm.describe_training_job(TrainingJobName=n)["SecondaryStatus"] == "Pending" for n in names[-10:]),
+        timeout=30, message="a Pending job")
+    assert saw_pending
+    descs = [wait_finished(sm, n, timeout=240) for n in names]
+    assert [d["TrainingJobStatus"] for d in descs] == ["Completed"] * 50
+    intervals = [(float((trace / f"{n}.start").read_text()), float((trace / f"{n}.end").read_text()))
+                 for n in names]
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert 2 <= peak <= 4, peak
+    pending = [d for d in descs if "Pending" in [t["Status"] for t in d["SecondaryStatusTransitions"]]]
+    assert pending and "Waiting for capacity" in json.dumps(pending[0]["SecondaryStatusTransitions"])
+    listed = sm.list_training_jobs(StatusEquals="Completed", MaxResults=100)["TrainingJobSummaries"]
+    assert {s["TrainingJobName"] for s in listed} >= set(names)
+
+
+def test_minimal_request_is_a_valid_job(server: Any) -> None:
+    name = unique_name("min")
+    sm = server.client()
+    sm.create_training_job(**minimal_request(name))
+    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobName"] == name
