@@ -361,6 +361,29 @@ def read_bytes(uri: str | Location, *, allowed_roots: Iterable[str] | None = Non
         return f.read()
 
 
+def read_range(uri: str | Location, start: int, end: int, *, etag: str | None = None,
+               allowed_roots: Iterable[str] | None = None) -> bytes:
+    """Bytes ``start..end`` (inclusive) of an object, in one request."""
+    loc = _loc(uri)
+    if loc.scheme == "file":
+        fd = os.open(_check_file(loc, allowed_roots, "input file"), os.O_RDONLY)
+        try:
+            return os.pread(fd, end - start + 1, start)
+        finally:
+            os.close(fd)
+    kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "Range": f"bytes={start}-{end}"}
+    if etag:
+        kwargs["IfMatch"] = etag
+    try:
+        body = s3_client().get_object(**kwargs)["Body"]
+        try:
+            return body.read()
+        finally:
+            body.close()
+    except Exception as exc:
+        raise _s3_error(exc, loc, "read") from exc
+
+
 # ---------------------------------------------------------------------------------------------
 # Placing local files
 def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
@@ -449,6 +472,7 @@ class _Engine:
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.partials: set[Path] = set()
+        self.made_dirs: set[Path] = set()
 
     def _fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -462,6 +486,8 @@ class _Engine:
         tmp = d / f"{uuid.uuid4().hex}.part"
         with self.lock:
             self.partials.add(tmp)
+            if self.staging_dir is None:
+                self.made_dirs.add(d)
         return tmp
 
     def _finish(self, t: Transfer, tmp: Path) -> None:
@@ -487,13 +513,11 @@ class _Engine:
                 f.result()
         for tmp in list(self.partials):
             tmp.unlink(missing_ok=True)
-        for t in transfers[:1]:
-            d = self.staging_dir or t.dest.parent / STAGING_DIRNAME
-            if self.staging_dir is None:
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
+        for d in self.made_dirs:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
         if self.error is not None:
             raise self.error
         if self.cancel.is_set():
@@ -530,7 +554,8 @@ class _Engine:
         body = s3_client().get_object(**kwargs)["Body"]
         with open(tmp, "wb") as f:
             self._pump(body, f.fileno(), 0)
-        self._finish(t, tmp)
+        if not self.cancel.is_set():
+            self._finish(t, tmp)
 
     def _pump(self, body: Any, fd: int, offset: int) -> int:
         try:

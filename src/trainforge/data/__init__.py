@@ -9,6 +9,8 @@ What the agent calls (see each module's doc for the exact semantics):
   ``(host directory, /opt/ml/input/data/<channel>, read_only)`` for the agent to bind-mount.
 - :func:`restore_checkpoints` and :class:`CheckpointSync` (``checkpoints.py``) — CheckpointConfig
   restore before training; CheckpointConfig and TensorBoardOutputConfig sync while it runs.
+- :func:`input_config_error` (``validate.py``) — for CreateTrainingJob: the channel
+  combinations SageMaker refuses, as a ValidationException message (or None).
 - :class:`DataError` — every failure; its message is the job's FailureReason.
 """
 
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 from .checkpoints import CheckpointSync, DirectorySync, container_path, restore_checkpoints
 from .errors import DataError
+from .filesystems import FileSystemMount, file_system_mounts
 from .staging import InputSession, stage_inputs
+from .validate import input_config_error
 
-__all__ = ["CheckpointSync", "DataError", "DirectorySync", "InputSession", "container_path",
-           "restore_checkpoints", "stage_inputs"]
+__all__ = ["CheckpointSync", "DataError", "DirectorySync", "FileSystemMount", "InputSession",
+           "container_path", "file_system_mounts", "input_config_error", "restore_checkpoints",
+           "stage_inputs"]

@@ -94,6 +94,10 @@ def _manifest_items(ch: Channel, roots: list[str] | None) -> list[Item]:
     for entry in doc[1:]:
         if not isinstance(entry, str) or not entry:
             raise DataError(f"channel '{ch.name}': manifest {ch.uri} has a non-string entry {entry!r}")
+        try:
+            objectstore.safe_join(Path("/"), entry, f"manifest {ch.uri}")
+        except ObjectStoreError as exc:
+            raise DataError(f"channel '{ch.name}': {exc}") from exc
         items.append(Item(entry, prefix.child(entry)))
     return items
 

@@ -92,8 +92,17 @@ def volume_bytes(request: dict[str, Any]) -> int | None:
 def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: list[str], *,
                  progress: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
                  allowed_roots: list[str] | None = None, file_systems: dict[str, str] | None = None,
-                 workers: int = objectstore.DEFAULT_WORKERS) -> InputSession:
-    """Stage every S3 channel of ``request`` for host ``hosts[host_index]``; see the module doc."""
+                 workers: int = objectstore.DEFAULT_WORKERS,
+                 on_error: Callable[[DataError], None] | None = None) -> InputSession:
+    """Stage every S3 channel of ``request`` for host ``hosts[host_index]``; see the module doc.
+
+    ``progress(message)`` receives "Downloading input data: 412 MiB of 1.0 GiB (40%)" at most
+    twice a second; ``log(line)`` receives lines for the job's log (warnings). ``on_error`` is
+    called (from a background thread) when a Pipe feeder or FastFile fetcher fails after this
+    function has returned; the same error is then in ``InputSession.error``.
+    ``file_systems`` is accepted for symmetry: FileSystemDataSource channels are resolved by
+    :func:`trainforge.data.file_system_mounts`, which the agent calls to bind-mount them.
+    """
     progress = progress or (lambda m: None)
     log = log or (lambda m: None)
     ml_dir = Path(ml_dir)
@@ -105,8 +114,7 @@ def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: 
 
     plans: list[ChannelPlan] = []
     for ch in channels:
-        need_sizes = ch.mode in ("File", "FastFile")
-        all_items = list_items(ch, allowed_roots=allowed_roots, need_sizes=need_sizes)
+        all_items = list_items(ch, allowed_roots=allowed_roots, need_sizes=True)
         mine = assign(all_items, ch, host_index, n_hosts)
         if ch.distribution == "ShardedByS3Key" and n_hosts > len(all_items) and not mine:
             log(f"Warning: channel '{ch.name}' has {len(all_items)} object(s) for {n_hosts} hosts with "
@@ -122,8 +130,7 @@ def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: 
     session = InputSession()
     created: list[Path] = []
     try:
-        # Interim until fastfile.py lands: FastFile channels are staged like File channels.
-        file_plans = [p for p in plans if p.channel.mode in ("File", "FastFile")]
+        file_plans = [p for p in plans if p.channel.mode == "File"]
         for p in plans:
             session.plans[p.channel.name] = p
             if p.directory is not None:
@@ -131,8 +138,16 @@ def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: 
                 created.append(p.directory)
         _stage_files(file_plans, ml_dir, progress, allowed_roots, workers)
         for p in plans:
-            if p.channel.mode == "Pipe":
-                raise DataError(f"channel '{p.channel.name}': Pipe mode is not available yet", user=False)
+            if p.channel.mode == "FastFile":
+                from .fastfile import FastFileChannel
+
+                session.add(FastFileChannel(p, ml_dir, allowed_roots=allowed_roots, workers=workers,
+                                            log=log, on_error=on_error).start())
+            elif p.channel.mode == "Pipe":
+                from .pipe import PipeFeeder
+
+                session.add(PipeFeeder(p, data_dir, host_index, n_hosts, allowed_roots=allowed_roots,
+                                       log=log, on_error=on_error).start())
     except BaseException:
         session.close()
         for d in created:

@@ -1,0 +1,113 @@
+"""objectstore: s3:// through a real (moto) HTTP endpoint and file:// with allowed roots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainforge import objectstore
+from trainforge.objectstore import ObjectStoreError, parse_uri
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    objectstore.reset_client()
+    name = f"os-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def test_import_does_not_import_boto3() -> None:
+    code = "import sys, trainforge.objectstore, trainforge.data; print('boto3' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_parse_uri() -> None:
+    loc = parse_uri("s3://bkt/a/b.txt")
+    assert (loc.scheme, loc.bucket, loc.key) == ("s3", "bkt", "a/b.txt")
+    assert parse_uri("s3://bkt").key == ""
+    f = parse_uri("file:///data/x/../y/")
+    assert (f.scheme, f.key) == ("file", "/data/y/")
+    assert parse_uri("file://localhost/tmp/z").key == "/tmp/z"
+    for bad in ("http://x/y", "s3:///key", "file://relative/path", "/plain/path"):
+        with pytest.raises(ObjectStoreError):
+            parse_uri(bad)
+
+
+def test_list_objects_prefix_semantics(s3: Any, bucket: str) -> None:
+    for key in ("data/train/a.csv", "data/train/sub/b.csv", "data/train-2/c.csv", "data/other.csv",
+                "data/train/dir/"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x" * len(key))
+    got = objectstore.list_objects(f"s3://{bucket}/data/train/")
+    assert got == [("a.csv", 16), ("sub/b.csv", 20)]
+    got = objectstore.list_objects(f"s3://{bucket}/data/train")
+    assert got == [("train-2/c.csv", 18), ("a.csv", 16), ("sub/b.csv", 20)]
+    assert objectstore.list_objects(f"s3://{bucket}/data/other.csv") == [("other.csv", 14)]
+    with pytest.raises(ObjectStoreError, match="does not exist"):
+        objectstore.list_objects("s3://no-such-bucket-tf/x")
+
+
+def test_download_prefix_parallel_ranged_byte_exact(s3: Any, bucket: str, tmp_path: Path) -> None:
+    big = os.urandom(objectstore.MULTIPART_THRESHOLD + 3 * objectstore.PART_SIZE + 12345)
+    s3.put_object(Bucket=bucket, Key="p/big.bin", Body=big)
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"p/small/{i:02d}", Body=str(i).encode())
+    seen: list[int] = []
+    entries = objectstore.download_prefix(f"s3://{bucket}/p/", tmp_path / "out", on_bytes=seen.append)
+    assert len(entries) == 21
+    assert hashlib.sha256((tmp_path / "out/big.bin").read_bytes()).digest() == hashlib.sha256(big).digest()
+    assert (tmp_path / "out/small/07").read_bytes() == b"7"
+    assert sum(seen) == len(big) + sum(len(str(i)) for i in range(20))
+    assert not any(p.name.startswith(".") for p in (tmp_path / "out").rglob("*")), "no partial files left"
+
+
+def test_upload_tree_and_file_roundtrip(s3: Any, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"a")
+    (src / "d" / "big").write_bytes(os.urandom(objectstore.MULTIPART_THRESHOLD + 5))
+    assert objectstore.upload_tree(src, f"s3://{bucket}/up") == ["a.txt", "d/big"]
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["up/a.txt", "up/d/big"]
+    objectstore.upload_file(src / "a.txt", f"s3://{bucket}/one/a")
+    objectstore.download_file(f"s3://{bucket}/up/d/big", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == (src / "d" / "big").read_bytes()
+    with objectstore.open_read(f"s3://{bucket}/one/a") as f:
+        assert f.read() == b"a"
+
+
+def test_file_scheme_hard_links_and_allowed_roots(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "in" / "sub").mkdir(parents=True)
+    (root / "in" / "x").write_bytes(b"xx")
+    (root / "in" / "sub" / "y").write_bytes(b"y")
+    dest = tmp_path / "dest"
+    objectstore.download_prefix(f"file://{root}/in", dest, allowed_roots=[str(root)])
+    assert (dest / "sub" / "y").read_bytes() == b"y"
+    assert (dest / "x").stat().st_ino == (root / "in" / "x").stat().st_ino  # hard link, no copy
+    with pytest.raises(ObjectStoreError, match="outside the allowed local roots"):
+        objectstore.list_objects(f"file://{tmp_path}", allowed_roots=[str(root)])
+    with pytest.raises(ObjectStoreError, match="outside the allowed local roots"):
+        objectstore.upload_file(root / "in" / "x", f"file://{tmp_path}/elsewhere", allowed_roots=[str(root)])
+    # a symlink inside the source that escapes it is refused
+    os.symlink(tmp_path, root / "in" / "escape")
+    with pytest.raises(ObjectStoreError, match="points outside the source"):
+        objectstore.list_objects(f"file://{root}/in", allowed_roots=[str(root)])
+    # uploads to file:// land atomically and copy when asked
+    objectstore.upload_file(root / "in" / "x", f"file://{root}/out/x", allowed_roots=[str(root)], link=False)
+    assert (root / "out" / "x").stat().st_ino != (root / "in" / "x").stat().st_ino
+
+
+def test_safe_join_refuses_escapes(tmp_path: Path) -> None:
+    for rel in ("../x", "a/../../x", "/etc/passwd", "a/..", ""):
+        with pytest.raises(ObjectStoreError, match="outside the channel directory"):
+            objectstore.safe_join(tmp_path, rel)
+    assert objectstore.safe_join(tmp_path, "a//b/./c") == tmp_path / "a" / "b" / "c"
