@@ -19,13 +19,12 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from conftest import minimal_request
 from starlette.datastructures import Headers
 
 from trainforge.api.errors import InvalidSignature, MissingAuthentication, UnrecognizedClient
@@ -543,44 +542,20 @@ def test_invalid_credentials_configuration_fails_early() -> None:
 # ---------------------------------------------------------------------------------------------
 # end to end: a real server started with a credentials file, real boto3 clients
 #
-# Needs the ``server_factory`` fixture (tests/conftest.py): ``server_factory(credentials={...})``
-# returns a started server with ``.endpoint``. Until that fixture exists these tests are skipped.
+# ``server_factory`` (tests/conftest.py) starts a real server; its config names a credentials file.
 
 E2E_REGION = "us-west-2"
 
 
 @pytest.fixture
-def secured_server(request: pytest.FixtureRequest) -> Any:
-    try:
-        factory = request.getfixturevalue("server_factory")
-    except pytest.FixtureLookupError:
-        pytest.skip("the server_factory fixture (tests/conftest.py) is not available")
-    return factory(credentials=CREDENTIALS)
+def secured_server(server_factory: Any, tmp_path: Any) -> Any:
+    credentials_file = tmp_path / "credentials.json"
+    credentials_file.write_text(json.dumps(CREDENTIALS))
+    return server_factory(config={"credentials_file": str(credentials_file)})
 
 
 def sagemaker_client(server: Any, key: str, secret: str, region: str = E2E_REGION) -> Any:
-    return boto3.session.Session().client(
-        "sagemaker",
-        endpoint_url=server.endpoint,
-        region_name=region,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}),
-    )
-
-
-def create_job_request(name: str) -> dict[str, Any]:
-    return {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {
-            "TrainingImage": "123456789012.dkr.ecr.us-west-2.amazonaws.com/sigv4-test:latest",
-            "TrainingInputMode": "File",
-        },
-        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
-        "OutputDataConfig": {"S3OutputPath": "s3://sigv4-test-bucket/output"},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
-    }
+    return server.client(access_key=key, secret_key=secret, region=region)
 
 
 def client_error(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -640,7 +615,7 @@ def test_e2e_missing_authentication(secured_server: Any) -> None:
 def test_e2e_account_isolation(secured_server: Any) -> None:
     a = sagemaker_client(secured_server, AKID, SECRET)
     b = sagemaker_client(secured_server, AKID_B, SECRET_B)
-    arn = a.create_training_job(**create_job_request("sigv4-isolated"))["TrainingJobArn"]
+    arn = a.create_training_job(**minimal_request("sigv4-isolated"))["TrainingJobArn"]
     assert arn == f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT}:training-job/sigv4-isolated"
     a.add_tags(ResourceArn=arn, Tags=[{"Key": "owner", "Value": "a"}])
 
@@ -670,7 +645,7 @@ def test_e2e_account_isolation(secured_server: Any) -> None:
     ]
 
     # the same name is free in B's account: names are per account and region
-    arn_b = b.create_training_job(**create_job_request("sigv4-isolated"))["TrainingJobArn"]
+    arn_b = b.create_training_job(**minimal_request("sigv4-isolated"))["TrainingJobArn"]
     assert arn_b == f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT_B}:training-job/sigv4-isolated"
     # and the region of the credential scope is part of the identity too
     a_elsewhere = sagemaker_client(secured_server, AKID, SECRET, region="eu-west-1")
