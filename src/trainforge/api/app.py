@@ -72,7 +72,8 @@ class AwsJsonEndpoint:
             raise errors.PayloadTooLarge(f"Request body exceeds the limit of {self.max_body} bytes.")
         target = request.headers.get("x-amz-target", "")
         account_id, region = self.authenticate(
-            request.method, request.url.path, request.url.query, request.headers, body)
+            request.method, request.scope.get("raw_path", b"/").decode("latin-1"), request.scope.get(
+                "query_string", b"").decode("latin-1"), request.headers, body)
         caller = Caller(account_id, region)
         if target.startswith(SAGEMAKER_PREFIX):
             op, handlers, service = target[len(SAGEMAKER_PREFIX):], self.sagemaker, "sagemaker"
