@@ -1,0 +1,242 @@
+"""Reports to the control plane: numbered events, batched, retried until acknowledged.
+
+``POST <control_url>/_trainforge/agent/v1/report`` (docs/INTERNALS.md). Events are numbered from 0
+per (job, attempt, host) in the order :meth:`Reporter.emit` is called; one sender thread posts them
+in batches, one request in flight, and keeps every event until an answer's ``next_seq`` passes it.
+While the control plane is unreachable it retries with backoff (50 ms doubling to 1 s) for as
+long as it is asked to; with nothing to send it posts an empty heartbeat every 2 s.
+
+Unacknowledged events are appended to ``instance_dir/agent-outbox.jsonl`` before they are first
+posted (``{"seq": n, "event": {...}}`` lines, plus ``{"ack": next_seq}`` lines as answers arrive),
+so an agent started again on the same instance directory resends them first, and the control
+plane can read what an agent that died never delivered.
+
+Only the standard library is imported; ``http.client`` is imported by the sender thread, off the
+path to starting user code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+REPORT_PATH = "/_trainforge/agent/v1/report"
+HEARTBEAT_SECONDS = 2.0
+MAX_BATCH_EVENTS = 2000
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+REQUEST_TIMEOUT = 15.0
+
+
+class Reporter:
+    def __init__(self, spec: dict[str, Any], outbox_path: str | None,
+                 on_stop: Callable[[str], None] | None = None,
+                 on_gone: Callable[[], None] | None = None):
+        url = urlsplit(spec["control_url"])
+        self._scheme, self._netloc = url.scheme or "http", url.netloc
+        self._path = url.path.rstrip("/") + REPORT_PATH
+        self._token = spec["token"]
+        self._host, self._attempt = spec["host"], spec.get("attempt", 1)
+        self._outbox_path = outbox_path
+        self._on_stop, self._on_gone = on_stop, on_gone
+        self._cond = threading.Condition()
+        self._pending: list[tuple[int, dict[str, Any]]] = []  # (seq, event), unacknowledged
+        self._next_seq = 0  # number of the next event emitted
+        self._persisted = 0  # events below this number are in the outbox
+        self._closing = False
+        self._stopped = False
+        self._conn: Any = None
+        self.gone = False
+        self.stop_reason: str | None = None
+        self.last_error: str | None = None
+        self.delivered_once = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
+        if outbox_path:
+            self._load_outbox(outbox_path)
+
+    # -- producer side ------------------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> int:
+        event.setdefault("time", time.time())
+        with self._cond:
+            seq = self._next_seq
+            self._next_seq += 1
+            self._pending.append((seq, event))
+            self._cond.notify_all()
+        return seq
+
+    def log(self, message: str, stream: str = "stdout", when: float | None = None) -> int:
+        return self.emit({"type": "log", "time": when or time.time(), "stream": stream, "message": message})
+
+    def status(self, status: str, message: str) -> int:
+        return self.emit({"type": "status", "status": status, "message": message, "time": time.time()})
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def unacknowledged(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def flush(self, until: float) -> bool:
+        """Wait until every event emitted so far is acknowledged (True) or ``until`` passes."""
+        with self._cond:
+            target = self._next_seq
+            self._cond.notify_all()
+            while self._pending and self._pending[0][0] < target and not self.gone:
+                remaining = until - time.time()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.5))
+            return not self.gone or not self._pending
+
+    def close(self, until: float) -> bool:
+        ok = self.flush(until)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._persist_pending()
+        return ok
+
+    # -- sender thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        import http.client  # noqa: F401  (imported here, off the user-code start path)
+
+        backoff = BACKOFF_MIN
+        last_post = 0.0
+        while True:
+            with self._cond:
+                while not self._closing and not self.gone:
+                    if self._pending:
+                        break
+                    wait = last_post + HEARTBEAT_SECONDS - time.time()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                if self._closing or self.gone:
+                    return
+                batch = self._batch()
+                first = batch[0][0] if batch else self._next_seq
+            self._persist_pending()
+            try:
+                answer = self._post(first, [e for _, e in batch])
+            except _Gone:
+                with self._cond:
+                    self.gone = True
+                    self._cond.notify_all()
+                if self._on_gone:
+                    self._on_gone()
+                return
+            except Exception as exc:  # noqa: BLE001 - unreachable, 5xx, garbage: retry
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._close_conn()
+                with self._cond:
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_MIN
+            last_post = time.time()
+            self.delivered_once.set()
+            self._acknowledge(answer)
+
+    def _batch(self) -> list[tuple[int, dict[str, Any]]]:
+        batch, size = [], 0
+        for item in self._pending:
+            if len(batch) >= MAX_BATCH_EVENTS or (batch and size >= MAX_BATCH_BYTES):
+                break
+            batch.append(item)
+            size += len(item[1].get("message") or "") + 100
+        return batch
+
+    def _acknowledge(self, answer: dict[str, Any]) -> None:
+        next_seq = answer.get("next_seq")
+        stop = answer.get("stop")
+        with self._cond:
+            if isinstance(next_seq, int):
+                while self._pending and self._pending[0][0] < next_seq:
+                    self._pending.pop(0)
+            self._cond.notify_all()
+        if isinstance(next_seq, int):
+            self._append_outbox([{"ack": next_seq}])
+        if stop and not self._stopped:
+            self._stopped = True
+            self.stop_reason = str(stop)
+            if self._on_stop:
+                self._on_stop(str(stop))
+
+    def _post(self, seq: int, events: list[dict[str, Any]]) -> dict[str, Any]:
+        import http.client
+
+        body = json.dumps({"host": self._host, "attempt": self._attempt, "seq": seq, "events": events},
+                          separators=(",", ":")).encode()
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(self._netloc, timeout=REQUEST_TIMEOUT)
+        self._conn.request("POST", self._path, body=body, headers={
+            "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
+        response = self._conn.getresponse()
+        data = response.read()
+        if response.status in (401, 404):
+            raise _Gone()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+        answer = json.loads(data or b"{}")
+        if not isinstance(answer, dict):
+            raise TypeError("the answer is not a JSON object")
+        return answer
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError as exc:
+                self.last_error = f"closing: {exc}"
+            self._conn = None
+
+    # -- outbox -------------------------------------------------------------------------------------
+    def _persist_pending(self) -> None:
+        with self._cond:
+            new = [(s, e) for s, e in self._pending if s >= self._persisted]
+            if new:
+                self._persisted = new[-1][0] + 1
+        if new:
+            self._append_outbox([{"seq": s, "event": e} for s, e in new])
+
+    def _append_outbox(self, records: list[dict[str, Any]]) -> None:
+        if not self._outbox_path:
+            return
+        try:
+            with open(self._outbox_path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        except OSError as exc:  # a full disk must not stop the reports themselves
+            print(f"trainforge agent: cannot write the outbox: {exc}", file=sys.stderr)
+
+    def _load_outbox(self, path: str) -> None:
+        if not os.path.exists(path):
+            return
+        events: dict[int, dict[str, Any]] = {}
+        acked = 0
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line
+                if "ack" in record:
+                    acked = max(acked, int(record["ack"]))
+                elif "seq" in record:
+                    events[int(record["seq"])] = record["event"]
+        if events:
+            self._next_seq = max(events) + 1
+            self._persisted = self._next_seq
+        self._next_seq = max(self._next_seq, acked)
+        self._pending = [(s, events[s]) for s in sorted(events) if s >= acked]
+
+
+class _Gone(Exception):
+    """401/404: the job is gone."""
