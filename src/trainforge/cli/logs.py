@@ -1,0 +1,180 @@
+"""Training-job logs from the CloudWatch Logs API of the endpoint (group /aws/sagemaker/TrainingJobs,
+one stream per instance named ``<job>/algo-<n>-<epoch>``), merged in time order and prefixed with
+the host; ``trainforge logs JOB [--follow] [--since ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from botocore.exceptions import ClientError
+from rich.console import Console
+from rich.text import Text
+
+from .argparser import ArgParser, parse_strict
+from .connection import connect
+from .errors import ParamError
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+HOST_STYLES = ("cyan", "magenta", "yellow", "green", "blue", "bright_red", "bright_cyan", "bright_magenta")
+_EPOCH_SUFFIX = re.compile(r"-\d+$")
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    host: str
+    timestamp: int
+    message: str
+    stream: str
+
+
+def host_of(job: str, stream: str) -> str:
+    name = stream[len(job) + 1:] if stream.startswith(job + "/") else stream
+    return _EPOCH_SUFFIX.sub("", name) or name
+
+
+def parse_since(value: str, now: datetime | None = None) -> int:
+    """``10m``, ``2h``, ``1d`` (ago), an ISO 8601 time, or epoch seconds → epoch milliseconds."""
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(value.strip())
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+        return int((now - timedelta(**{unit: float(match.group(1))})).timestamp() * 1000)
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ParamError(f"--since: expected 10m / 2h / 1d, an ISO 8601 time or epoch seconds, not {value!r}") \
+            from exc
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return int(moment.timestamp() * 1000)
+
+
+class LogFollower:
+    """Reads every instance stream of one job, remembering where each stream was left."""
+
+    def __init__(self, logs_client: Any, job: str, start_time_ms: int | None = None) -> None:
+        self._client = logs_client
+        self.job = job
+        self._start = start_time_ms
+        self._tokens: dict[str, str | None] = {}
+
+    def streams(self) -> list[str]:
+        names: list[str] = []
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": self.job + "/"}
+        while True:
+            try:
+                page = self._client.describe_log_streams(**kwargs)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return names
+                raise
+            names += [s["logStreamName"] for s in page.get("logStreams", [])]
+            if not page.get("nextToken") or page["nextToken"] == kwargs.get("nextToken"):
+                return sorted(names)
+            kwargs["nextToken"] = page["nextToken"]
+
+    def poll(self) -> list[LogEvent]:
+        events: list[LogEvent] = []
+        for stream in self.streams():
+            token = self._tokens.get(stream)
+            host = host_of(self.job, stream)
+            while True:
+                kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream,
+                                          "startFromHead": True}
+                if token:
+                    kwargs["nextToken"] = token
+                elif self._start is not None:
+                    kwargs["startTime"] = self._start
+                page = self._client.get_log_events(**kwargs)
+                batch = page.get("events", [])
+                events += [LogEvent(host, e.get("timestamp", 0), e.get("message", ""), stream) for e in batch]
+                new_token = page.get("nextForwardToken") or token
+                if not batch or new_token == token:
+                    token = new_token
+                    break
+                token = new_token
+            self._tokens[stream] = token
+        events.sort(key=lambda e: (e.timestamp, e.stream))
+        return events
+
+
+class LogPrinter:
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._styles: dict[str, str] = {}
+
+    def style_for(self, host: str) -> str:
+        if host not in self._styles:
+            self._styles[host] = HOST_STYLES[len(self._styles) % len(HOST_STYLES)]
+        return self._styles[host]
+
+    def line(self, event: LogEvent) -> Text:
+        text = Text(f"[{event.host}] ", style=self.style_for(event.host))
+        text.append(event.message.rstrip("\n"))
+        return text
+
+    def print(self, events: list[LogEvent]) -> None:
+        for event in events:
+            self._console.print(self.line(event), soft_wrap=True, highlight=False, markup=False)
+
+
+def make_console(stream: IO[str], color: str) -> Console:
+    return Console(file=stream, force_terminal=True if color == "on" else None, no_color=color == "off",
+                   highlight=False, soft_wrap=True)
+
+
+def job_status(client: Any, job: str) -> dict[str, Any]:
+    return client.describe_training_job(TrainingJobName=job)
+
+
+def follow(sm_client: Any, follower: LogFollower, printer: LogPrinter, poll_seconds: float) -> dict[str, Any]:
+    """Print log events until the job has ended (and its last lines are printed); the final description."""
+    while True:
+        printer.print(follower.poll())
+        description = job_status(sm_client, follower.job)
+        if description["TrainingJobStatus"] in TERMINAL_STATUSES:
+            printer.print(follower.poll())
+            return description
+        time.sleep(poll_seconds)
+
+
+def build_parser() -> ArgParser:
+    from .globalopts import add_global_options
+
+    parser = ArgParser(prog="trainforge logs")
+    parser.add_argument("job")
+    parser.add_argument("--follow", "-f", action="store_true")
+    parser.add_argument("--since")
+    parser.add_argument("--poll", type=float, default=0.5)
+    add_global_options(parser, exclude=frozenset({"output", "query"}))
+    return parser
+
+
+def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
+    ns: argparse.Namespace = parse_strict(build_parser(), argv)
+    start = parse_since(ns.since) if ns.since else None
+    connection = connect(ns, stderr, cli_timestamps=False)
+    sm_client = connection.client("sagemaker")
+    description = job_status(sm_client, ns.job)  # a missing job is an error before anything else
+    follower = LogFollower(connection.client("logs"), ns.job, start)
+    printer = LogPrinter(make_console(stdout, ns.color))
+    if ns.follow:
+        follow(sm_client, follower, printer, ns.poll)
+        return 0
+    events = follower.poll()
+    printer.print(events)
+    if not events:
+        print(f"trainforge: no log events for {ns.job} yet (status {description['TrainingJobStatus']}, "
+              f"{description.get('SecondaryStatus', '')})", file=stderr)
+    return 0

@@ -1,0 +1,122 @@
+"""``trainforge run SCRIPT``: the fastest way to try a training script as a SageMaker job."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import IO, Any
+
+from . import embedded
+from .argparser import ArgParser, parse_strict
+from .connection import Connection, connect, is_local
+from .errors import ParamError
+from .logs import LogFollower, LogPrinter, follow, make_console
+from .scriptjob import (
+    DEFAULT_IMAGE,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_ROLE,
+    ScriptJob,
+    encode_hyperparameter,
+    job_name_for,
+    parse_pairs,
+    request,
+    to_uri,
+    upload_source,
+)
+from .watch import exit_code, summary
+
+
+def build_parser() -> ArgParser:
+    from .globalopts import add_global_options
+
+    parser = ArgParser(prog="trainforge run")
+    parser.add_argument("script")
+    parser.add_argument("--source-dir")
+    parser.add_argument("--channel", action="append", default=[], metavar="NAME=PATH_OR_URI")
+    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--metric", action="append", default=[], metavar="NAME=REGEX")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--output", metavar="URI")
+    parser.add_argument("--job-name")
+    parser.add_argument("--role-arn", default=DEFAULT_ROLE)
+    parser.add_argument("--max-runtime", type=int, default=86400)
+    parser.add_argument("--no-follow", action="store_true", help="create the job and return at once")
+    parser.add_argument("--poll", type=float, default=0.5)
+    add_global_options(parser, exclude=frozenset({"output", "query"}))
+    return parser
+
+
+def resolve_script(script: str, source_dir: str | None) -> tuple[str, Path]:
+    """(entry point relative to the source directory, source directory)."""
+    if source_dir is None:
+        path = Path(script).expanduser().resolve()
+        if not path.is_file():
+            raise ParamError(f"run: script {script} not found")
+        return path.name, path.parent
+    root = Path(source_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise ParamError(f"run: --source-dir {source_dir} is not a directory")
+    candidate = Path(script).expanduser()
+    path = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if not path.is_file():
+        candidate_cwd = candidate.resolve()
+        if candidate_cwd.is_file():
+            path = candidate_cwd
+        else:
+            raise ParamError(f"run: script {script} not found in {root}")
+    try:
+        return str(path.relative_to(root)), root
+    except ValueError as exc:
+        raise ParamError(f"run: script {script} is not inside --source-dir {root}") from exc
+
+
+def job_from_args(ns: argparse.Namespace, region: str) -> ScriptJob:
+    entry, source_dir = resolve_script(ns.script, ns.source_dir)
+    name = ns.job_name or job_name_for(entry)
+    channels = {k: to_uri(v, f"--channel {k}") for k, v in parse_pairs(ns.channel, "--channel").items()}
+    hps = {k: encode_hyperparameter(v) for k, v in parse_pairs(ns.hp, "--hp").items()}
+    metrics = [{"Name": k, "Regex": v} for k, v in parse_pairs(ns.metric, "--metric").items()]
+    output = to_uri(ns.output, "--output") if ns.output and not ns.output.startswith("s3://") else ns.output
+    if ns.instance_count < 1:
+        raise ParamError("run: --instance-count must be at least 1")
+    return ScriptJob(script=entry, source_dir=source_dir, job_name=name, channels=channels, hyperparameters=hps,
+                     image=ns.image, instance_type=ns.instance_type, instance_count=ns.instance_count,
+                     output_uri=output or (embedded.home() / "output").resolve().as_uri(), role_arn=ns.role_arn,
+                     region=region, max_runtime=ns.max_runtime, metric_definitions=metrics,
+                     environment=parse_pairs(ns.env, "--env"))
+
+
+def submit(connection: Connection, job: ScriptJob, stderr: IO[str]) -> tuple[Any, dict[str, Any]]:
+    """Upload the source and create the job; (sagemaker client, request sent)."""
+    if not is_local(connection.endpoint_url) and not job.output_uri.startswith("s3://"):
+        print("trainforge: warning: the endpoint is not on this machine; it may not read file:// paths "
+              "(use --output s3://... and s3:// channels)", file=stderr)
+    (embedded.home() / "output").mkdir(parents=True, exist_ok=True)
+    submit_uri = upload_source(job, embedded.home() / "uploads", lambda: connection.session.create_client(
+        "s3", region_name=connection.region))
+    body = request(job, submit_uri)
+    client = connection.client("sagemaker")
+    client.create_training_job(**body)
+    return client, body
+
+
+def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
+    ns = parse_strict(build_parser(), argv)
+    connection = connect(ns, stderr, cli_timestamps=False)
+    job = job_from_args(ns, connection.region)
+    client, _ = submit(connection, job, stderr)
+    console = make_console(stdout, ns.color)
+    err_console = make_console(stderr, ns.color)
+    err_console.print(f"trainforge: created training job {job.job_name} "
+                      f"({job.script} from {job.source_dir})", highlight=False, markup=False)
+    if ns.no_follow:
+        print(job.job_name, file=stdout)
+        return 0
+    follower = LogFollower(connection.client("logs"), job.job_name)
+    description = follow(client, follower, LogPrinter(console), ns.poll)
+    for line in summary(description):
+        console.print(line, highlight=False)
+    return exit_code(description)
