@@ -126,8 +126,9 @@ class ControlPlane:
         return next((e for e in self.host_events(host) if e["type"] == "exit"), None)
 
 
-@pytest.fixture
-def control() -> Any:
+@pytest.fixture(name="control")
+def control_fixture() -> Any:
+    """Import ``control_fixture`` into a test module to use the fixture ``control``."""
     plane = ControlPlane()
     yield plane
     if plane.server is not None:

@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from test_agent_harness import ControlPlane, base_request, make_spec, run_agent, shell
-from test_agent_harness import control as control_fixture  # noqa: F401 - the fixture
+from test_agent_harness import (
+    ControlPlane,
+    base_request,
+    control_fixture,  # noqa: F401 - the fixture "control"
+    make_spec,
+    run_agent,
+    shell,
+)
 
 from trainforge.agent import environment, layout
 from trainforge.agent.spec import Paths
