@@ -15,6 +15,7 @@ import argparse
 import ipaddress
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import IO, Any
 from urllib.parse import urlparse
 
@@ -23,6 +24,7 @@ from awscli.customizations.scalarparse import identity, iso_format
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
+from botocore.loaders import Loader, create_loader
 
 from ..config import DEFAULT_REGION
 from . import embedded
@@ -54,6 +56,7 @@ def is_local(url: str) -> bool:
 def make_session(g: argparse.Namespace, cli_timestamps: bool = True) -> botocore.session.Session:
     """A botocore session; with ``cli_timestamps`` responses carry timestamps as the AWS CLI prints them."""
     session = botocore.session.Session(profile=getattr(g, "profile", None))
+    session.register_component("data_loader", shared_loader())
     session.user_agent_name = "trainforge"
     if not cli_timestamps:
         return session
@@ -68,6 +71,12 @@ def make_session(g: argparse.Namespace, cli_timestamps: bool = True) -> botocore
     factory.set_parser_defaults(blob_parser=identity,
                                 timestamp_parser=iso_format if timestamp_format == "iso8601" else identity)
     return session
+
+
+@lru_cache(maxsize=1)
+def shared_loader() -> Loader:
+    """One loader (it caches the models it has read) for every session this process makes."""
+    return create_loader()
 
 
 @dataclass

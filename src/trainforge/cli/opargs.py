@@ -86,11 +86,14 @@ def operation_spec(operation_name: str) -> OperationSpec:
 
 
 def _paging(op: OperationModel) -> PagingSpec | None:
-    import botocore.session
     from botocore.exceptions import DataNotFoundError
+    from botocore.paginate import PaginatorModel
+
+    from .connection import shared_loader
 
     try:
-        config = botocore.session.get_session().get_paginator_model("sagemaker").get_paginator(op.name)
+        model = PaginatorModel(shared_loader().load_service_model("sagemaker", "paginators-1"))
+        config = model.get_paginator(op.name)
     except (KeyError, ValueError, DataNotFoundError):  # no paginator for this operation
         return None
     tokens = config["input_token"]

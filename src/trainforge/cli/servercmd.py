@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import IO
 
@@ -11,20 +12,16 @@ from .errors import CLIError
 
 
 def build_parser() -> ArgParser:
+    from ..server import add_server_arguments
+
     parser = ArgParser(prog="trainforge server")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--database-url")
-    parser.add_argument("--config")
-    parser.add_argument("--allow-local-root", action="append", nargs="+", default=[], metavar="PATH")
-    parser.add_argument("--debug", action="store_true")
+    add_server_arguments(parser)
     return parser
 
 
 HELP = """\
 usage: trainforge server [--host HOST] [--port PORT] [--data-dir DIR] [--database-url URL]
-                         [--config FILE] [--allow-local-root PATH ...]
+                         [--config FILE] [--allow-local-root PATH ...] [--credentials-file FILE]
        trainforge server stop
        trainforge server status
 
@@ -40,6 +37,7 @@ config file; the port defaults to $TRAINFORGE_PORT, then the config file, then 8
 def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
     if argv and argv[0] in ("help", "--help", "-h"):
         stdout.write(HELP)
+        build_parser().print_help(stdout)
         return 0
     if argv and argv[0] == "stop":
         parse_strict(ArgParser(prog="trainforge server stop"), argv[1:])
@@ -66,21 +64,13 @@ def _status(stdout: IO[str]) -> int:
     return 0 if state.answering else 3
 
 
-def _foreground(ns) -> int:  # type: ignore[no-untyped-def]
-    from ..config import Config
+def _foreground(ns: argparse.Namespace) -> int:
+    from ..server import config_from_args, run
 
+    if ns.port is None and os.environ.get("TRAINFORGE_PORT"):
+        ns.port = embedded.port()
     try:
-        from ..server import run
-    except ImportError as exc:
-        raise CLIError(f"trainforge: the server is not available in this installation ({exc})") from exc
-    port = ns.port
-    if port is None and os.environ.get("TRAINFORGE_PORT"):
-        port = embedded.port()
-    roots = [path for group in ns.allow_local_root for path in group]
-    try:
-        config = Config.load(ns.config, host=ns.host, port=port, data_dir=ns.data_dir,
-                             database_url=ns.database_url, allowed_local_roots=roots,
-                             log_level="debug" if ns.debug else None)
+        config = config_from_args(ns)
     except (OSError, ValueError) as exc:
         raise CLIError(f"trainforge server: {exc}", exit_code=252) from exc
     run(config)
