@@ -59,14 +59,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from trainforge.api.constraints import failure, summary, value_at_least, value_at_most
 from trainforge.api.errors import ResourceLimitExceeded, ValidationError
 from trainforge.config import Config
-from trainforge.objectstore import ObjectStoreError, parse_uri, resolve_inside
 
 Fits = Callable[[str, int], "str | None"]
 
@@ -103,6 +105,11 @@ def check_create(params: dict[str, Any], config: Config, fits: Fits | None = Non
     job = params.get("ServerlessJobConfig") or {}
     if job.get("JobType") == "Evaluation" and job.get("EvaluationType") is None:
         raise _constraint(None, "serverlessJobConfig.evaluationType", "Member must not be null")
+    from trainforge.data import input_config_error  # last: the data plane's own refusals
+
+    reason = input_config_error(params)
+    if reason:
+        raise _fail(reason)
 
 
 def _algorithm(params: dict[str, Any], serverless: bool) -> None:
@@ -216,11 +223,6 @@ def _channels(params: dict[str, Any], config: Config) -> None:
             if not str(fs.get("DirectoryPath", "")).startswith("/"):
                 raise _fail(f"DirectoryPath '{fs.get('DirectoryPath')}' of channel '{name}' must be an absolute "
                             "path in the file system.")
-    from trainforge.data import input_config_error  # the data plane's own refusals
-
-    reason = input_config_error(params)
-    if reason:
-        raise _fail(reason)
 
 
 def _stopping(params: dict[str, Any]) -> None:
@@ -301,14 +303,9 @@ def check_uri(uri: str, path: str, config: Config) -> None:
     """An ``s3://bucket/key`` URI with a valid bucket name, or a ``file://`` URI under the allowed roots."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme == "file":
-        roots = config.effective_local_roots
-        try:
-            resolve_inside(parse_uri(uri).key, roots, "path")
-        except ObjectStoreError as exc:
-            shown = ", ".join(str(r) for r in roots)
-            detail = str(exc) if "outside" not in str(exc) else "it is outside the allowed local roots"
-            raise _fail(f"Invalid file:// URI '{uri}' at '{path}': {detail} ({shown}). Allow more directories with "
-                        "the server option --allow-local-root (configuration key 'allowed_local_roots').") from None
+        problem = local_path_problem(uri, config.effective_local_roots)
+        if problem:
+            raise _fail(f"Invalid file:// URI '{uri}' at '{path}': {problem}")
         return
     if scheme != "s3":
         raise _fail(f"Invalid S3 URI '{uri}' at '{path}': trainforge accepts s3://bucket/key URIs (and file:// "
@@ -317,6 +314,24 @@ def check_uri(uri: str, path: str, config: Config) -> None:
     problem = bucket_name_problem(bucket)
     if problem:
         raise _fail(f"Invalid S3 URI '{uri}' at '{path}': {problem}.")
+
+
+def local_path_problem(uri: str, roots: list[Path]) -> str | None:
+    """Why a ``file://`` URI is refused: not absolute, or (``..`` and symlinks resolved, the path need
+    not exist yet) outside every allowed root; None when it is fine."""
+    rest = uri.split("://", 1)[1]
+    if rest.startswith("localhost/"):
+        rest = rest[len("localhost"):]
+    if not rest.startswith("/"):
+        return "it must be an absolute path (file:///path)."
+    real = Path(os.path.realpath(unquote(rest)))
+    for root in roots:
+        root = Path(os.path.realpath(root))
+        if real == root or root in real.parents:
+            return None
+    shown = ", ".join(str(r) for r in roots) or "(none)"
+    return (f"it resolves to {real}, outside the allowed local roots ({shown}). Allow more directories with the "
+            "server option --allow-local-root (configuration key 'allowed_local_roots').")
 
 
 def bucket_name_problem(bucket: str) -> str | None:
