@@ -9,8 +9,10 @@ Serves a generated data directory over S3 on loopback with `rclone serve s3` (Py
 - File-mode staging (``trainforge.data.stage_inputs``) beside ``aws s3 cp --recursive`` (awscli,
   default settings) from the same endpoint — target: ours ≥ 1.2× faster;
 - ``file://`` staging of the same bytes — target: ≤ 0.5 s for 1 GiB;
-- Pipe-mode read throughput (a `cat` process reading the FIFO, from ``s3://`` and from
-  ``file://``) beside ``cat`` of the same local files to /dev/null — target: ≥ 70 %.
+- Pipe-mode read throughput (a `cat` process reading the FIFO epoch after epoch, from ``s3://``
+  and from ``file://``; only the reader is timed) beside ``cat`` of the same local files to
+  /dev/null — target: ≥ 70 %. From ``s3://`` the HTTP endpoint is the real limit: compare with
+  the File-mode rate from the same endpoint in the row above it.
 
 All data is in the page cache (the limit measured is the software, not the disk). Prints one
 table; the median of ``--repeat`` runs is shown. Not a test: nothing is asserted.
@@ -110,16 +112,27 @@ def stage_file_mode(uri: str, ml: Path, roots: list[str]) -> None:
                  allowed_roots=roots, file_systems={}).close()
 
 
-def pipe_read(uri: str, ml: Path, roots: list[str]) -> None:
-    """Stage a Pipe channel and time a `cat` reading epoch 0 to /dev/null."""
+def pipe_read(uri: str, ml: Path, roots: list[str], repeat: int) -> float:
+    """Median time of a `cat` reading a Pipe channel's FIFO to /dev/null, one epoch per run.
+
+    Only the reader is timed: the channel is listed once, before training starts, as in a job.
+    """
     from trainforge.data import stage_inputs
 
     session = stage_inputs(request(uri, "Pipe"), ml, 0, ["algo-1"], progress=lambda m: None,
                            log=lambda m: None, allowed_roots=roots, file_systems={})
+    times = []
     try:
-        subprocess.run(["cat", str(ml / "input/data/train_0")], stdout=subprocess.DEVNULL, check=True)
+        for epoch in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run(["cat", str(ml / f"input/data/train_{epoch}")], stdout=subprocess.DEVNULL, check=True)
+            times.append(time.perf_counter() - t0)
+            fifo = ml / f"input/data/train_{epoch + 1}"
+            while not fifo.exists():  # the next epoch's FIFO appears right after EOF
+                time.sleep(0.001)
     finally:
         session.close()
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -165,8 +178,10 @@ def main() -> None:
             files = sorted(str(p) for p in (data_root / BUCKET / name).iterdir())
             cat = timed(lambda f=files: subprocess.run(["cat", *f], stdout=subprocess.DEVNULL, check=True),
                         args.repeat, clean)
-            pipe_s3 = timed(lambda u=s3_uri: pipe_read(u, dest / "ml", roots), args.repeat, clean)
-            pipe_file = timed(lambda u=file_uri: pipe_read(u, dest / "ml", roots), args.repeat, clean)
+            pipe_s3 = pipe_read(s3_uri, dest / "ml", roots, args.repeat)
+            clean()
+            pipe_file = pipe_read(file_uri, dest / "ml", roots, args.repeat)
+            clean()
             mbps = lambda t, b=nbytes: b / MiB / t
             rows += [
                 (label, "File mode, s3:// (trainforge)", f"{ours:.2f} s", f"{mbps(ours):.0f} MiB/s",

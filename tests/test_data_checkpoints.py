@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,23 @@ def test_file_system_data_source(tmp_path: Path) -> None:
         "DirectoryPath": "/../../etc"}}}]}
     with pytest.raises(DataError, match="outside file system"):
         file_system_mounts(bad, ml, {"fs-123": str(efs)})
+
+
+def test_volume_usage_while_training(tmp_path: Path) -> None:
+    from trainforge.data import disk_usage, volume_error
+
+    ml = tmp_path / "ml"
+    (ml / "model").mkdir(parents=True)
+    (ml / "model" / "a").write_bytes(b"x" * 100_000)
+    os.link(ml / "model" / "a", ml / "model" / "a-link")  # counted once
+    with open(ml / "model" / "sparse", "wb") as f:
+        f.truncate(10 << 30)  # 10 GiB apparent, nothing allocated
+    used = disk_usage(ml)
+    assert 100_000 <= used < 200_000
+    req = {"ResourceConfig": {"VolumeSizeInGB": 1}}
+    assert volume_error(req, ml) is None
+    with open(ml / "model" / "big", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, (1 << 30) + (64 << 20))
+    err = volume_error(req, ml)
+    assert err is not None and "storage volume of 1 GB" in str(err)
+    (ml / "model" / "big").unlink()

@@ -11,6 +11,8 @@ What the agent calls (see each module's doc for the exact semantics):
   restore before training; CheckpointConfig and TensorBoardOutputConfig sync while it runs.
 - :func:`input_config_error` (``validate.py``) — for CreateTrainingJob: the channel
   combinations SageMaker refuses, as a ValidationException message (or None).
+- :func:`volume_error` (``volume.py``) — while training: VolumeSizeInGB against what the
+  instance has written under /opt/ml (the agent polls it).
 - :class:`DataError` — every failure; its message is the job's FailureReason.
 """
 
@@ -21,7 +23,8 @@ from .errors import DataError
 from .filesystems import FileSystemMount, file_system_mounts
 from .staging import InputSession, stage_inputs
 from .validate import input_config_error
+from .volume import disk_usage, volume_error
 
 __all__ = ["CheckpointSync", "DataError", "DirectorySync", "FileSystemMount", "InputSession",
-           "container_path", "file_system_mounts", "input_config_error", "restore_checkpoints",
-           "stage_inputs"]
+           "container_path", "disk_usage", "file_system_mounts", "input_config_error",
+           "restore_checkpoints", "stage_inputs", "volume_error"]

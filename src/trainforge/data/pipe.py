@@ -17,8 +17,8 @@ split between hosts), in order:
   referenced object's bytes (gunzipped with Gzip), others as text; with RecordIO each attribute
   is one record.
 
-Speed: S3 objects are fetched ahead of the writer as ranged GETs of 4 MiB on a small pool
-(memory per channel ≤ ``window × 4 MiB``, 64 MiB by default), so the FIFO stays full while
+Speed: S3 objects are fetched ahead of the writer as ranged GETs of 4 MiB on a pool of 16
+threads, at most 64 requests and 64 MiB ahead (the memory bound per channel), so the FIFO stays full while
 earlier bytes drain; ``file://`` objects without Gzip are ``splice``d from the file into the
 FIFO (no copy through user space). The FIFO's buffer is raised to 1 MiB where the kernel allows.
 """
@@ -34,6 +34,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .staging import ChannelPlan
 
 PART = 4 * 1024 * 1024
+WINDOW_BYTES = 64 * 1024 * 1024
 F_SETPIPE_SZ = 1031
 
 
@@ -62,12 +64,15 @@ class _Prefetcher:
     """Fetch (location, start, end) ranges on a pool, at most ``window`` ahead; yield in order."""
 
     def __init__(self, specs: Iterator[tuple[Location, int, int, str | None]], roots: list[str] | None,
-                 workers: int = 8, window: int = 16) -> None:
+                 stop: threading.Event, workers: int = 16, window: int = 64) -> None:
         self.specs = specs
+        self.stop = stop
         self.roots = roots
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="tf-pipe-fetch")
         self.window = window
         self.queue: deque[Future[bytes]] = deque()
+        self.sizes: deque[int] = deque()
+        self.ahead = 0
         self._fill()
 
     def _fetch(self, loc: Location, start: int, end: int, etag: str | None) -> bytes:
@@ -76,15 +81,27 @@ class _Prefetcher:
         return objectstore.read_range(loc, start, end, etag=etag, allowed_roots=self.roots)
 
     def _fill(self) -> None:
-        while len(self.queue) < self.window:
+        # at most `window` requests and WINDOW_BYTES ahead of the writer
+        while len(self.queue) < self.window and self.ahead < WINDOW_BYTES:
             spec = next(self.specs, None)
             if spec is None:
                 return
-            self.queue.append(self.pool.submit(self._fetch, *spec))
+            size = spec[2] - spec[1] + 1 if spec[2] >= spec[1] else PART
+            self.ahead += size
+            fut = self.pool.submit(self._fetch, *spec)
+            self.sizes.append(size)
+            self.queue.append(fut)
 
     def next(self) -> bytes:
         fut = self.queue.popleft()
-        data = fut.result()
+        self.ahead -= self.sizes.popleft()
+        while True:  # wait for the bytes, but give up promptly when the session closes
+            try:
+                data = fut.result(timeout=0.2)
+                break
+            except FuturesTimeout:
+                if self.stop.is_set():
+                    raise _Stopped() from None
         self._fill()
         return data
 
@@ -185,7 +202,7 @@ class PipeFeeder:
             except OSError:
                 pass
             items = assign(self.plan.all_items, self.ch, self.host_index, self.n_hosts, epoch)
-            prefetch = _Prefetcher(self._specs(items), self.roots)
+            prefetch = _Prefetcher(self._specs(items), self.roots, self._stop)
             try:
                 for item in items:
                     self._write_item(fd, item, prefetch)
@@ -233,13 +250,21 @@ class PipeFeeder:
         assert item.location is not None
         uri = item.location.uri
         if self._splices(item):
-            path = objectstore.resolve_inside(item.location.key, self.roots, "input file")
-            size = path.stat().st_size
-            if self.recordio:
-                self._write(fd, recordio_header(size, uri))
-            self._splice(fd, path, size)
-            if self.recordio:
-                self._write(fd, recordio.padding(size))
+            # The path was checked against the allowed roots (and for escaping symlinks) when the
+            # channel was listed; O_NOFOLLOW refuses a file swapped for a symlink since then.
+            try:
+                src = os.open(item.location.key, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as exc:
+                raise DataError(f"Pipe channel '{self.ch.name}': cannot read {uri}: {exc.strerror}") from exc
+            try:
+                size = os.fstat(src).st_size
+                if self.recordio:
+                    self._write(fd, recordio_header(size, uri))
+                self._splice(fd, src, size)
+                if self.recordio:
+                    self._write(fd, recordio.padding(size))
+            finally:
+                os.close(src)
             return
         chunks = self._object_chunks(item, prefetch)
         if self.gzip:
@@ -285,32 +310,28 @@ class PipeFeeder:
                 raise _EarlyClose() from None
             view = view[n:]
 
-    def _splice(self, fd: int, path: Path, size: int) -> None:
-        src = os.open(path, os.O_RDONLY)
-        try:
-            off = 0
-            while off < size:
-                if self._stop.is_set():
-                    raise _Stopped()
-                try:
-                    n = os.splice(src, fd, min(size - off, 1 << 20), offset_src=off,
-                                  flags=getattr(os, "SPLICE_F_NONBLOCK", 2) | getattr(os, "SPLICE_F_MOVE", 1))
-                except BlockingIOError:
-                    self._wait_writable(fd)
+    def _splice(self, fd: int, src: int, size: int) -> None:
+        off = 0
+        while off < size:
+            if self._stop.is_set():
+                raise _Stopped()
+            try:
+                n = os.splice(src, fd, min(size - off, 1 << 20), offset_src=off,
+                              flags=getattr(os, "SPLICE_F_NONBLOCK", 2) | getattr(os, "SPLICE_F_MOVE", 1))
+            except BlockingIOError:
+                self._wait_writable(fd)
+                continue
+            except BrokenPipeError:
+                raise _EarlyClose() from None
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOSYS):  # no splice here: plain copy
+                    self._write(fd, os.pread(src, min(size - off, 1 << 20), off))
+                    off += min(size - off, 1 << 20)
                     continue
-                except BrokenPipeError:
-                    raise _EarlyClose() from None
-                except OSError as exc:
-                    if exc.errno in (errno.EINVAL, errno.ENOSYS):  # no splice here: plain copy
-                        self._write(fd, os.pread(src, min(size - off, 1 << 20), off))
-                        off += min(size - off, 1 << 20)
-                        continue
-                    raise
-                if n == 0:
-                    raise DataError(f"Pipe channel '{self.ch.name}': {path} shrank while being read")
-                off += n
-        finally:
-            os.close(src)
+                raise
+            if n == 0:
+                raise DataError(f"Pipe channel '{self.ch.name}': an input file shrank while being read")
+            off += n
 
 
 def recordio_header(size: int, what: str) -> bytes:
