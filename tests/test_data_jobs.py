@@ -12,9 +12,11 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import struct
 import sys
 import tarfile
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -81,10 +83,15 @@ def s3_channel(name: str, uri: str, mode: str, *, data_type: str = "S3Prefix", d
     return {"ChannelName": name, "InputMode": mode, "DataSource": {"S3DataSource": src}, **extra}
 
 
-def reader_job(name: str, bucket: str, channels: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+def reader_job(name: str, bucket: str, channels: list[dict[str, Any]], script: Path | None = None,
+               **overrides: Any) -> dict[str, Any]:
+    """A job running ``script`` (default: the reader program) with the server's Python."""
+    if script is None:
+        script = Path(tempfile.gettempdir()) / f"tf-data-reader-{os.getpid()}.py"
+        script.write_text(READER)
     req = minimal_request(name, **overrides)
-    req["AlgorithmSpecification"] = {**req["AlgorithmSpecification"], "ContainerEntrypoint": [sys.executable, "-c"],
-                                     "ContainerArguments": [READER]}
+    req["AlgorithmSpecification"] = {**req["AlgorithmSpecification"], "ContainerEntrypoint": [sys.executable],
+                                     "ContainerArguments": [str(script.resolve())]}
     req["InputDataConfig"] = channels
     req["OutputDataConfig"] = {"S3OutputPath": f"s3://{bucket}/out"}
     return req
@@ -177,7 +184,7 @@ def test_sharded_three_instances(runner: Any, s3: Any, bucket: str) -> None:
     req = reader_job(name, bucket, [s3_channel("train", f"s3://{bucket}/shard/", "File", dist="ShardedByS3Key"),
                                     s3_channel("p", f"s3://{bucket}/shard/", "Pipe", dist="ShardedByS3Key",
                                                ShuffleConfig={"Seed": 5})])
-    req["ResourceConfig"] = {**req["ResourceConfig"], "InstanceCount": 3}
+    req["ResourceConfig"] = {**req["ResourceConfig"], "InstanceCount": 3, "InstanceType": "ml.t3.medium"}
     sm.create_training_job(**req)
     desc = wait_finished(sm, name, timeout=180)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
@@ -217,7 +224,7 @@ def test_path_escape_and_volume_overflow_fail_cleanly(runner: Any, s3: Any, buck
     assert "storage volume of 1 GB" in desc["FailureReason"] and "VolumeSizeInGB" in desc["FailureReason"]
 
 
-def test_stopped_job_resumes_from_its_checkpoint(runner: Any, s3: Any, bucket: str) -> None:
+def test_stopped_job_resumes_from_its_checkpoint(runner: Any, s3: Any, bucket: str, tmp_path: Path) -> None:
     ckpt = {"S3Uri": f"s3://{bucket}/ckpt/run"}
     script = ("import os, time\n"
               "d = '/opt/ml/checkpoints' if os.path.isdir('/opt/ml/checkpoints') else "
@@ -231,10 +238,12 @@ def test_stopped_job_resumes_from_its_checkpoint(runner: Any, s3: Any, bucket: s
               "    while True: time.sleep(0.1)\n")
     sm = runner.client()
 
+    path = tmp_path / "ckpt_script.py"
+    path.write_text(script)
+
     def job(name: str) -> dict[str, Any]:
-        req = reader_job(name, bucket, [], CheckpointConfig=ckpt)
+        req = reader_job(name, bucket, [], path, CheckpointConfig=ckpt)
         req.pop("InputDataConfig")
-        req["AlgorithmSpecification"]["ContainerArguments"] = [script]
         return req
 
     first = unique_name("ckpt1")
