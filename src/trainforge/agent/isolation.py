@@ -29,7 +29,7 @@ PROLOGUE = (
     'fail() { echo "' + SETUP_FAILED + ': $*" >&2; exit 125; }\n'
     'mount --bind "$1" /opt/ml || fail /opt/ml\n'
     'mount --bind "$2" /etc/hosts || fail /etc/hosts\n'
-    'hostname "$3" || fail hostname\n'
+    '{ echo "$3" > /proc/sys/kernel/hostname || hostname "$3"; } 2>/dev/null || fail hostname\n'
     'if [ "$4" = 1 ]; then ip link set lo up 2>/dev/null; fi\n'
     'cwd=$5; n=$6; shift 6\n'
     'while [ "$n" -gt 0 ]; do\n'

@@ -75,6 +75,9 @@ class Agent:
             print(f"trainforge agent: cannot report to the control plane: {exc!r}", file=sys.stderr)
             return 1
         artifacts = None
+        # The sender thread starts at once (it needs only ``socket``): it connects while the main
+        # thread prepares the instance, so Training reaches the control plane right away.
+        self._start_reporter()
         try:
             spec_mod.check(self.spec)
             outcome, artifacts = self._run_instance()

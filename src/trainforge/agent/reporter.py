@@ -11,8 +11,9 @@ posted (``{"seq": n, "event": {...}}`` lines, plus ``{"ack": next_seq}`` lines a
 so an agent started again on the same instance directory resends them first, and the control
 plane can read what an agent that died never delivered.
 
-Only the standard library is imported; ``http.client`` is imported by the sender thread, off the
-path to starting user code.
+Only the standard library is imported, and little of it: the sender thread posts through
+``transport.py`` (``socket`` only), so it can start at once and run beside the main thread
+without slowing the start of the user's code.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ class Reporter:
     def __init__(self, spec: dict[str, Any], outbox_path: str | None,
                  on_stop: Callable[[str], None] | None = None,
                  on_gone: Callable[[], None] | None = None):
-        url = urlsplit(spec["control_url"])
-        self._scheme, self._netloc = url.scheme or "http", url.netloc
-        self._path = url.path.rstrip("/") + REPORT_PATH
+        self._url = spec["control_url"]
+        self._path = urlsplit(self._url).path.rstrip("/") + REPORT_PATH
         self._token = spec["token"]
         self._host, self._attempt = spec["host"], spec.get("attempt", 1)
         self._outbox_path = outbox_path
@@ -105,8 +105,6 @@ class Reporter:
 
     # -- sender thread ------------------------------------------------------------------------------
     def _run(self) -> None:
-        import http.client  # noqa: F401  (imported here, off the user-code start path)
-
         backoff = BACKOFF_MIN
         last_post = 0.0
         while True:
@@ -170,21 +168,18 @@ class Reporter:
                 self._on_stop(str(stop))
 
     def _post(self, seq: int, events: list[dict[str, Any]]) -> dict[str, Any]:
-        import http.client
+        from trainforge.agent.transport import Connection  # in the sender thread: socket only
 
         body = json.dumps({"host": self._host, "attempt": self._attempt, "seq": seq, "events": events},
                           separators=(",", ":")).encode()
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(self._netloc, timeout=REQUEST_TIMEOUT)
-        self._conn.request("POST", self._path, body=body, headers={
+            self._conn = Connection(self._url, REQUEST_TIMEOUT)
+        status, data = self._conn.post(self._path, body, {
             "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
-        response = self._conn.getresponse()
-        data = response.read()
-        if response.status in (401, 404):
+        if status in (401, 404):
             raise _Gone()
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
         answer = json.loads(data or b"{}")
         if not isinstance(answer, dict):
             raise TypeError("the answer is not a JSON object")
