@@ -87,12 +87,11 @@ def test_fifty_jobs_on_four_instance_slots(server_factory: Any, tmp_path: Path) 
     srv = server_factory({"allowed_local_roots": [str(tmp_path)], "max_concurrent_instances": 4})
     trace = tmp_path / "trace"
     trace.mkdir()
+    (trace / "run.sh").write_text('date +%s.%N > "$1/$2.start"; sleep 0.3; date +%s.%N > "$1/$2.end"\n')
     sm = srv.client()
     names = [unique_name("crowd") for _ in range(50)]
     for n in names:
-        script = (f"python3 -c \"import time,sys; print(time.time(), file=open('{trace}/{n}.start','w'))\"; "
-                  f"sleep 0.3; python3 -c \"import time; print(time.time(), file=open('{trace}/{n}.end','w'))\"")
-        sm.create_training_job(**shell_job(n, script, tmp_path / "out"))
+        sm.create_training_job(**shell_job(n, f"sh {trace}/run.sh {trace} {n}", tmp_path / "out"))
     saw_pending = wait_until(lambda: any(
         sm.describe_training_job(TrainingJobName=n)["SecondaryStatus"] == "Pending" for n in names[-10:]),
         timeout=30, message="a Pending job")
@@ -108,7 +107,7 @@ def test_fifty_jobs_on_four_instance_slots(server_factory: Any, tmp_path: Path) 
         peak = max(peak, running)
     assert 2 <= peak <= 4, peak
     pending = [d for d in descs if "Pending" in [t["Status"] for t in d["SecondaryStatusTransitions"]]]
-    assert pending and "Waiting for capacity" in json.dumps(pending[0]["SecondaryStatusTransitions"])
+    assert pending and "Waiting for capacity" in json.dumps(pending[0]["SecondaryStatusTransitions"], default=str)
     listed = sm.list_training_jobs(StatusEquals="Completed", MaxResults=100)["TrainingJobSummaries"]
     assert {s["TrainingJobName"] for s in listed} >= set(names)
 
