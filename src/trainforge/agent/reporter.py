@@ -154,13 +154,15 @@ class Reporter:
     def _acknowledge(self, answer: dict[str, Any]) -> None:
         next_seq = answer.get("next_seq")
         stop = answer.get("stop")
+        if isinstance(next_seq, int):
+            self._append_outbox([{"ack": next_seq}])  # before flush() can see the events gone
         with self._cond:
             if isinstance(next_seq, int):
-                while self._pending and self._pending[0][0] < next_seq:
-                    self._pending.pop(0)
+                k = 0
+                while k < len(self._pending) and self._pending[k][0] < next_seq:
+                    k += 1
+                del self._pending[:k]
             self._cond.notify_all()
-        if isinstance(next_seq, int):
-            self._append_outbox([{"ack": next_seq}])
         if stop and not self._stopped:
             self._stopped = True
             self.stop_reason = str(stop)

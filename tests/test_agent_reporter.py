@@ -1,0 +1,129 @@
+"""The reporter: numbering, acknowledgement, the outbox, and the socket-only HTTP client."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+from test_agent_harness import (
+    TOKEN,
+    ControlPlane,
+    control_fixture,  # noqa: F401 - the fixture "control"
+    wait_for,
+)
+
+from trainforge.agent.reporter import Reporter
+from trainforge.agent.transport import Connection, _read_chunked
+
+
+def spec_for(url: str) -> dict:
+    return {"control_url": url, "token": TOKEN, "host": "algo-1", "attempt": 1}
+
+
+def dead_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def test_events_are_numbered_batched_and_acknowledged(control: ControlPlane, tmp_path: Path) -> None:
+    r = Reporter(spec_for(control.url), str(tmp_path / "outbox.jsonl"))
+    for i in range(1000):
+        r.log(f"line {i}")
+    r.start()
+    assert r.close(time.time() + 20)
+    assert control.logs() == [f"line {i}" for i in range(1000)]
+    assert control.next_seq["algo-1"] == 1000
+    assert all(req["host"] == "algo-1" and req["attempt"] == 1 for req in control.requests)
+    assert r.unacknowledged() == 0
+
+
+def test_stop_answer_is_handed_over(control: ControlPlane) -> None:
+    got: list[str] = []
+    r = Reporter(spec_for(control.url), None, on_stop=got.append)
+    control.stop = "MaxRuntimeExceeded"
+    r.start()
+    wait_for(lambda: got, message="the stop answer (a heartbeat carries it)")
+    assert got == ["MaxRuntimeExceeded"] and r.stop_reason == "MaxRuntimeExceeded"
+    r.close(time.time() + 5)
+
+
+def test_gone_answer(control: ControlPlane) -> None:
+    gone = threading.Event()
+    control.answer_status = 404
+    r = Reporter(spec_for(control.url), None, on_gone=gone.set)
+    r.log("x")
+    r.start()
+    wait_for(gone.is_set, message="the job to be gone")
+    assert r.gone and not r.close(time.time() + 1)
+
+
+def test_unacknowledged_events_survive_an_agent_restart(control: ControlPlane, tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    first = Reporter(spec_for(dead_url()), str(outbox))
+    first.status("Downloading", "Downloading input data")
+    for i in range(5):
+        first.log(f"line {i}")
+    first.start()
+    assert not first.close(time.time() + 0.3)  # nobody listening
+    records = [json.loads(line) for line in outbox.read_text().splitlines()]
+    assert [r["seq"] for r in records if "seq" in r] == list(range(6))
+    second = Reporter(spec_for(control.url), str(outbox))  # a new agent on the same instance
+    second.log("after restart")
+    second.start()
+    assert second.close(time.time() + 10)
+    events = control.host_events()
+    assert [e.get("message") for e in events] == ["Downloading input data"] + [f"line {i}" for i in range(5)] + [
+        "after restart"]
+    assert control.requests[0]["seq"] == 0
+    # acknowledged now: a third start resends nothing
+    third = Reporter(spec_for(control.url), str(outbox))
+    assert third.unacknowledged() == 0
+
+
+def test_control_plane_restart_on_the_same_port(control: ControlPlane) -> None:
+    r = Reporter(spec_for(control.url), None)
+    r.log("before")
+    r.start()
+    wait_for(lambda: control.logs() == ["before"], message="the first line")
+    control.down()
+    r.log("during")
+    wait_for(lambda: r.last_error is not None, message="a report to fail")
+    control.up()
+    r.log("after")
+    assert r.close(time.time() + 10)
+    assert control.logs() == ["before", "during", "after"]
+
+
+def test_chunked_and_closing_answers() -> None:
+    assert _read_chunked(io.BytesIO(b"4\r\nWiki\r\n6;ext=1\r\npedia \r\n0\r\nX-Trailer: 1\r\n\r\n")) == b"Wikipedia "
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        for answer in (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                       b"HTTP/1.0 200 OK\r\n\r\n{\"next_seq\": 3}"):
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            conn.sendall(answer)
+            if b"chunked" in answer:  # keep-alive: the second request comes on the same socket
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = Connection(f"http://127.0.0.1:{port}", 5)
+    assert c.post("/x", b"{}", {}) == (200, b"{}")
+    assert c.post("/x", b"{}", {}) == (200, b"ok")
+    assert c.post("/x", b"{}", {}) == (200, b'{"next_seq": 3}')
+    c.close()
+    srv.close()
