@@ -7,7 +7,7 @@ from typing import Any
 
 from trainforge.api.errors import ResourceLimitExceeded, ValidationError
 from trainforge.service.pagination import TokenSigner
-from trainforge.service.training_jobs import Caller
+from trainforge.service.training_jobs import Caller, check_tag_keys
 from trainforge.store.jobs import JobStore
 
 MAX_TAGS = 50
@@ -32,9 +32,7 @@ class Tags:
     def add(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         arn = self._resource(caller, params["ResourceArn"])
         tag_list = params["Tags"]
-        for tag in tag_list:
-            if tag["Key"].lower().startswith("aws:"):
-                raise ValidationError("Tag keys beginning with 'aws:' are reserved for AWS use.")
+        check_tag_keys(tag_list)
         existing = {r.key for r in self.store.list_tags(caller.account_id, caller.region, arn, None, MAX_TAGS + 1)}
         if len(existing | {t["Key"] for t in tag_list}) > MAX_TAGS:
             raise ResourceLimitExceeded(f"A resource can have at most {MAX_TAGS} tags.")

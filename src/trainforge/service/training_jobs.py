@@ -25,6 +25,13 @@ class Caller:
     region: str
 
 
+def check_tag_keys(tag_list: list[dict[str, str]]) -> None:
+    """Tag keys beginning with ``aws:`` (any case) are AWS's own, on AddTags and CreateTrainingJob alike."""
+    for tag in tag_list:
+        if tag["Key"].lower().startswith("aws:"):
+            raise ValidationError("Tag keys beginning with 'aws:' are reserved for AWS use.")
+
+
 def job_arn(caller: Caller, name: str) -> str:
     return f"arn:aws:sagemaker:{caller.region}:{caller.account_id}:training-job/{name}"
 
@@ -55,6 +62,7 @@ class TrainingJobs:
     # --- Create ------------------------------------------------------------------------------
     def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         self._check_create(params)
+        check_tag_keys(params.get("Tags") or [])
         name = params["TrainingJobName"]
         request = {k: v for k, v in params.items() if k != "Tags"}
         now = time.time()
