@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ class ControlPlane:
         self.stop: str | None = None
         self.answer_status: int | None = None  # e.g. 404 = the job is gone
         self.server: ThreadingHTTPServer | None = None
+        self.connections: list[socket.socket] = []
         self.port = 0
         self._thread: threading.Thread | None = None
         self.up()
@@ -57,6 +59,11 @@ class ControlPlane:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with plane.lock:
+                    plane.connections.append(self.connection)
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -89,10 +96,19 @@ class ControlPlane:
         self._thread.start()
 
     def down(self) -> None:
+        """Stop listening and cut every open connection (kept-alive ones too)."""
         assert self.server is not None
         self.server.shutdown()
         self.server.server_close()
         self.server = None
+        with self.lock:
+            conns, self.connections = self.connections, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
 
     @property
     def url(self) -> str:
