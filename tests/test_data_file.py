@@ -129,6 +129,12 @@ def test_sharded_by_s3_key_three_hosts(s3: Any, bucket: str, tmp_path: Path) -> 
         assert all(v == objs["d/" + k] for k, v in g.items())
 
 
+def test_empty_prefix_fails_like_sagemaker(bucket: str, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="No S3 objects found under S3 URL"):
+        stage_inputs(request(channel("train", f"s3://{bucket}/nothing/")), tmp_path / "ml", 0, ["algo-1"],
+                     progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
+
+
 def test_more_hosts_than_objects_gives_empty_channel_and_warning(s3: Any, bucket: str, tmp_path: Path) -> None:
     put(s3, bucket, {"few/a": b"a", "few/b": b"b"})
     logs: list[str] = []

@@ -55,6 +55,10 @@ def list_items(ch: Channel, *, allowed_roots: list[str] | None, need_sizes: bool
             entries = objectstore.list_entries(ch.uri, allowed_roots=allowed_roots)
             entries.sort(key=lambda e: e.location.key)
             items = [Item(e.rel, e.location, e.size, e.etag) for e in entries]
+            if not items:  # SageMaker's own refusal, in its words
+                raise DataError(f"ClientError: Data download failed: No S3 objects found under S3 URL "
+                                f"'{ch.uri}' given in input data source (channel '{ch.name}'). Please "
+                                "ensure that the bucket exists and that objects exist under that S3 prefix.")
         elif ch.data_type == "ManifestFile":
             items = _manifest_items(ch, allowed_roots)
             if need_sizes:
