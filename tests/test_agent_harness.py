@@ -43,6 +43,7 @@ class ControlPlane:
         self.next_seq: dict[str, int] = {}
         self.requests: list[dict[str, Any]] = []
         self.stop: str | None = None
+        self.credential_requests = 0
         self.answer_status: int | None = None  # e.g. 404 = the job is gone
         self.server: ThreadingHTTPServer | None = None
         self.connections: list[socket.socket] = []
@@ -85,6 +86,8 @@ class ControlPlane:
 
             def do_GET(self) -> None:
                 if self.path == "/_trainforge/agent/v1/credentials" and self.headers.get("Authorization") == TOKEN:
+                    with plane.lock:
+                        plane.credential_requests += 1
                     return self._send(200, {"AccessKeyId": "AKIDTEST", "SecretAccessKey": "secret",
                                             "Token": "tok", "Expiration": "2099-01-01T00:00:00Z"})
                 self._send(403, {"message": "denied"})
@@ -109,6 +112,13 @@ class ControlPlane:
             except OSError:
                 pass
             conn.close()
+
+    def reset(self) -> None:
+        """Forget every event (the next agent run starts numbering from 0 again)."""
+        with self.lock:
+            self.events.clear()
+            self.next_seq.clear()
+            self.requests.clear()
 
     @property
     def url(self) -> str:

@@ -120,14 +120,16 @@ PROBE = ("import json, os, socket; s = socket.socket(); s.settimeout(2); "
 def test_network_isolation_leaves_no_route_to_the_control_plane(tmp_path: Path, control: ControlPlane) -> None:
     results = {}
     for isolated in (True, False):
+        control.reset()
         run_dir = tmp_path / ("isolated" if isolated else "open")
         request = python_job(PROBE, EnableNetworkIsolation=isolated, Environment={"PROBE_PORT": str(control.port)})
         spec = make_spec(run_dir, control, request=request, isolation="namespace")
         assert run_agent(spec) == 0, agent_log(spec)
         results[isolated] = int((spec.parent / "opt" / "ml" / "model" / "connect").read_text())
+        assert control.exit_event()["outcome"] == "ok"
+        assert any("network (EnableNetworkIsolation: no network)" in m for m in control.logs()) is isolated
     assert results[False] == 0  # the probe works: without isolation it reaches the stand-in
     assert results[True] != 0
-    assert any("network (EnableNetworkIsolation: no network)" in m for m in control.logs())
 
 
 def test_failure_file_becomes_the_reason(tmp_path: Path, control: ControlPlane) -> None:
@@ -343,3 +345,36 @@ def test_staging_error_of_the_request_is_not_retried(tmp_path: Path, control: Co
     assert ev["outcome"] == "algorithm", ev  # the request's own fault: Failed without retry
     assert f"file://{tmp_path}/missing/" in ev["failure_reason"]
     assert "Training" not in control.statuses()
+
+
+def test_network_isolation_is_refused_without_namespaces(tmp_path: Path, control: ControlPlane) -> None:
+    spec = make_spec(tmp_path, control, request=script_job("true", EnableNetworkIsolation=True), isolation="none")
+    assert run_agent(spec) == 0
+    ev = control.exit_event()
+    assert ev["outcome"] == "algorithm"
+    assert ev["failure_reason"].startswith("ClientError: EnableNetworkIsolation needs namespace isolation")
+
+
+def fs_job(script: str, mode: str) -> dict[str, Any]:
+    return script_job(script, InputDataConfig=[{"ChannelName": "efs", "DataSource": {"FileSystemDataSource": {
+        "FileSystemId": "fs-1", "FileSystemType": "EFS", "FileSystemAccessMode": mode,
+        "DirectoryPath": "/training"}}}])
+
+
+@needs_namespaces
+def test_file_system_channel_is_bind_mounted(tmp_path: Path, control: ControlPlane) -> None:
+    efs = tmp_path / "efs"
+    (efs / "training").mkdir(parents=True)
+    (efs / "training" / "a.txt").write_text("from efs")
+    script = ('cat "$SM_CHANNEL_EFS/a.txt" > /opt/ml/model/read; '
+              'if touch "$SM_CHANNEL_EFS/new" 2>/dev/null; then echo rw; else echo ro; fi > /opt/ml/model/mode')
+    for mode in ("ro", "rw"):
+        control.reset()
+        spec = make_spec(tmp_path / mode, control, request=fs_job(script, mode), isolation="namespace",
+                         file_systems={"fs-1": str(efs)})
+        assert run_agent(spec) == 0, agent_log(spec)
+        assert control.exit_event()["outcome"] == "ok", control.exit_event()
+        model = spec.parent / "opt" / "ml" / "model"
+        assert (model / "read").read_text() == "from efs"
+        assert (model / "mode").read_text().strip() == mode
+    assert (efs / "training" / "new").exists()  # written through the rw mount

@@ -1,0 +1,61 @@
+"""The agent with S3 (moto's server): staging, outputs and script-mode code under the job's credentials."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from test_agent_harness import (
+    ControlPlane,
+    agent_log,
+    base_request,
+    control_fixture,  # noqa: F401 - the fixture "control"
+    make_spec,
+    run_agent,
+)
+
+TRAIN = b"""
+import json, os, sys
+files = sorted(os.listdir(os.environ["SM_CHANNEL_TRAIN"]))
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
+    json.dump({"files": files, "argv": sys.argv[1:],
+               "secret_in_env": any(k in os.environ for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))}, f)
+"""
+
+
+def test_s3_channel_code_and_outputs_use_the_jobs_credentials(tmp_path: Path, control: ControlPlane, s3: Any,
+                                                              s3_endpoint: str) -> None:
+    s3.create_bucket(Bucket="agent-s3")
+    for i in range(3):
+        s3.put_object(Bucket="agent-s3", Key=f"data/train/part-{i}.csv", Body=b"x" * (i + 1))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(TRAIN)
+        tar.addfile(info, io.BytesIO(TRAIN))
+    s3.put_object(Bucket="agent-s3", Key="code/sourcedir.tar.gz", Body=buf.getvalue())
+    request = base_request(
+        "job-1", AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        HyperParameters={"epochs": "1", "sagemaker_program": '"train.py"',
+                         "sagemaker_submit_directory": '"s3://agent-s3/code/sourcedir.tar.gz"'},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": "s3://agent-s3/data/train/"}}}],
+        OutputDataConfig={"S3OutputPath": "s3://agent-s3/out"})
+    runtime = {"command": [sys.executable, "-m", "trainforge.images.script_mode"], "python": sys.executable,
+               "image": "img", "error": None}
+    spec = make_spec(tmp_path, control, request=request, runtime=runtime, s3_endpoint_url=s3_endpoint)
+    assert run_agent(spec, timeout=120) == 0, agent_log(spec)
+    ev = control.exit_event()
+    assert ev["outcome"] == "ok", (ev, agent_log(spec))
+    assert ev["model_artifacts"] == "s3://agent-s3/out/job-1/output/model.tar.gz"
+    body = s3.get_object(Bucket="agent-s3", Key="out/job-1/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        model = json.loads(tar.extractfile("model.json").read())  # type: ignore[union-attr]
+    assert model == {"files": ["part-0.csv", "part-1.csv", "part-2.csv"], "argv": ["--epochs", "1"],
+                     "secret_in_env": False}
+    # the agent (staging, upload) and the training process (sourcedir) fetched the job's credentials
+    assert control.credential_requests >= 2
