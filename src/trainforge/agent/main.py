@@ -225,8 +225,8 @@ class Agent:
         if result.stop_reason is not None:
             return Outcome("stopped", code, None, result.stop_reason)
         if result.setup_failed:
-            detail = next((ln for ln in reversed(result.stderr_tail) if ln.startswith(isolation.SETUP_FAILED)),
-                          isolation.SETUP_FAILED)
+            detail = next((ln for ln in reversed(result.stderr_tail)
+                           if ln.startswith((isolation.SETUP_FAILED, "unshare: "))), isolation.SETUP_FAILED)
             return Outcome("platform", code, f"InternalServerError: {detail.replace('[trainforge] ', '')}")
         if code != 0:
             feeder_error = getattr(inputs.session, "error", None) if inputs.session is not None else None

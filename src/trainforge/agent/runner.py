@@ -118,8 +118,18 @@ def run(instance: Instance, reporter: Reporter, stopper: Stopper, deadline: floa
     assert code is not None
     tail = list(pumps.tail)
     return RunResult(exit_code=code, stop_reason=stopper.reason, stderr_tail=tail,
-                     setup_failed=code == 125 and any(ln.startswith(SETUP_FAILED) for ln in tail),
+                     setup_failed=_setup_failed(instance, code, tail),
                      first_line_at=pumps.first_line_at)
+
+
+def _setup_failed(instance: Instance, code: int, tail: list[str]) -> bool:
+    """The namespace could not be set up (ours, not the algorithm's): the prologue's marker line,
+    or ``unshare`` itself refusing (exit 1 with its own message as the last line)."""
+    if not instance.namespace:
+        return False
+    if code == 125 and any(ln.startswith(SETUP_FAILED) for ln in tail):
+        return True
+    return code == 1 and bool(tail) and tail[-1].startswith("unshare: ")
 
 
 def _stop(instance: Instance, exited: threading.Event, grace: float) -> None:
