@@ -8,8 +8,9 @@ member of every supported operation is exercised.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from botocore import xform_name

@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import awscli  # noqa: F401  (sets AWS_DATA_PATH on import: import it before any test environment)
+
 JOB_ARN = "arn:aws:sagemaker:us-east-1:000000000000:training-job/my-job"
 
 DESCRIBE = {
@@ -91,7 +93,7 @@ class Recorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 target = self.headers.get("X-Amz-Target", "")
@@ -160,14 +162,30 @@ def _environ(env: dict[str, str]):  # type: ignore[no-untyped-def]
         os.environ.update(saved)
 
 
-def run_aws(args: list[str], env: dict[str, str]) -> Result:
-    """`aws <args>` with the awscli package, in this process (fast, same botocore)."""
+_DRIVERS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def _driver(env: dict[str, str], fresh: bool) -> Any:
+    """One awscli driver per environment (creating one costs ~0.3 s; it reads the environment once).
+
+    A driver keeps the event handlers its commands registered: `fresh` for --generate-cli-skeleton,
+    whose handlers would print once per command run before."""
     from awscli.clidriver import create_clidriver
 
+    key = tuple(sorted(env.items()))
+    if fresh or key not in _DRIVERS:
+        if len(_DRIVERS) > 8:
+            _DRIVERS.clear()
+        _DRIVERS[key] = create_clidriver()
+    return _DRIVERS[key]
+
+
+def run_aws(args: list[str], env: dict[str, str], fresh: bool = False) -> Result:
+    """`aws <args>` with the awscli package, in this process (fast, same botocore)."""
     out, err = io.StringIO(), io.StringIO()
     with _environ(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = create_clidriver().main(args)
+            code = _driver(env, fresh).main(args)
         except SystemExit as exc:  # argparse errors
             code = int(exc.code or 0)
     return Result(code, out.getvalue(), err.getvalue())
@@ -188,6 +206,6 @@ def run_tf_process(args: list[str], env: dict[str, str], timeout: float = 120,
     """`trainforge <args>` as a separate process (python -m trainforge.cli)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRAINFORGE_"))}
     full_env.update(env)
-    done = subprocess.run([sys.executable, "-m", "trainforge.cli", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "trainforge.cli", *args], capture_output=True, text=True, check=False,
                           env=full_env, timeout=timeout, cwd=cwd)
     return Result(done.returncode, done.stdout, done.stderr)

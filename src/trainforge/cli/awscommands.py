@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import IO, Any
 
 from botocore import xform_name
-from botocore.stub import Stubber
 
 from .. import awsmodel
 from . import helptext, params, skeleton
@@ -41,7 +41,12 @@ def _parse(spec: OperationSpec, argv: list[str], prog: str) -> argparse.Namespac
 
 
 def _output_format(ns: argparse.Namespace, session: Any) -> str:
-    return ns.output or session.get_config_variable("output") or "json"
+    """--output, else $AWS_DEFAULT_OUTPUT, else the profile's ``output``, else json (as the AWS CLI)."""
+    if ns.output:
+        return str(ns.output)
+    if os.environ.get("AWS_DEFAULT_OUTPUT"):
+        return os.environ["AWS_DEFAULT_OUTPUT"]
+    return str(session.get_scoped_config().get("output") or "json")
 
 
 def run_operation(cli_name: str, argv: list[str], streams: Streams) -> int:
@@ -64,7 +69,7 @@ def run_operation(cli_name: str, argv: list[str], streams: Streams) -> int:
     paginate = _should_paginate(spec, ns, request)
     params.validate(spec, request)
     if ns.generate_cli_skeleton == "output":
-        return _stubbed_call(spec, ns, request, streams)
+        return _sample_output(spec, ns, streams)
     connection = connect(ns, streams.stderr)
     client = connection.client()
     method = xform_name(spec.name)
@@ -95,16 +100,13 @@ def _should_paginate(spec: OperationSpec, ns: argparse.Namespace, request: dict[
     return paginate
 
 
-def _stubbed_call(spec: OperationSpec, ns: argparse.Namespace, request: dict[str, Any],
-                  streams: Streams) -> int:
-    connection = connect(ns, streams.stderr, start_embedded=False)
-    client = connection.client()
-    method = xform_name(spec.name)
-    with Stubber(client) as stubber:
-        stubber.add_response(method, skeleton.output_skeleton(spec.operation.output_shape))
-        response = getattr(client, method)(**request)
-    display(spec.name, response, _output_format(ns, connection.session), ns.query, ns.color, False,
-            streams.stdout)
+def _sample_output(spec: OperationSpec, ns: argparse.Namespace, streams: Streams) -> int:
+    """The AWS CLI stubs a client call with this sample response; botocore's stubber then rejects the
+    samples of outputs with minimum values (DescribeTrainingJob's), so it is rendered directly here."""
+    from .connection import make_session
+
+    response = skeleton.output_skeleton(spec.operation.output_shape)
+    display(spec.name, response, _output_format(ns, make_session(ns)), ns.query, ns.color, False, streams.stdout)
     return 0
 
 
