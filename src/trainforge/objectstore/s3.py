@@ -128,6 +128,19 @@ class _Body:
             self._done = True
         return data
 
+    def readinto(self, buf: Any) -> int:
+        """Read straight from the socket into ``buf`` (no intermediate bytes objects)."""
+        fp = getattr(self._resp, "_fp", None)
+        if fp is None or getattr(self._resp, "_decoder", None) is not None:
+            data = self._resp.read(len(buf))
+            buf[: len(data)] = data
+            n = len(data)
+        else:
+            n = fp.readinto(buf)
+        if not n:
+            self._done = True
+        return n
+
     def close(self) -> None:
         if not self._done:
             self._resp.close()  # a half-read connection is not reused

@@ -199,19 +199,25 @@ class _Engine:
             self._finish(t, tmp)
 
     def _pump(self, body: Any, fd: int, offset: int) -> int:
+        readinto = getattr(body, "readinto", None)
+        buf = memoryview(bytearray(IO_CHUNK)) if readinto is not None else None
         try:
             while True:
                 if self.cancel.is_set():
                     return offset
-                chunk = body.read(IO_CHUNK)
-                if not chunk:
+                if buf is not None:
+                    got = readinto(buf)
+                    view = buf[:got]
+                else:
+                    view = memoryview(body.read(IO_CHUNK))
+                    got = len(view)
+                if not got:
                     return offset
-                view = memoryview(chunk)
                 while view:
                     n = os.pwrite(fd, view, offset)
                     offset += n
                     view = view[n:]
-                self.on_bytes(len(chunk))
+                self.on_bytes(got)
         finally:
             body.close()
 
