@@ -43,18 +43,21 @@ Message format (Coral's, as seen in real AWS answers):
 Type errors are found while walking (AWS finds them while deserializing, before any validation,
 and reports only the first), with Coral's Jackson wording: ``STRING_VALUE can not be converted to
 an Integer`` (``NUMBER_VALUE``/``TRUE_VALUE``/``FALSE_VALUE``; ``a String``, ``a Long``, ``a Boolean``,
-``a Double``, ``a Date`` for timestamps), ``Start of list found where not expected``, ``Start of
-structure or map found where not expected.``, ``Expected list or null`` (scalar for a list),
-``Expected null`` (scalar for a structure), ``Expected map or null`` (scalar for a map; unverified).
-Integers accept JSON numbers with no fraction (``2.0``); a fractional one is a type error (AWS
-truncates it). Timestamps accept epoch numbers (botocore sends floats) and ISO 8601 strings.
+``a Double``, ``a Date``), ``Start of list found where not expected``, ``Start of structure or map
+found where not expected.``, ``Expected list or null`` (scalar for a list), ``Expected null`` (scalar
+for a structure), ``Expected map or null`` (scalar for a map; unverified). Integers accept JSON
+numbers with no fraction (``2.0``); a fractional one is a type error (AWS truncates it); one beyond
+the Java type fails its bound with no value shown (``Value at 'maxResults' failed ...``, as Athena
+answers). Timestamps accept epoch numbers (botocore sends floats) and ISO 8601 strings.
 
 ``file://`` URIs pass the S3-URI pattern (``(https|s3)://([^/]+)/?(.*)``) wherever the model has one,
 as DESIGN.md promises; ``service/create_rules.py`` then checks they lie under the allowed roots.
 
-Pattern caveat: botocore ≥ 1.35 ships patterns without the ``^``/``$`` anchors AWS's own model still
-has, so a message reads ``pattern: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`` where AWS prints
-``pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``; matching is whole-value either way.
+Known differences, all from following the installed model: botocore 1.43 ships patterns without the
+``^``/``$`` anchors AWS's own model still has (botocore 1.34 had them), so a message reads ``pattern:
+[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`` where AWS prints ``pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``
+(matching is whole-value either way); enum sets are listed in model order (AWS once printed
+``[Pipe, FastFile, File]`` for ``[Pipe, File, FastFile]``). ``a Date`` (timestamps) is unverified.
 """
 
 from __future__ import annotations

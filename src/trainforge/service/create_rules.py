@@ -57,7 +57,6 @@ secondary status is Downloading or Training (model documentation); URIs as for c
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -78,6 +77,7 @@ MAX_RUNTIME_SECONDS = 28 * 24 * 3600  # "The maximum value is 28 days."
 PROFILING_INTERVALS = (100, 200, 500, 1000, 5000, 60000)
 MAX_PROFILER_RULES = 20  # ProfilerRuleConfigurations max in the model
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_LIKE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 
 def _fail(message: str) -> ValidationError:
@@ -345,11 +345,8 @@ def bucket_name_problem(bucket: str) -> str | None:
                 "begin and end with a letter or digit")
     if ".." in bucket or ".-" in bucket or "-." in bucket:
         return f"bucket name '{bucket}' must not contain two adjacent periods or a period next to a hyphen"
-    try:
-        ipaddress.IPv4Address(bucket)
+    if _IP_LIKE.fullmatch(bucket):
         return f"bucket name '{bucket}' must not be formatted as an IP address"
-    except ValueError:
-        pass
     if bucket.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or bucket.endswith(("-s3alias", "--ol-s3", ".mrap")):
         return f"bucket name '{bucket}' uses a prefix or suffix reserved by S3"
     return None
