@@ -16,6 +16,8 @@ from trainforge.api.agent_api import agent_routes
 from trainforge.api.app import AwsJsonEndpoint, build_app, sagemaker_handlers
 from trainforge.api.errors import ValidationError
 from trainforge.api.sigv4 import Authenticator
+from trainforge.api.validation import warm
+from trainforge.awsmodel import SUPPORTED_OPERATIONS
 from trainforge.config import Config
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.scheduler.scheduler import Scheduler
@@ -73,6 +75,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
                 "EnableNetworkIsolation is not available on this trainforge server: it cannot create network "
                 "namespaces here (Linux with privileges for unshare is required).")
 
+    warm(SUPPORTED_OPERATIONS)  # compile the validators now, not on the first request
     jobs = TrainingJobs(store, config, signer, check_create=create_rules)
     scheduler = Scheduler(store, config, isolation=isolation)
     jobs.set_wake(scheduler.wake)

@@ -15,6 +15,7 @@ from trainforge.api.errors import ResourceInUse, ValidationError, job_not_found
 from trainforge.awsmodel import operation
 from trainforge.config import Config
 from trainforge.service import lifecycle
+from trainforge.service.create_rules import check_update
 from trainforge.service.pagination import TokenSigner
 from trainforge.store.jobs import DuplicateName, JobRow, JobStore
 
@@ -152,6 +153,8 @@ class TrainingJobs:
             if locked.status in lifecycle.FINISHED and not _only_keep_alive(params):
                 raise ValidationError(
                     f"The request was rejected because the training job is in status {locked.status}.")
+            check_update(params, locked.request, locked.status, secondary_status=locked.secondary_status,
+                         config=self.config)
             for member in _UPDATABLE:
                 if member in params:
                     locked.request[member] = params[member]
