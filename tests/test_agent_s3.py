@@ -20,9 +20,12 @@ from test_agent_harness import (
 
 TRAIN = b"""
 import json, os, sys
+import boto3
 files = sorted(os.listdir(os.environ["SM_CHANNEL_TRAIN"]))
+# the training process reaches S3 with the job's container credentials and the endpoint it was given
+listed = boto3.client("s3").list_objects_v2(Bucket="agent-s3", Prefix="data/")["KeyCount"]
 with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
-    json.dump({"files": files, "argv": sys.argv[1:],
+    json.dump({"files": files, "argv": sys.argv[1:], "listed": listed,
                "secret_in_env": any(k in os.environ for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))}, f)
 """
 
@@ -56,6 +59,6 @@ def test_s3_channel_code_and_outputs_use_the_jobs_credentials(tmp_path: Path, co
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         model = json.loads(tar.extractfile("model.json").read())  # type: ignore[union-attr]
     assert model == {"files": ["part-0.csv", "part-1.csv", "part-2.csv"], "argv": ["--epochs", "1"],
-                     "secret_in_env": False}
-    # the agent (staging, upload) and the training process (sourcedir) fetched the job's credentials
+                     "listed": 3, "secret_in_env": False}
+    # the agent (staging, code, upload) and the training process fetched the job's credentials
     assert control.credential_requests >= 2

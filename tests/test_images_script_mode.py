@@ -198,3 +198,31 @@ def test_stop_reaches_the_script_through_the_entrypoint(tmp_path: Path, control:
     assert (ev["outcome"], ev["stop_reason"]) == ("stopped", "Stopped")
     with tarfile.open(out / "job-1/output/model.tar.gz") as t:
         assert t.extractfile("saved").read() == b"on sigterm"  # type: ignore[union-attr]
+
+
+PARENT_PY = """
+    import os
+    parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().replace(b"\\x00", b" ").decode()
+    open(os.path.join(os.environ["SM_MODEL_DIR"], "parent"), "w").write(parent)
+"""
+
+
+@pytest.mark.parametrize("requirements", [False, True])
+def test_agent_starts_the_script_itself_unless_something_must_be_installed(
+        tmp_path: Path, control: ControlPlane, requirements: bool) -> None:
+    files = {"train.py": PARENT_PY}
+    if requirements:
+        files["requirements.txt"] = "# nothing\n"
+    tar = sourcedir(tmp_path, files)
+    hps = {"sagemaker_program": '"train.py"', "sagemaker_submit_directory": json.dumps(f"file://{tar}")}
+    spec = make_spec(tmp_path, control, request=job(tmp_path, hps), runtime=RUNTIME)
+    assert run_agent(spec, timeout=120) == 0, agent_log(spec)
+    assert control.exit_event()["outcome"] == "ok", control.exit_event()
+    parent = (spec.parent / "opt/ml/model/parent").read_text()
+    if requirements:  # the entrypoint installs, then runs the script as its child
+        assert "-m trainforge.images.script_mode train" in parent
+    else:  # the agent prepared the code and started the script: one interpreter less
+        assert "-m trainforge.agent" in parent
+    logs = control.logs()
+    assert sum(m.startswith("Invoking script with the following command: ") for m in logs) == 1
+    assert (spec.parent / "opt/ml/output/success").exists()

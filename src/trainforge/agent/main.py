@@ -22,6 +22,8 @@ from typing import Any
 
 from trainforge.agent import environment, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
+from trainforge.agent.direct import finish as finish_direct
+from trainforge.agent.direct import plan as plan_direct
 from trainforge.agent.inputs import (
     Inputs,
     needs_data_plane,
@@ -35,6 +37,7 @@ from trainforge.agent.reporter import Reporter
 from trainforge.agent.runner import Stopper
 from trainforge.agent.spec import Paths, leader, output_prefix
 
+INVOKING = "Invoking script with the following command: "  # script_mode's line, same words
 DEFAULT_GRACE = 120.0
 FINAL_FLUSH_EXTRA = 300.0  # how long after the deadline the last reports are still retried
 GONE_GRACE = 5.0
@@ -153,9 +156,14 @@ class Agent:
             return Outcome("stopped", None, None, reason), None
         argv = environment.command(spec)
         env = environment.build(spec, paths, self.host_env)
-        env["TRAINFORGE_ALLOWED_LOCAL_ROOTS"] = json.dumps(spec.get("allowed_local_roots") or [])
+        if spec.get("allowed_local_roots") is not None:
+            env["TRAINFORGE_ALLOWED_LOCAL_ROOTS"] = json.dumps(spec["allowed_local_roots"])
+        direct = plan_direct(spec, paths, argv, env)
         reporter.status("Training", "Training image download completed. Training in progress.")
         reporter.log(isolation.describe(spec, paths))
+        if direct is not None:
+            argv = direct.command
+            reporter.log(INVOKING + " ".join(argv))
         try:
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts)
         except OSError as exc:  # the entrypoint cannot be executed at all
@@ -172,6 +180,8 @@ class Agent:
 
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at
+        if direct is not None:
+            finish_direct(paths, direct, result.exit_code, result.stderr_tail, result.stop_reason is not None)
         outputs.write_exited_marker(paths, result.exit_code)
         inputs.close()
         sync_error = None

@@ -35,6 +35,7 @@ import sys
 import threading
 
 DEFAULT_BASE = "/opt/ml"
+INVOKING = "Invoking script with the following command: "
 STDERR_TAIL_BYTES = 4096
 ERROR_MESSAGE_CHARS = 700
 
@@ -85,17 +86,21 @@ def user_args(hps: dict[str, object]) -> list[str]:
     return cmd_args(split_hyperparameters(hps)[0])
 
 
-def _allowed(path: str, base: str) -> bool:
-    """Inside the instance's /opt/ml, or under an allowed root (unrestricted when none are set)."""
+def allowed_roots_from_env() -> list[str] | None:
     configured = os.environ.get("TRAINFORGE_ALLOWED_LOCAL_ROOTS")
-    if configured is None:
+    return None if configured is None else list(json.loads(configured))
+
+
+def _allowed(path: str, base: str, roots: list[str] | None) -> bool:
+    """Inside the instance's /opt/ml, or under an allowed root (unrestricted when ``roots`` is None)."""
+    if roots is None:
         return True
     real = os.path.realpath(path)
-    roots = [os.path.realpath(base)] + [os.path.realpath(r) for r in json.loads(configured)]
-    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots)
+    reals = [os.path.realpath(base)] + [os.path.realpath(r) for r in roots]
+    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in reals)
 
 
-def fetch_code(uri: str, code_dir: str, base: str) -> None:
+def fetch_code(uri: str, code_dir: str, base: str, allowed_roots: list[str] | None = None) -> None:
     """Unpack ``uri`` into ``code_dir`` unless that directory already has content."""
     os.makedirs(code_dir, exist_ok=True)
     if os.listdir(code_dir):
@@ -117,7 +122,7 @@ def fetch_code(uri: str, code_dir: str, base: str) -> None:
             local = uri.removeprefix("file://")
             if not os.path.exists(local):
                 raise ScriptModeError(f"sagemaker_submit_directory {uri} does not exist")
-            if not _allowed(local, base):
+            if not _allowed(local, base, allowed_roots):
                 raise ScriptModeError(f"sagemaker_submit_directory {uri} is outside the allowed local roots")
         if os.path.isdir(local):
             shutil.copytree(local, code_dir, dirs_exist_ok=True)
@@ -137,17 +142,49 @@ def pip(args: list[str], code_dir: str, error: type[ScriptModeError]) -> None:
         raise error(f"ExitCode {rc}\nCommand \"{' '.join(cmd)}\"")
 
 
-def command(program: str, code_dir: str, args: list[str]) -> list[str]:
-    if os.path.exists(os.path.join(code_dir, "setup.py")):
-        return [sys.executable, "-m", program.removesuffix(".py")] + args
+def command(program: str, code_dir: str, args: list[str], python: str | None = None,
+            host_code_dir: str | None = None) -> list[str]:
+    """The user's command line. ``code_dir`` as the script sees it; ``host_code_dir`` where the
+    files are for this process (they differ when the agent prepares a namespaced instance)."""
+    python = python or sys.executable
+    host = host_code_dir or code_dir
+    if os.path.exists(os.path.join(host, "setup.py")):
+        return [python, "-m", program.removesuffix(".py")] + args
     if program.endswith(".py"):
-        return [sys.executable, program] + args
+        return [python, program] + args
     if program.endswith(".sh"):
         return ["/bin/sh", program] + args
-    path = os.path.join(code_dir, program)
-    if os.path.exists(path) and not os.access(path, os.X_OK):
-        os.chmod(path, os.stat(path).st_mode | 0o111)
-    return [path] + args
+    host_path = os.path.join(host, program)
+    if os.path.exists(host_path) and not os.access(host_path, os.X_OK):
+        os.chmod(host_path, os.stat(host_path).st_mode | 0o111)
+    return [os.path.join(code_dir, program)] + args
+
+
+def needs_install(host_code_dir: str) -> bool:
+    return any(os.path.exists(os.path.join(host_code_dir, f)) for f in ("requirements.txt", "setup.py"))
+
+
+def entry_point(hps: dict[str, object], env: dict[str, str]) -> str | None:
+    program = env.get("SAGEMAKER_PROGRAM") or hps.get("sagemaker_program")
+    return str(program) if program else None
+
+
+def submit_directory(hps: dict[str, object], env: dict[str, str]) -> str | None:
+    submit = hps.get("sagemaker_submit_directory") or env.get("SAGEMAKER_SUBMIT_DIRECTORY")
+    return str(submit) if submit else None
+
+
+def script_failure(rc: int, stderr_tail: str, cmd: list[str]) -> str:
+    """The toolkit's failure-file text for a user script that exited non-zero."""
+    return (f"ExecuteUserScriptError:\nExitCode {rc}\nErrorMessage \"{error_message(stderr_tail)}\""
+            f"\nCommand \"{' '.join(cmd)}\"")
+
+
+def write_success(base: str) -> None:
+    try:
+        open(os.path.join(base, "output", "success"), "w").close()
+    except OSError:
+        pass
 
 
 def write_failure(base: str, message: str) -> None:
@@ -204,20 +241,20 @@ def main(argv: list[str]) -> int:
     code_dir = os.path.join(base, "code")
     try:
         hps = read_hyperparameters(base)
-        program = os.environ.get("SAGEMAKER_PROGRAM") or hps.get("sagemaker_program")
+        program = entry_point(hps, dict(os.environ))
         if not program:
             raise ScriptModeError(
                 "no entry point: set the hyperparameter sagemaker_program or the environment variable "
                 "SAGEMAKER_PROGRAM (trainforge runs framework images in script mode only)")
-        submit = hps.get("sagemaker_submit_directory") or os.environ.get("SAGEMAKER_SUBMIT_DIRECTORY")
+        submit = submit_directory(hps, dict(os.environ))
         if submit:
-            fetch_code(str(submit), code_dir, base)
+            fetch_code(submit, code_dir, base, allowed_roots_from_env())
         os.makedirs(code_dir, exist_ok=True)
         if os.path.exists(os.path.join(code_dir, "requirements.txt")):
             pip(["-r", "requirements.txt"], code_dir, InstallRequirementsError)
         if os.path.exists(os.path.join(code_dir, "setup.py")):
             pip(["."], code_dir, InstallModuleError)
-        cmd = command(str(program), code_dir, user_args(hps))
+        cmd = command(program, code_dir, user_args(hps))
     except ScriptModeError as exc:
         message = f"{exc.name}:\n{exc}"
         print(message, file=sys.stderr, flush=True)
@@ -232,7 +269,7 @@ def main(argv: list[str]) -> int:
         return 1
     env = dict(os.environ)
     env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    print("Invoking script with the following command: " + " ".join(cmd), flush=True)
+    print(INVOKING + " ".join(cmd), flush=True)
     try:
         rc, stderr_tail = run_user_script(cmd, code_dir, env)
     except OSError as exc:
@@ -241,13 +278,9 @@ def main(argv: list[str]) -> int:
         print(message, file=sys.stderr, flush=True)
         return 127
     if rc != 0:
-        write_failure(base, f"ExecuteUserScriptError:\nExitCode {rc}\nErrorMessage \"{error_message(stderr_tail)}\""
-                            f"\nCommand \"{' '.join(cmd)}\"")
+        write_failure(base, script_failure(rc, stderr_tail, cmd))
     else:
-        try:
-            open(os.path.join(base, "output", "success"), "w").close()
-        except OSError:
-            pass
+        write_success(base)
     return rc
 
 
