@@ -47,10 +47,20 @@ def unpack(spec: OperationSpec, arg: OpArgument, value: Any) -> Any:
         if parsed is None:
             parsed = argprocess.unpack_cli_arg(arg, value)
     except argprocess.ParamError as exc:
-        raise ParamError(str(exc)) from exc
+        raise ParamError(_with_error_location(str(exc), exc.__context__)) from exc
     except (ValueError, TypeError, IndexError) as exc:
         raise ParamError(f"Error parsing parameter '{arg.cli_name}': {exc}") from exc
     return parsed
+
+
+def _with_error_location(message: str, cause: BaseException | None) -> str:
+    """awscli's shorthand syntax errors print a literal ``{self._error_location()}`` placeholder
+    (an f-string prefix is missing in its source); put the pointer to the bad character there."""
+    placeholder = "{self._error_location()}"
+    locate = getattr(cause, "_error_location", None)
+    if placeholder in message and callable(locate):
+        return message.replace(placeholder, str(locate()))
+    return message
 
 
 def build_parameters(spec: OperationSpec, ns: argparse.Namespace) -> dict[str, Any]:

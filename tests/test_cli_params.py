@@ -1,0 +1,264 @@
+"""Parameter forms (shorthand, JSON, file://, fileb://, --cli-input-json/yaml) and parameter errors.
+
+The Shorthand Syntax and JSON Syntax examples of every option on the newest reference page
+(shared/spec/003_*.txt) are filled in and sent by both `aws` and `trainforge`: the requests must be
+equal. Bad parameters must exit 252 with a clear message and send nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_cli_support import Recorder, aws_env, run_aws, run_tf
+
+from trainforge.cli.opargs import operation_spec
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+PAGE = next(iter(sorted(SPEC_DIR.glob("003_*.txt"))), None) if SPEC_DIR.is_dir() else None
+LONG = "value-" + "x" * 54  # passes every minimum length (botocore checks no maximum)
+REQUIRED = {"--training-job-name": "spec-job", "--role-arn": "arn:aws:iam::000000000000:role/SageMakerRole",
+            "--output-data-config": "S3OutputPath=s3://bucket/out"}
+PLACEHOLDERS = {"string": LONG, "integer": "7200", "long": "7200", "boolean": "true", "double": "2.5", "float": "2.5",
+                "timestamp": "2024-05-06T07:08:09Z"}
+
+pytestmark = pytest.mark.skipif(PAGE is None, reason="shared/spec reference pages not present")
+
+
+def page_options() -> dict[str, tuple[str, str | None, str | None]]:
+    """--option → (type, shorthand example, JSON example) from the reference page."""
+    assert PAGE is not None
+    text = PAGE.read_text()
+    parts = re.split(r"\n`(--[a-z0-9-]+)` \(([a-z]+)\)\n", text)
+    out = {}
+    for i in range(1, len(parts), 3):
+        body = parts[i + 2]
+        shorthand = re.search(r"Shorthand Syntax:\s*```\s*\n(.*?)\n```", body, re.DOTALL)
+        as_json = re.search(r"JSON Syntax:\s*```\s*\n(.*?)\n```", body, re.DOTALL)
+        out[parts[i]] = (parts[i + 1], shorthand.group(1) if shorthand else None, as_json.group(1) if as_json else None)
+    return out
+
+
+def synopsis_options() -> list[str]:
+    assert PAGE is not None
+    block = PAGE.read_text().split("## Synopsis", 1)[1].split("```")[1]
+    return re.findall(r"--[a-z0-9-]+", block)
+
+
+def fill_shorthand(example: str) -> list[str]:
+    """`Key=string,Value=string ...` → argv values with the placeholders replaced."""
+    example = example.replace(" ...", "")
+    filled = re.sub(r"(?<==)(string|integer|long|boolean|double|float|timestamp)\b",
+                    lambda m: PLACEHOLDERS[m.group(1)], example)
+    filled = re.sub(r"(?<=,)string\b", LONG, filled)  # list members: ContainerEntrypoint=string,string
+    return [filled]
+
+
+def fill_json(example: str) -> str:
+    text = re.sub(r'("[^"]*")(\|"[^"]*")+', r"\1", example)  # "Pipe"|"File" → "Pipe"
+    text = text.replace("true|false", "true")
+    text = re.sub(r",?\s*\.\.\.", "", text)  # list / map continuation marks
+    text = re.sub(r":\s*(integer|long)\b", ": 7200", text)
+    text = re.sub(r":\s*(double|float)\b", ": 2.5", text)
+    text = re.sub(r":\s*timestamp\b", ': "2024-05-06T07:08:09Z"', text)
+    text = text.replace('"string"', json.dumps(LONG))
+    text = re.sub(r"\[\s*\"", '["', text)
+    json.loads(text)  # the example itself must be valid JSON once filled
+    return text
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder().start()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return aws_env(tmp_path)
+
+
+def send_both(recorder: Recorder, env: dict[str, str], args: list[str]) -> tuple[list, list]:
+    base = ["--endpoint-url", recorder.endpoint, "--region", "us-east-1"]
+    recorder.take()
+    aws = run_aws(base + ["sagemaker", "create-training-job"] + args, env)
+    aws_sent = recorder.take()
+    tf = run_tf(base + ["create-training-job"] + args, env)
+    tf_sent = recorder.take()
+    assert aws.code == 0, aws.stderr
+    assert tf.code == 0, tf.stderr
+    assert [r.body for r in tf_sent] == [r.body for r in aws_sent]
+    return aws_sent, tf_sent
+
+
+def with_required(option: str, values: list[str]) -> list[str]:
+    args: list[str] = []
+    for name, value in REQUIRED.items():
+        if name != option:
+            args += [name, value]
+    return args + [option, *values]
+
+
+def example_cases(kind: str) -> Iterator[object]:
+    if PAGE is None:
+        return
+    for option, (_, shorthand, as_json) in page_options().items():
+        example = shorthand if kind == "shorthand" else as_json
+        if example:
+            yield pytest.param(option, example, id=option)
+
+
+@pytest.mark.parametrize(("option", "example"), list(example_cases("shorthand")))
+def test_shorthand_examples_of_the_reference_page(recorder: Recorder, env: dict[str, str], option: str,
+                                                  example: str) -> None:
+    aws_sent, _ = send_both(recorder, env, with_required(option, fill_shorthand(example)))
+    member = next(a.member for a in operation_spec("CreateTrainingJob").arguments.values() if a.cli_name == option)
+    assert member in aws_sent[0].body
+
+
+@pytest.mark.parametrize(("option", "example"), list(example_cases("json")))
+def test_json_examples_of_the_reference_page(recorder: Recorder, env: dict[str, str], option: str,
+                                             example: str) -> None:
+    send_both(recorder, env, with_required(option, [fill_json(example)]))
+
+
+@pytest.mark.parametrize(("option", "example"), list(example_cases("json")))
+def test_file_uri_examples_of_the_reference_page(recorder: Recorder, env: dict[str, str], tmp_path: Path,
+                                                 option: str, example: str) -> None:
+    path = tmp_path / "value.json"
+    path.write_text(fill_json(example))
+    send_both(recorder, env, with_required(option, [f"file://{path}"]))
+
+
+def test_every_synopsis_option_of_the_reference_page_is_accepted(env: dict[str, str]) -> None:
+    help_text = run_tf(["create-training-job", "help"], env).stdout
+    for option in synopsis_options():
+        assert option in help_text, option
+
+
+def test_list_shorthand_takes_several_values(recorder: Recorder, env: dict[str, str]) -> None:
+    aws_sent, _ = send_both(recorder, env, with_required("--tags", ["Key=a,Value=1", "Key=b,Value=2"]))
+    assert aws_sent[0].body["Tags"] == [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]
+
+
+def test_quoted_and_nested_shorthand(recorder: Recorder, env: dict[str, str]) -> None:
+    value = ('TrainingImage="img:1,2",TrainingInputMode=File,MetricDefinitions=[{Name=loss,Regex=\'loss=(\\d+)\'},'
+             '{Name=acc,Regex="acc=([0-9.]+)"}],ContainerArguments=[a b,"c,d"]')
+    aws_sent, _ = send_both(recorder, env, with_required("--algorithm-specification", [value]))
+    spec = aws_sent[0].body["AlgorithmSpecification"]
+    assert spec["TrainingImage"] == "img:1,2"
+    assert spec["MetricDefinitions"][0]["Regex"] == "loss=(\\d+)"
+    assert spec["ContainerArguments"] == ["a b", "c,d"]
+
+
+def test_cli_input_json_and_command_line_override(recorder: Recorder, env: dict[str, str], tmp_path: Path) -> None:
+    body = {"TrainingJobName": "from-file", "RoleArn": REQUIRED["--role-arn"],
+            "OutputDataConfig": {"S3OutputPath": "s3://bucket/file"}, "HyperParameters": {"a": "1"}}
+    path = tmp_path / "input.json"
+    path.write_text(json.dumps(body))
+    aws_sent, _ = send_both(recorder, env, ["--cli-input-json", f"file://{path}", "--training-job-name", "cli"])
+    assert aws_sent[0].body["TrainingJobName"] == "cli"
+    assert aws_sent[0].body["HyperParameters"] == {"a": "1"}
+    send_both(recorder, env, ["--cli-input-json", json.dumps(body)])
+
+
+def test_cli_input_yaml_equals_cli_input_json(recorder: Recorder, env: dict[str, str], tmp_path: Path) -> None:
+    body = {"TrainingJobName": "yaml-job", "RoleArn": REQUIRED["--role-arn"],
+            "OutputDataConfig": {"S3OutputPath": "s3://bucket/file"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 5}}
+    as_yaml = tmp_path / "input.yaml"
+    as_yaml.write_text("TrainingJobName: yaml-job\nRoleArn: arn:aws:iam::000000000000:role/SageMakerRole\n"
+                       "OutputDataConfig:\n  S3OutputPath: s3://bucket/file\nResourceConfig:\n"
+                       "  InstanceType: ml.m5.large\n  InstanceCount: 2\n  VolumeSizeInGB: 5\n")
+    recorder.take()
+    base = ["--endpoint-url", recorder.endpoint, "create-training-job"]
+    assert run_tf(base + ["--cli-input-yaml", f"file://{as_yaml}"], env).code == 0
+    assert run_tf(base + ["--cli-input-json", json.dumps(body)], env).code == 0
+    from_yaml, from_json = recorder.take()
+    assert from_yaml.body == from_json.body == body
+
+
+def test_file_uri_for_a_scalar(recorder: Recorder, env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "role.txt"
+    path.write_text(REQUIRED["--role-arn"])
+    aws_sent, _ = send_both(recorder, env, with_required("--role-arn", [f"file://{path}"]))
+    assert aws_sent[0].body["RoleArn"] == REQUIRED["--role-arn"]
+
+
+BAD = [
+    (["create-training-job", "--role-arn", "arn:aws:iam::0:role/r", "--output-data-config", "S3OutputPath=s3://b/o"],
+     "the following arguments are required: --training-job-name"),
+    (["create-training-job", "--training-job-name", "j", "--role-arn", "arn:aws:iam::000000000000:role/r",
+      "--output-data-config", "S3OutputPath"],
+     "Error parsing parameter '--output-data-config': Expected: '=', received: 'EOF' for input:\nS3OutputPath\n"),
+    (["create-training-job", "--training-job-name", "j", "--role-arn", "arn:aws:iam::000000000000:role/r",
+      "--output-data-config", "{\"S3OutputPath\":"], "Error parsing parameter '--output-data-config'"),
+    (["create-training-job", "--training-job-name", "j", "--role-arn", "arn:aws:iam::000000000000:role/r",
+      "--output-data-config", "S3OutputPath=s3://b/o", "--resource-config", "Bogus=1"],
+     'Unknown parameter in ResourceConfig: "Bogus"'),
+    (["create-training-job", "--training-job-name", "j", "--role-arn", "arn:aws:iam::000000000000:role/r",
+      "--output-data-config", "S3OutputPath=s3://b/o", "--resource-config", "InstanceCount=many"],
+     "Error parsing parameter '--resource-config': invalid literal for int() with base 10: 'many'"),
+    (["create-training-job", "--training-job-name", "j", "--role-arn", "short",
+      "--output-data-config", "S3OutputPath=s3://b/o"], "Invalid length for parameter RoleArn"),
+    (["create-training-job", "--training-job-name", "j", "--role-arn", "arn:aws:iam::000000000000:role/r",
+      "--output-data-config", "file:///nonexistent/trainforge/x.json"], "Unable to load paramfile"),
+    (["describe-training-job", "--training-job-name", "j", "--bogus", "1"], "Unknown options: --bogus, 1"),
+    (["describe-training-job", "--training-job-name", "j", "--query", "Foo[?"], "Bad value for --query"),
+    (["describe-training-job", "--training-job-name", "j", "--output", "xml"], "invalid choice: 'xml'"),
+    (["describe-training-job", "--cli-input-json", "{not json"], "Invalid JSON received"),
+    (["describe-training-job", "--cli-input-yaml", "a: [1"], "Invalid YAML received"),
+    (["describe-training-job", "--cli-input-json", "{}", "--cli-input-yaml", "{}"],
+     "Only one --cli-input- parameter may be specified"),
+    (["describe-training-job", "--cli-input-json", "[1]"], "expecting map"),
+    (["describe-training-job", "--cli-input-json", "{}"], 'Missing required parameter in input: "TrainingJobName"'),
+    (["list-training-jobs", "--max-results", "lots"], "Error parsing parameter '--max-results'"),
+    (["list-training-jobs", "--max-items", "x"], "argument --max-items: invalid int value"),
+    (["list-training-jobs", "--no-paginate", "--max-items", "3"], "Cannot specify --no-paginate"),
+    (["list-training-jobs", "--creation-time-after", "yesterday-ish"], "CreationTimeAfter"),
+    (["wait", "training-job-completed-or-stopped"], "the following arguments are required: --training-job-name"),
+    (["frobnicate-training-job"], "Invalid choice 'frobnicate-training-job'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a[:3])[:60] for a, _ in BAD])
+def test_bad_parameters_exit_252_and_send_nothing(recorder: Recorder, env: dict[str, str], args: list[str],
+                                                  message: str) -> None:
+    recorder.take()
+    result = run_tf(["--endpoint-url", recorder.endpoint] + args, env)
+    assert result.code == 252, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert recorder.take() == []
+
+
+def test_service_error_exits_254_with_the_aws_message(recorder: Recorder, env: dict[str, str]) -> None:
+    recorder.errors["SageMaker.DescribeTrainingJob"] = (
+        400, {"__type": "com.amazon.sagemaker#ValidationException", "message": "Requested resource not found."})
+    try:
+        args = ["--endpoint-url", recorder.endpoint, "--region", "us-east-1"]
+        tf = run_tf(args + ["describe-training-job", "--training-job-name", "nope"], env)
+        aws = run_aws(args + ["sagemaker", "describe-training-job", "--training-job-name", "nope"], env)
+    finally:
+        recorder.errors.clear()
+    expected = ("An error occurred (ValidationException) when calling the DescribeTrainingJob operation: "
+                "Requested resource not found.")
+    assert tf.code == 254
+    assert tf.stderr.strip() == expected
+    assert aws.stderr.strip() == expected
+
+
+def test_unreachable_endpoint_exits_255(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_tf(["--endpoint-url", f"http://127.0.0.1:{port}", "describe-training-job",
+                     "--training-job-name", "x"], env)
+    assert result.code == 255
+    assert "Could not connect to the endpoint URL" in result.stderr
