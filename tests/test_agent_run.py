@@ -10,12 +10,14 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_agent_harness import (
     ControlPlane,
     agent_log,
     base_request,
     control_fixture,  # noqa: F401 - the fixture "control"
     make_spec,
+    namespaces_available,
     needs_namespaces,
     run_agent,
     shell,
@@ -378,3 +380,20 @@ def test_file_system_channel_is_bind_mounted(tmp_path: Path, control: ControlPla
         assert (model / "read").read_text() == "from efs"
         assert (model / "mode").read_text().strip() == mode
     assert (efs / "training" / "new").exists()  # written through the rw mount
+
+
+@pytest.mark.parametrize("isolation", ["none"] + (["namespace"] if namespaces_available() else []))
+def test_pipe_channel_through_the_instance(tmp_path: Path, control: ControlPlane, isolation: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"part-{i}").write_bytes(b"abc" * (i + 1))
+    code = ("import os; d = os.environ['SM_INPUT_DIR'] + '/data/'; "
+            "n = len(open(d + 'train_0', 'rb').read()); "
+            "open(os.environ['SM_MODEL_DIR'] + '/bytes', 'w').write(str(n))")
+    request = python_job(code, InputDataConfig=[{"ChannelName": "train", "InputMode": "Pipe", "DataSource": {
+        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"file://{data}/"}}}])
+    spec = make_spec(tmp_path, control, request=request, isolation=isolation)
+    assert run_agent(spec) == 0, agent_log(spec)
+    assert control.exit_event()["outcome"] == "ok", control.exit_event()
+    assert (spec.parent / "opt/ml/model/bytes").read_text() == "18"
