@@ -93,7 +93,6 @@ class Agent:
         reporter = self.reporter
         if not self.gone.is_set():
             reporter.emit(outcome.event(artifacts))
-        self._start_reporter()
         delivered = reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
@@ -144,7 +143,6 @@ class Agent:
         reporter.status("Downloading", "Downloading input data")
         inputs = Inputs()
         if needs_data_plane(spec["request"]):
-            self._start_reporter()  # progress is visible while staging runs
             use_job_credentials(spec)
             staged = self._stage(paths)
             if isinstance(staged, Outcome):
@@ -172,7 +170,6 @@ class Agent:
             reporter.log(f"[trainforge] {reason}", "stderr")
             return Outcome("algorithm", 127, reason), None
         self.timings["spawned"] = time.time()
-        self._start_reporter()
         self._write_state(paths, instance)
         start_sync(spec, paths, inputs, lambda m: reporter.log(m, "stderr"))
         result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
