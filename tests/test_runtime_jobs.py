@@ -21,6 +21,14 @@ def wait_finished(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
                       in FINISHED and d, timeout=timeout, interval=0.1, message=f"{name} to finish")
 
 
+def log_messages(srv: Any, name: str) -> list[str]:
+    logs = srv.client("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                        logStreamNamePrefix=f"{name}/")["logStreams"]
+    return [e["message"] for s in streams for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)["events"]]
+
+
 def read_model(uri: str) -> dict[str, bytes]:
     assert uri.startswith("file://"), uri
     with tarfile.open(uri[len("file://"):]) as tar:
@@ -167,8 +175,8 @@ def test_stop_during_training_uploads_the_model_saved_on_sigterm(runner: Any, tm
     name = unique_name("stop")
     sm = runner.client()
     sm.create_training_job(**shell_job(name, script, tmp_path / "out"))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=30, message="Training")
+    # "ready" is printed once the TERM handler is installed
+    wait_until(lambda: "ready" in log_messages(runner, name), timeout=30, message="the script's handler")
     sm.stop_training_job(TrainingJobName=name)
     desc = wait_finished(sm, name, timeout=30)
     assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "Stopped")

@@ -22,7 +22,7 @@ def agent_pids(data_dir: Path, name: str) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"trainforge.agent" in argv and any(f"/{name}/".encode() in a for a in argv):
+        if any(b"trainforge.agent" in a for a in argv) and any(f"/{name}/".encode() in a for a in argv):
             pids.append(int(entry))
     return pids
 

@@ -27,6 +27,13 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+# ``python -S``: the agent needs only the standard library to start user code (site-packages are
+# loaded on demand, see trainforge.sitepaths); the package's own directory goes first on sys.path.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+AGENT_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+              "from trainforge.agent.main import main; sys.exit(main(sys.argv[1:]))")
+
+
 class LocalBackend:
     name = "local"
 
@@ -39,7 +46,7 @@ class LocalBackend:
         env.pop("PYTHONSTARTUP", None)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "trainforge.agent", str(spec_path)],
+                [sys.executable, "-S", "-c", AGENT_BOOT, str(spec_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True, env=env, cwd=str(spec_path.parent),
             )

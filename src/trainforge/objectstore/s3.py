@@ -61,6 +61,9 @@ def _state() -> _State:
     with _client_lock:
         state = _client_cache.get(cache_key)
         if state is None:
+            from trainforge.sitepaths import ensure_site_packages
+
+            ensure_site_packages()
             import boto3
             from botocore.config import Config as BotoConfig
 
