@@ -63,6 +63,9 @@ class ControlPlane:
 
             def setup(self) -> None:
                 super().setup()
+                # headers and body go out in two writes: without this, Nagle + delayed ACK add
+                # 40 ms per answer (uvicorn's asyncio sockets have TCP_NODELAY too)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with plane.lock:
                     plane.connections.append(self.connection)
 
