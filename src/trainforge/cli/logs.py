@@ -115,8 +115,11 @@ class LogPrinter:
         self._styles: dict[str, str] = {}
 
     def style_for(self, host: str) -> str:
+        """algo-N always gets the same color; other names get the next one."""
         if host not in self._styles:
-            self._styles[host] = HOST_STYLES[len(self._styles) % len(HOST_STYLES)]
+            number = re.fullmatch(r"algo-(\d+)", host)
+            index = int(number.group(1)) - 1 if number else len(self._styles)
+            self._styles[host] = HOST_STYLES[index % len(HOST_STYLES)]
         return self._styles[host]
 
     def line(self, event: LogEvent) -> Text:

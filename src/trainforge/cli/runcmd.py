@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from . import embedded
 from .argparser import ArgParser, parse_strict
-from .connection import Connection, connect, is_local
+from .connection import Connection, configured_endpoint, connect, is_local
 from .errors import ParamError
 from .logs import LogFollower, LogPrinter, follow, make_console
 from .scriptjob import (
@@ -20,7 +20,9 @@ from .scriptjob import (
     job_name_for,
     parse_pairs,
     request,
+    stage_channel,
     to_uri,
+    under,
     upload_source,
 )
 from .watch import exit_code, summary
@@ -73,10 +75,24 @@ def resolve_script(script: str, source_dir: str | None) -> tuple[str, Path]:
         raise ParamError(f"run: script {script} is not inside --source-dir {root}") from exc
 
 
-def job_from_args(ns: argparse.Namespace, region: str) -> ScriptJob:
+def channel_uri(name: str, value: str, job_name: str, stage: bool) -> str:
+    """An s3:// or file:// URI for a channel; with the embedded server, a local path outside the
+    directories it reads by default ($TRAINFORGE_HOME and the home directory) is staged first."""
+    uri = to_uri(value, f"--channel {name}")
+    if not (stage and uri.startswith("file://")) or value.startswith("file://"):
+        return uri
+    path = Path(value).expanduser().resolve()
+    if under(path, [embedded.home().resolve(), Path.home().resolve()]):
+        return uri
+    staged = stage_channel(path, embedded.home() / "uploads" / job_name / "channels" / name)
+    return staged.resolve().as_uri() + "/"
+
+
+def job_from_args(ns: argparse.Namespace, stage: bool) -> ScriptJob:
+    """The job the arguments describe; every local path is checked (and staged) before any server is contacted."""
     entry, source_dir = resolve_script(ns.script, ns.source_dir)
     name = ns.job_name or job_name_for(entry)
-    channels = {k: to_uri(v, f"--channel {k}") for k, v in parse_pairs(ns.channel, "--channel").items()}
+    channels = {k: channel_uri(k, v, name, stage) for k, v in parse_pairs(ns.channel, "--channel").items()}
     hps = {k: encode_hyperparameter(v) for k, v in parse_pairs(ns.hp, "--hp").items()}
     metrics = [{"Name": k, "Regex": v} for k, v in parse_pairs(ns.metric, "--metric").items()]
     output = to_uri(ns.output, "--output") if ns.output and not ns.output.startswith("s3://") else ns.output
@@ -85,7 +101,7 @@ def job_from_args(ns: argparse.Namespace, region: str) -> ScriptJob:
     return ScriptJob(script=entry, source_dir=source_dir, job_name=name, channels=channels, hyperparameters=hps,
                      image=ns.image, instance_type=ns.instance_type, instance_count=ns.instance_count,
                      output_uri=output or (embedded.home() / "output").resolve().as_uri(), role_arn=ns.role_arn,
-                     region=region, max_runtime=ns.max_runtime, metric_definitions=metrics,
+                     max_runtime=ns.max_runtime, metric_definitions=metrics,
                      environment=parse_pairs(ns.env, "--env"))
 
 
@@ -105,8 +121,9 @@ def submit(connection: Connection, job: ScriptJob, stderr: IO[str]) -> tuple[Any
 
 def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
     ns = parse_strict(build_parser(), argv)
+    job = job_from_args(ns, stage=configured_endpoint(ns) is None)
     connection = connect(ns, stderr, cli_timestamps=False)
-    job = job_from_args(ns, connection.region)
+    job.region = connection.region
     client, _ = submit(connection, job, stderr)
     console = make_console(stdout, ns.color)
     err_console = make_console(stderr, ns.color)

@@ -6,7 +6,9 @@ the SageMaker Python SDK would send (hyperparameters JSON-encoded, ``sagemaker_p
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -74,6 +76,29 @@ def to_uri(path_or_uri: str, what: str) -> str:
     if not path.exists():
         raise ParamError(f"{what}: {path_or_uri} does not exist")
     return path.as_uri() + ("/" if path.is_dir() else "")
+
+
+def under(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def stage_channel(path: Path, destination: Path) -> Path:
+    """Put a local channel where the embedded server may read it: hard links (no copy) when the
+    filesystem allows, copies otherwise."""
+    def link_or_copy(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+    if destination.exists():
+        shutil.rmtree(destination)
+    if path.is_dir():
+        shutil.copytree(path, destination, copy_function=link_or_copy)
+    else:
+        destination.mkdir(parents=True)
+        link_or_copy(str(path), str(destination / path.name))
+    return destination
 
 
 def pack(source_dir: Path, archive: Path) -> None:

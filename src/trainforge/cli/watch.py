@@ -20,6 +20,8 @@ from .argparser import ArgParser, parse_strict
 from .connection import connect
 from .logs import TERMINAL_STATUSES, LogFollower, LogPrinter, make_console
 
+CLOSING_STATUSES = ("Uploading", "Completed", "Failed", "Stopping", "Stopped", "MaxRuntimeExceeded",
+                    "MaxWaitTimeExceeded", "Interrupted")
 EXIT_BY_STATUS = {"Completed": 0, "Failed": 1, "Stopped": 2}
 STATUS_STYLE = {"Completed": "bold green", "Failed": "bold red", "Stopped": "bold yellow",
                 "InProgress": "bold cyan", "Stopping": "bold yellow"}
@@ -120,25 +122,34 @@ def watch(sm_client: Any, job: str, console: Console, poll_seconds: float = 0.5,
 
 def _watch_plain(sm_client: Any, job: str, console: Console, poll_seconds: float,
                  follower: LogFollower | None, printer: LogPrinter, description: dict[str, Any]) -> dict[str, Any]:
+    """One line per transition and per log line, in order: the transitions up to Training, the logs,
+    then (once the job has ended) the closing transitions. The description is read before the logs,
+    so at the end every log line is in."""
     shown = 0
     last_metrics = ""
-    while True:
-        transitions = description.get("SecondaryStatusTransitions") or []
-        for transition in transitions[shown:]:
+
+    def show(transitions: list[dict[str, Any]]) -> None:
+        for transition in transitions:
             elapsed = _seconds(description.get("CreationTime"), transition.get("StartTime"))
             console.print(f"[{_fmt(elapsed):>8}] {transition['Status']:<12} {transition.get('StatusMessage', '')}",
                           highlight=False, markup=False)
-        shown = len(transitions)
+
+    while True:
+        fresh = (description.get("SecondaryStatusTransitions") or [])[shown:]
+        shown += len(fresh)
+        ended = description["TrainingJobStatus"] in TERMINAL_STATUSES
+        closing = next((i for i, t in enumerate(fresh) if t["Status"] in CLOSING_STATUSES), len(fresh)) \
+            if ended else len(fresh)
+        show(fresh[:closing])
         if follower is not None:
             printer.print(follower.poll())
+        show(fresh[closing:])
+        if ended:
+            return description
         metrics = metrics_text(description)
         if metrics and metrics != last_metrics:
             console.print(f"{'':>10} metrics      {metrics}", highlight=False, markup=False)
             last_metrics = metrics
-        if description["TrainingJobStatus"] in TERMINAL_STATUSES:
-            if follower is not None:
-                printer.print(follower.poll())
-            return description
         time.sleep(poll_seconds)
         description = sm_client.describe_training_job(TrainingJobName=job)
 
