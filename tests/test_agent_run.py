@@ -397,3 +397,17 @@ def test_pipe_channel_through_the_instance(tmp_path: Path, control: ControlPlane
     assert run_agent(spec) == 0, agent_log(spec)
     assert control.exit_event()["outcome"] == "ok", control.exit_event()
     assert (spec.parent / "opt/ml/model/bytes").read_text() == "18"
+
+
+def test_leader_does_not_wait_for_a_peer_that_ended_early(tmp_path: Path, control: ControlPlane) -> None:
+    out = tmp_path / "out"
+    request = script_job('echo m > "$SM_MODEL_DIR/m"', OutputDataConfig={"S3OutputPath": f"file://{out}"},
+                         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1})
+    hosts = ["algo-1", "algo-2"]
+    broken = {"command": [], "python": "", "image": "x", "error": "Image 'x' is not in trainforge's image catalog"}
+    follower = start_agent(make_spec(tmp_path, control, request=request, host="algo-2", hosts=hosts, runtime=broken))
+    assert follower.wait(30) == 0
+    leader = start_agent(make_spec(tmp_path, control, request=request, host="algo-1", hosts=hosts))
+    assert leader.wait(30) == 0  # not until the deadline (10 minutes away)
+    assert control.exit_event("algo-2")["outcome"] == "algorithm"
+    assert control.exit_event("algo-1")["model_artifacts"] == f"file://{out}/job-1/output/model.tar.gz"

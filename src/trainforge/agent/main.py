@@ -64,6 +64,7 @@ class Agent:
         self.host_env = dict(os.environ)
         self.reporter: Reporter | None = None
         self._reporter_started = False
+        self._exited_marked = False
         self.timings: dict[str, float] = {}
 
     # -- top level ------------------------------------------------------------------------------
@@ -90,12 +91,25 @@ class Agent:
             traceback.print_exc()
             outcome = Outcome("platform", None, error_reason(exc, "InternalServerError",
                                                              "(in the trainforge agent)"))
+        self._mark_exited(outcome.exit_code)  # early ends too: a waiting leader must not hang
         reporter = self.reporter
         if not self.gone.is_set():
             reporter.emit(outcome.event(artifacts))
         delivered = reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
+
+    def _mark_exited(self, exit_code: int | None) -> None:
+        """``instance_dir/.exited``, once, whichever way the instance ended."""
+        if self._exited_marked or not os.path.isdir(self.spec.get("instance_dir") or ""):
+            return
+        self._exited_marked = True
+        from trainforge.agent import outputs
+
+        try:
+            outputs.write_exited_marker(Paths.of(self.spec), exit_code)
+        except (OSError, KeyError) as exc:
+            print(f"trainforge agent: cannot write the .exited marker: {exc}", file=sys.stderr)
 
     def _outbox_path(self) -> str | None:
         instance_dir = self.spec.get("instance_dir")
@@ -173,13 +187,12 @@ class Agent:
         self._write_state(paths, instance)
         start_sync(spec, paths, inputs, lambda m: reporter.log(m, "stderr"))
         result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
-        from trainforge.agent import outputs  # after the user's code started: tarfile is not cheap
 
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at
         if direct is not None:
             finish_direct(paths, direct, result.exit_code, result.stderr_tail, result.stop_reason is not None)
-        outputs.write_exited_marker(paths, result.exit_code)
+        self._mark_exited(result.exit_code)
         inputs.close()
         sync_error = None
         if inputs.sync is not None:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +63,8 @@ def merged_files(roots: list[str]) -> dict[str, str]:
 
 
 def write_tar_gz(files: dict[str, str], dest: str) -> None:
+    import tarfile
+
     with tarfile.open(dest, "w:gz", compresslevel=6) as tar:
         for rel, full in files.items():
             if rel.endswith("/"):
@@ -80,6 +79,9 @@ def upload(spec: dict[str, Any], paths: Paths, *, include_model: bool = True,
 
     Raises ``trainforge.objectstore.ObjectStoreError`` / ``OSError`` when an upload fails.
     """
+    import shutil
+    import tempfile
+
     from trainforge import objectstore
 
     prefix = output_prefix(spec)
