@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -26,6 +26,10 @@ class Database:
     SQLite allows one writer: writes are serialised by a process lock and run in ``BEGIN
     IMMEDIATE`` so a read-modify-write never interleaves. PostgreSQL uses row locks
     (``SELECT ... FOR UPDATE``) so several API replicas can share one database.
+
+    Reads on SQLite go through a second engine on the same file that issues no ``BEGIN``: each
+    statement is its own implicit transaction (one consistent WAL snapshot per statement), which
+    saves two statements per read.
     """
 
     def __init__(self, url: str) -> None:
@@ -45,8 +49,19 @@ class Database:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+            self.read_engine = self.engine  # an in-memory database is private to its connections
+            if path and path != ":memory:":
+                self.read_engine = create_engine(
+                    self.url,
+                    poolclass=QueuePool,
+                    pool_size=8,
+                    max_overflow=16,
+                    connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+                )
+                event.listen(self.read_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.read_engine = self.engine
 
     def migrate(self) -> None:
         from alembic.config import Config as AlembicConfig
@@ -61,8 +76,11 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             yield conn
+
+    def prepare(self, stmt: Select[Any]) -> Prepared:
+        return Prepared(self.read_engine, stmt)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -76,6 +94,39 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+class Prepared:
+    """A SELECT compiled once for the engine's dialect and run on a pooled DBAPI cursor.
+
+    For the hottest reads (a job by name, id or token): it skips the per-call expression building,
+    compilation cache lookup and result processing of SQLAlchemy Core (about 150 µs on SQLite),
+    which is only correct for columns the driver returns as they are (numbers, strings).
+    """
+
+    def __init__(self, engine: Engine, stmt: Select[Any]) -> None:
+        self.engine = engine
+        self.compiled = stmt.compile(dialect=engine.dialect)
+        self.sql = str(self.compiled)
+        self.columns = [c.key for c in stmt.selected_columns]
+
+    def first(self, **values: Any) -> dict[str, Any] | None:
+        params = self.compiled.construct_params(values)
+        args: Sequence[Any] | dict[str, Any] = (
+            [params[k] for k in self.compiled.positiontup or ()] if self.compiled.positional else params)
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self.sql, args)
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool (which rolls back: the end of the read transaction)
+        return dict(zip(self.columns, row)) if row is not None else None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

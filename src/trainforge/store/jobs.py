@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from trainforge.store.db import Database
@@ -52,7 +53,10 @@ class JobRow:
 
     @classmethod
     def from_db(cls, row: Any) -> "JobRow":
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> JobRow:
         return cls(
             **{k: m[k] for k in _SCALARS},
             request=loads(m["request"]) or {},
@@ -82,6 +86,12 @@ SUMMARY_COLUMNS = (
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The reads of every describe, scheduler pass and agent report, compiled once.
+        self._by_name = db.prepare(select(jobs).where(
+            jobs.c.account_id == bindparam("account_id"), jobs.c.region == bindparam("region"),
+            jobs.c.name == bindparam("name")))
+        self._by_id = db.prepare(select(jobs).where(jobs.c.id == bindparam("id")))
+        self._by_token = db.prepare(select(jobs).where(jobs.c.token == bindparam("token")))
 
     # --- settings ----------------------------------------------------------------------------
     def setting(self, key: str, factory: Any) -> str:
@@ -115,22 +125,16 @@ class JobStore:
         return JobRow(id=job_id, **scalars, request=values["request"], state=values["state"])
 
     def get(self, account_id: str, region: str, name: str) -> JobRow | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(jobs).where(jobs.c.account_id == account_id, jobs.c.region == region,
-                                   jobs.c.name == name)
-            ).first()
-        return JobRow.from_db(row) if row else None
+        row = self._by_name.first(account_id=account_id, region=region, name=name)
+        return JobRow.from_mapping(row) if row else None
 
     def get_by_id(self, job_id: int) -> JobRow | None:
-        with self.db.read() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        return JobRow.from_db(row) if row else None
+        row = self._by_id.first(id=job_id)
+        return JobRow.from_mapping(row) if row else None
 
     def get_by_token(self, token: str) -> JobRow | None:
-        with self.db.read() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.token == token)).first()
-        return JobRow.from_db(row) if row else None
+        row = self._by_token.first(token=token)
+        return JobRow.from_mapping(row) if row else None
 
     @contextmanager
     def locked(self, job_id: int) -> Iterator[tuple[Connection, JobRow | None]]:
@@ -184,10 +188,17 @@ class JobStore:
     ) -> list[Any]:
         """One page of summaries in keyset order; ``after`` is the sort key of the last row seen."""
         keys = SORT_COLUMNS[sort_by]
+        if sort_by == "Status" and status and after is not None:
+            # The status is fixed by the filter: keyset on the name alone, which the index serves as a
+            # range (a row-value range starting at the status makes SQLite sort the whole remainder).
+            keys, after = keys[1:], after[1:]
         conds = [jobs.c.account_id == account_id, jobs.c.region == region]
         if name_contains:
             escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conds.append(func.lower(jobs.c.name).like(f"%{escaped.lower()}%", escape="\\"))
+            if self.db.is_sqlite:  # SQLite's LIKE ignores ASCII case (names are ASCII): no lower() per row
+                conds.append(jobs.c.name.like(f"%{escaped}%", escape="\\"))
+            else:
+                conds.append(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
         if status:
             conds.append(jobs.c.status == status)
         if created_after is not None:
