@@ -74,7 +74,7 @@ class Scheduler:
 
     # --- one pass ----------------------------------------------------------------------------
     def tick(self) -> None:
-        running = [j for j in map(self.store.get_by_id, self.store.ids_in_phase("running")) if j]
+        running = self.store.jobs_in_phase("running")
         in_use = Resources()
         for job in running:
             in_use = in_use + self.capacity.reservation(job.request)
@@ -89,10 +89,7 @@ class Scheduler:
 
     def _admit(self, in_use: Resources, now: float) -> None:
         blocked = False
-        for job_id in self.store.ids_in_phase("queued"):
-            job = self.store.get_by_id(job_id)
-            if job is None or job.phase != "queued":
-                continue
+        for job in self.store.jobs_in_phase("queued"):
             need = self.capacity.reservation(job.request)
             if blocked or not (in_use + need).fits_in(self.capacity.total):
                 # Strict creation order: once one job waits, every later job waits behind it.
@@ -259,10 +256,8 @@ class Scheduler:
     def reconcile(self) -> None:
         """After a (re)start: adopt living agents, end the jobs whose agents are gone."""
         now = time.time()
-        for job_id in self.store.ids_in_phase("running"):
-            job = self.store.get_by_id(job_id)
-            if job is not None:
-                self._check_liveness(job, now)
+        for job in self.store.jobs_in_phase("running"):
+            self._check_liveness(job, now)
 
 
 def _handle(inst: dict[str, Any]) -> dict[str, Any] | None:

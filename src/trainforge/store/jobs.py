@@ -163,10 +163,10 @@ class JobStore:
         conn.execute(delete(tags).where(tags.c.account_id == job.account_id, tags.c.region == job.region,
                                         tags.c.resource_arn == job.arn))
 
-    def ids_in_phase(self, *phases: str) -> list[int]:
+    def jobs_in_phase(self, *phases: str) -> list[JobRow]:
         with self.db.read() as conn:
-            return list(conn.execute(
-                select(jobs.c.id).where(jobs.c.phase.in_(phases)).order_by(jobs.c.id)).scalars())
+            res = conn.execute(select(jobs).where(jobs.c.phase.in_(phases)).order_by(jobs.c.id))
+            return [JobRow.from_db(r) for r in res]
 
     def list_jobs(
         self,
