@@ -37,6 +37,10 @@ COMMANDS = [
     ["create-training-job", "--training-job-name", "n", "--role-arn", "arn:aws:iam::0:role/r",
      "--output-data-config", "S3OutputPath=s3://b/o"],
     ["stop-training-job", "--training-job-name", "n"],
+    ["update-training-job", "--training-job-name", "n", "--resource-config", "KeepAlivePeriodInSeconds=60"],
+    ["delete-training-job", "--training-job-name", "n"],
+    ["add-tags", "--resource-arn", "arn:x", "--tags", "Key=team,Value=ml"],
+    ["delete-tags", "--resource-arn", "arn:x", "--tag-keys", "team"],
 ]
 QUERIES = [None, "TrainingJobStatus", "SecondaryStatusTransitions[].[Status,StatusMessage]",
            "TrainingJobSummaries[?TrainingJobStatus=='Completed'].TrainingJobName", "Tags[0]",

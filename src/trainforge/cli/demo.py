@@ -34,10 +34,11 @@ METRICS = [
 def build_parser() -> ArgParser:
     from .globalopts import add_global_options
 
-    parser = ArgParser(prog="trainforge demo")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--learning-rate", type=float, default=1.0)
-    parser.add_argument("--poll", type=float, default=0.25)
+    parser = ArgParser(prog="trainforge demo", description="Train a softmax regression on Fisher's Iris data "
+                       "(shipped with trainforge) as a SageMaker script-mode job on the local server.")
+    parser.add_argument("--epochs", type=int, default=200, help="training epochs (200)")
+    parser.add_argument("--learning-rate", type=float, default=1.0, help="gradient descent step (1.0)")
+    parser.add_argument("--poll", type=float, default=0.25, help="seconds between status polls (0.25)")
     add_global_options(parser, exclude=frozenset({"output", "query"}))
     return parser
 

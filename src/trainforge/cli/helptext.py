@@ -28,7 +28,9 @@ def html_to_text(doc: str | None, indent: str = "    ") -> str:
     """Model documentation (HTML fragments) as wrapped plain text."""
     if not doc:
         return ""
-    text = _ITEM.sub("\n\n- ", doc)
+    text = re.sub(r"(<li[^>]*>)\s*<p>", r"\1", doc, flags=re.IGNORECASE)
+    text = re.sub(r"</p>\s*(</li>)", r"\1", text, flags=re.IGNORECASE)
+    text = _ITEM.sub("\n\n- ", text)
     text = _BLOCK.sub("\n\n", text)
     text = html.unescape(_TAG.sub("", text))
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]

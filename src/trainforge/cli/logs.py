@@ -155,11 +155,13 @@ def follow(sm_client: Any, follower: LogFollower, printer: LogPrinter, poll_seco
 def build_parser() -> ArgParser:
     from .globalopts import add_global_options
 
-    parser = ArgParser(prog="trainforge logs")
-    parser.add_argument("job")
-    parser.add_argument("--follow", "-f", action="store_true")
-    parser.add_argument("--since")
-    parser.add_argument("--poll", type=float, default=0.5)
+    parser = ArgParser(prog="trainforge logs", description="Every instance's log of a training job, prefixed "
+                       "with its host (algo-1, algo-2, ...), in time order.")
+    parser.add_argument("job", help="the training job name")
+    parser.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing new lines until the job has ended (waits for a job that has not started)")
+    parser.add_argument("--since", help="only events after this time: 10m, 2h, 1d (ago), ISO 8601, or epoch seconds")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls with --follow (0.5)")
     add_global_options(parser, exclude=frozenset({"output", "query"}))
     return parser
 

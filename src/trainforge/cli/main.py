@@ -50,19 +50,19 @@ def version_line() -> str:
 
 
 def dispatch(argv: list[str], streams: Streams) -> int:
+    if "--version" in argv:
+        print(version_line(), file=streams.stdout)
+        return 0
+    if "--cli-auto-prompt" in argv:
+        raise UsageError("trainforge does not prompt for parameters (--cli-auto-prompt); "
+                         "`trainforge <command> help` lists every option", usage=USAGE)
     index = find_command(argv)
     if index is None:
-        if "--version" in argv:
-            print(version_line(), file=streams.stdout)
-            return 0
         streams.stdout.write(top_help())
         return 0
     command, rest = argv[index], argv[:index] + argv[index + 1:]
     if command == "sagemaker":  # `trainforge sagemaker create-training-job ...`, as copied from AWS docs
         return dispatch(rest, streams)
-    if "--version" in argv[:index]:
-        print(version_line(), file=streams.stdout)
-        return 0
     if command == "help":
         if rest and rest[0] in COMMANDS:
             return awscommands.run_operation(rest[0], ["help"], streams)

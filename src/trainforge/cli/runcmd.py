@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlparse
 
 from . import embedded
 from .argparser import ArgParser, parse_strict
@@ -31,22 +32,27 @@ from .watch import exit_code, summary
 def build_parser() -> ArgParser:
     from .globalopts import add_global_options
 
-    parser = ArgParser(prog="trainforge run")
-    parser.add_argument("script")
-    parser.add_argument("--source-dir")
-    parser.add_argument("--channel", action="append", default=[], metavar="NAME=PATH_OR_URI")
-    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--metric", action="append", default=[], metavar="NAME=REGEX")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
-    parser.add_argument("--instance-count", type=int, default=1)
-    parser.add_argument("--image", default=DEFAULT_IMAGE)
-    parser.add_argument("--output", metavar="URI")
-    parser.add_argument("--job-name")
-    parser.add_argument("--role-arn", default=DEFAULT_ROLE)
-    parser.add_argument("--max-runtime", type=int, default=86400)
-    parser.add_argument("--no-follow", action="store_true", help="create the job and return at once")
-    parser.add_argument("--poll", type=float, default=0.5)
+    parser = ArgParser(prog="trainforge run", description="Run a local training script as a SageMaker "
+                       "script-mode job: pack its directory as sourcedir.tar.gz, create the job, follow its logs.")
+    add = parser.add_argument
+    add("script", help="the entry point (a path; relative to --source-dir when that is given)")
+    add("--source-dir", help="the directory packed as the job's code (default: the script's directory)")
+    add("--channel", action="append", default=[], metavar="NAME=PATH_OR_URI",
+        help="an input channel: a local directory or file, file://, or s3:// (repeatable)")
+    add("--hp", action="append", default=[], metavar="KEY=VALUE",
+        help="a hyperparameter, JSON-encoded as the SageMaker SDK does (repeatable)")
+    add("--metric", action="append", default=[], metavar="NAME=REGEX", help="a metric definition (repeatable)")
+    add("--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable (repeatable)")
+    add("--instance-type", default=DEFAULT_INSTANCE_TYPE, help=f"default {DEFAULT_INSTANCE_TYPE}")
+    add("--instance-count", type=int, default=1, help="default 1")
+    add("--image", default=DEFAULT_IMAGE, help="the training image (default: a PyTorch CPU image, run in script mode)")
+    add("--output", metavar="URI", help="S3OutputPath: s3://..., file://... or a directory "
+        "(default $TRAINFORGE_HOME/output); with s3:// the code is uploaded there too")
+    add("--job-name", help="default: <script>-<UTC time>")
+    add("--role-arn", default=DEFAULT_ROLE)
+    add("--max-runtime", type=int, default=86400, help="MaxRuntimeInSeconds (86400)")
+    add("--no-follow", action="store_true", help="create the job, print its name and return")
+    add("--poll", type=float, default=0.5, help="seconds between polls (0.5)")
     add_global_options(parser, exclude=frozenset({"output", "query"}))
     return parser
 
@@ -95,7 +101,10 @@ def job_from_args(ns: argparse.Namespace, stage: bool) -> ScriptJob:
     channels = {k: channel_uri(k, v, name, stage) for k, v in parse_pairs(ns.channel, "--channel").items()}
     hps = {k: encode_hyperparameter(v) for k, v in parse_pairs(ns.hp, "--hp").items()}
     metrics = [{"Name": k, "Regex": v} for k, v in parse_pairs(ns.metric, "--metric").items()]
-    output = to_uri(ns.output, "--output") if ns.output and not ns.output.startswith("s3://") else ns.output
+    output = ns.output
+    if output and urlparse(output).scheme not in ("s3", "file"):
+        Path(output).expanduser().mkdir(parents=True, exist_ok=True)
+        output = to_uri(output, "--output")
     if ns.instance_count < 1:
         raise ParamError("run: --instance-count must be at least 1")
     return ScriptJob(script=entry, source_dir=source_dir, job_name=name, channels=channels, hyperparameters=hps,

@@ -161,9 +161,10 @@ def exit_code(description: dict[str, Any]) -> int:
 def build_parser() -> ArgParser:
     from .globalopts import add_global_options
 
-    parser = ArgParser(prog="trainforge wait")
-    parser.add_argument("job")
-    parser.add_argument("--poll", type=float, default=0.5)
+    parser = ArgParser(prog="trainforge wait", description="A live view of a training job until it ends. "
+                       "Exit code 0 for Completed, 1 for Failed, 2 for Stopped.")
+    parser.add_argument("job", help="the training job name")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls (0.5)")
     parser.add_argument("--logs", action="store_true", help="show the tail of the job's logs in the view")
     add_global_options(parser, exclude=frozenset({"output", "query"}))
     return parser
