@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -52,7 +53,7 @@ class JobRow:
     token: str
 
     @classmethod
-    def from_db(cls, row: Any) -> "JobRow":
+    def from_db(cls, row: Any) -> JobRow:
         return cls.from_mapping(row._mapping)
 
     @classmethod
@@ -220,6 +221,11 @@ class JobStore:
         order = [k.desc() if descending else k.asc() for k in keys]
         stmt = select(*SUMMARY_COLUMNS).where(and_(*conds)).order_by(*order).limit(limit)
         with self.db.read() as conn:
+            if status and sort_by == "CreationTime" and self.db.is_sqlite:
+                # SQLite (no statistics) walks ix_jobs_created and tests each row's status: a rare status
+                # (InProgress among 100,000 finished jobs) costs a full scan, ~110 ms, against 0.1 ms
+                # through ix_jobs_status (status, creation_time) and a sort of equal times by name.
+                return _sqlite_indexed_by(conn, stmt, "ix_jobs_status")
             return list(conn.execute(stmt))
 
     # --- instances ---------------------------------------------------------------------------
@@ -321,6 +327,16 @@ class JobStore:
         with self.db.write() as conn:
             conn.execute(delete(tags).where(tags.c.account_id == account_id, tags.c.region == region,
                                             tags.c.resource_arn == arn, tags.c.key.in_(list(keys))))
+
+
+def _sqlite_indexed_by(conn: Connection, stmt: Any, index: str) -> list[Any]:
+    """Run ``stmt`` (a SELECT from jobs) on SQLite with ``INDEXED BY index`` (SQLAlchemy renders no
+    table hints for SQLite)."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    sql, n = re.subn(r"\bFROM jobs\b", f"FROM jobs INDEXED BY {index}", str(compiled), count=1)
+    assert n == 1, sql
+    params = compiled.construct_params()
+    return list(conn.exec_driver_sql(sql, tuple(params[k] for k in compiled.positiontup or ())))
 
 
 def _put_tags(conn: Connection, account_id: str, region: str, arn: str, tag_list: Sequence[dict[str, str]]) -> None:
