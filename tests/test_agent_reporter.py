@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from test_agent_harness import (
     TOKEN,
@@ -127,3 +128,27 @@ def test_chunked_and_closing_answers() -> None:
     assert c.post("/x", b"{}", {}) == (200, b'{"next_seq": 3}')
     c.close()
     srv.close()
+
+
+def test_a_flood_during_an_outage_is_held_back_not_lost(control: ControlPlane, monkeypatch: Any) -> None:
+    import trainforge.agent.reporter as reporter_module
+
+    monkeypatch.setattr(reporter_module, "MAX_PENDING_BYTES", 50 * 1024)
+    control.down()
+    r = Reporter(spec_for(control.url), None)
+    r.start()
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(2000):
+            r.log(f"line {i}")
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    wait_for(lambda: r.unacknowledged() >= 400, message="the buffer to fill")
+    assert not done.wait(0.2)  # the producer is held back at the limit (about 50 KiB of lines)
+    assert r.unacknowledged() < 600
+    control.up()
+    wait_for(done.is_set, message="the flood to get through")
+    assert r.close(time.time() + 20)
+    assert control.logs() == [f"line {i}" for i in range(2000)]

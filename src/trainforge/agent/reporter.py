@@ -33,6 +33,11 @@ MAX_BATCH_EVENTS = 2000
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 REQUEST_TIMEOUT = 15.0
+MAX_PENDING_BYTES = 256 * 1024 * 1024
+
+
+def _size(event: dict[str, Any]) -> int:
+    return len(event.get("message") or "") + 100
 
 
 class Reporter:
@@ -47,6 +52,7 @@ class Reporter:
         self._on_stop, self._on_gone = on_stop, on_gone
         self._cond = threading.Condition()
         self._pending: list[tuple[int, dict[str, Any]]] = []  # (seq, event), unacknowledged
+        self._pending_bytes = 0
         self._next_seq = 0  # number of the next event emitted
         self._persisted = 0  # events below this number are in the outbox
         self._closing = False
@@ -62,11 +68,20 @@ class Reporter:
 
     # -- producer side ------------------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> int:
+        """Queue an event. A log line waits while more than ``MAX_PENDING_BYTES`` of log lines are
+        unacknowledged (a long outage of the control plane under a flood of output): the training
+        process then blocks on its full pipe instead of the agent's memory growing without bound."""
         event.setdefault("time", time.time())
+        size = _size(event)
         with self._cond:
+            if event.get("type") == "log":
+                while (self._pending_bytes > MAX_PENDING_BYTES and self._thread.is_alive()
+                       and not self._closing and not self.gone):
+                    self._cond.wait(1.0)
             seq = self._next_seq
             self._next_seq += 1
             self._pending.append((seq, event))
+            self._pending_bytes += size
             self._cond.notify_all()
         return seq
 
@@ -148,7 +163,7 @@ class Reporter:
             if len(batch) >= MAX_BATCH_EVENTS or (batch and size >= MAX_BATCH_BYTES):
                 break
             batch.append(item)
-            size += len(item[1].get("message") or "") + 100
+            size += _size(item[1])
         return batch
 
     def _acknowledge(self, answer: dict[str, Any]) -> None:
@@ -160,6 +175,7 @@ class Reporter:
             if isinstance(next_seq, int):
                 k = 0
                 while k < len(self._pending) and self._pending[k][0] < next_seq:
+                    self._pending_bytes -= _size(self._pending[k][1])
                     k += 1
                 del self._pending[:k]
             self._cond.notify_all()
@@ -233,6 +249,7 @@ class Reporter:
             self._persisted = self._next_seq
         self._next_seq = max(self._next_seq, acked)
         self._pending = [(s, events[s]) for s in sorted(events) if s >= acked]
+        self._pending_bytes = sum(_size(e) for _, e in self._pending)
 
 
 class _Gone(Exception):
