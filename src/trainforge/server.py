@@ -26,6 +26,7 @@ from trainforge.service.logs import Logs
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.reports import Reports
 from trainforge.service.tags import Tags
+from trainforge.service.unsupported import check_supported
 from trainforge.service.training_jobs import TrainingJobs
 from trainforge.store.db import Database
 from trainforge.store.jobs import JobStore
@@ -70,6 +71,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
 
     def create_rules(params: dict[str, Any]) -> None:
         check_create(params, config, fits=capacity.never_fits)
+        check_supported(params)
         if params.get("EnableNetworkIsolation") and isolation != "namespace":
             raise ValidationError(
                 "EnableNetworkIsolation is not available on this trainforge server: it cannot create network "

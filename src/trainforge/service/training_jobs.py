@@ -17,6 +17,7 @@ from trainforge.config import Config
 from trainforge.service import lifecycle
 from trainforge.service.create_rules import check_update
 from trainforge.service.pagination import TokenSigner
+from trainforge.service.unsupported import rule_statuses
 from trainforge.store.jobs import DuplicateName, JobRow, JobStore
 
 
@@ -194,6 +195,14 @@ def describe_document(job: JobRow) -> dict[str, Any]:
     if job.warm_pool_status:
         doc["WarmPoolStatus"] = {"Status": job.warm_pool_status}
     doc.setdefault("ModelArtifacts", {"S3ModelArtifacts": model_artifacts_uri(job.request)})
+    # Rules are accepted (the SageMaker SDK adds a ProfilerReport rule by default) but never run here:
+    # their statuses say so rather than pretend.
+    for request_key, status_key in (("DebugRuleConfigurations", "DebugRuleEvaluationStatuses"),
+                                    ("ProfilerRuleConfigurations", "ProfilerRuleEvaluationStatuses")):
+        if job.request.get(request_key):
+            doc[status_key] = rule_statuses(job.request, request_key, job.creation_time)
+    if "ProfilerConfig" in job.request:
+        doc["ProfilingStatus"] = "Disabled"  # profilerconfig.json is written; no profiler collects data
     return doc
 
 
