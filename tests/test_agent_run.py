@@ -411,3 +411,21 @@ def test_leader_does_not_wait_for_a_peer_that_ended_early(tmp_path: Path, contro
     assert leader.wait(30) == 0  # not until the deadline (10 minutes away)
     assert control.exit_event("algo-2")["outcome"] == "algorithm"
     assert control.exit_event("algo-1")["model_artifacts"] == f"file://{out}/job-1/output/model.tar.gz"
+
+
+def test_input_failing_while_training_fails_the_instance(tmp_path: Path, control: ControlPlane) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"part-{i}").write_bytes(bytes([65 + i]) * (1 << 20))
+    code = ("import os, time; d = os.environ['SM_INPUT_DIR'] + '/data/'; "
+            f"os.remove({str(data / 'part-1')!r}); "
+            "f = open(d + 'train_0', 'rb'); n = len(f.read()); print('read', n, flush=True); "
+            "time.sleep(120)")
+    request = python_job(code, InputDataConfig=[{"ChannelName": "train", "InputMode": "Pipe", "DataSource": {
+        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"file://{data}/"}}}])
+    spec = make_spec(tmp_path, control, request=request, stop_grace_seconds=2)
+    assert run_agent(spec) == 0, agent_log(spec)
+    ev = control.exit_event()
+    assert ev["outcome"] in ("algorithm", "platform") and "part-1" in ev["failure_reason"], ev
+    assert ev["stop_reason"] is None

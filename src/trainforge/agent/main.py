@@ -65,6 +65,8 @@ class Agent:
         self.reporter: Reporter | None = None
         self._reporter_started = False
         self._exited_marked = False
+        self.data_error: BaseException | None = None
+        self._training = threading.Event()  # data errors count only while the process runs
         self.timings: dict[str, float] = {}
 
     # -- top level ------------------------------------------------------------------------------
@@ -186,7 +188,9 @@ class Agent:
         self.timings["spawned"] = time.time()
         self._write_state(paths, instance)
         start_sync(spec, paths, inputs, lambda m: reporter.log(m, "stderr"))
+        self._training.set()
         result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
+        self._training.clear()
 
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at
@@ -213,7 +217,7 @@ class Agent:
         assert reporter is not None
         box, _thread = run_staging(lambda: stage(
             self.spec, paths, progress=lambda m: reporter.status("Downloading", m),
-            log=lambda m: reporter.log(m, "stderr"), on_error=lambda e: None), self.stopper.wake)
+            log=lambda m: reporter.log(m, "stderr"), on_error=self._on_data_error), self.stopper.wake)
         while not box:
             if self.stopper.reason is not None:
                 return Outcome("stopped", None, None, self.stopper.reason)
@@ -227,7 +231,15 @@ class Agent:
             return self._data_failure(staged, "while staging the input data")
         return staged
 
-    def _data_failure(self, exc: BaseException, context: str) -> Outcome:
+    def _on_data_error(self, exc: BaseException) -> None:
+        """A background data worker failed mid-training: the instance cannot finish correctly."""
+        if self.data_error is None and self._training.is_set():
+            self.data_error = exc
+            if self.reporter is not None:
+                self.reporter.log(f"[trainforge] input data failed while training: {exc}", "stderr")
+            self.stopper.request("Stopped")
+
+    def _data_failure(self, exc: BaseException, context: str, exit_code: int | None = None) -> Outcome:
         user = bool(getattr(exc, "user", False))
         reason = error_reason(exc, "ClientError" if user else "InternalServerError",
                               "" if getattr(exc, "user", None) is not None else context)
@@ -237,11 +249,13 @@ class Agent:
             import traceback
 
             traceback.print_exception(exc)
-        return Outcome("algorithm" if user else "platform", None, reason)
+        return Outcome("algorithm" if user else "platform", exit_code, reason)
 
     def _outcome(self, paths: Paths, result: runner.RunResult, inputs: Inputs,
                  sync_error: BaseException | None) -> Outcome:
         code = result.exit_code
+        if self.data_error is not None:  # a Pipe feeder / FastFile fetcher failed: the data is incomplete
+            return self._data_failure(self.data_error, "while streaming the input data", code)
         if result.stop_reason is not None:
             return Outcome("stopped", code, None, result.stop_reason)
         if result.setup_failed:
@@ -251,10 +265,10 @@ class Agent:
         if code != 0:
             feeder_error = getattr(inputs.session, "error", None) if inputs.session is not None else None
             if feeder_error is not None:
-                return self._data_failure(feeder_error, "while streaming the input data")
+                return self._data_failure(feeder_error, "while streaming the input data", code)
             return algorithm_failure(paths.host_ml, code, result.stderr_tail)
         if sync_error is not None:
-            return self._data_failure(sync_error, "while uploading checkpoints")
+            return self._data_failure(sync_error, "while uploading checkpoints", code)
         return Outcome("ok", 0)
 
     def _upload(self, paths: Paths, outcome: Outcome) -> tuple[Outcome, str | None]:
