@@ -194,3 +194,18 @@ def test_max_runtime_exceeded(runner: Any, tmp_path: Path) -> None:
                                        StoppingCondition={"MaxRuntimeInSeconds": 2}))
     desc = wait_finished(sm, name, timeout=40)
     assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+
+
+def test_spot_job_ends_at_max_wait_time(runner: Any, tmp_path: Path) -> None:
+    name = unique_name("spot")
+    sm = runner.client()
+    sm.create_training_job(**shell_job(name, "sleep 60", tmp_path / "out", EnableManagedSpotTraining=True,
+                                       StoppingCondition={"MaxRuntimeInSeconds": 2, "MaxWaitTimeInSeconds": 3}))
+    desc = wait_finished(sm, name, timeout=40)
+    assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    # MaxWaitTimeInSeconds counts from creation, so with equal limits it is the one that ends the job.
+    name2 = unique_name("spotwait")
+    sm.create_training_job(**shell_job(name2, "sleep 60", tmp_path / "out", EnableManagedSpotTraining=True,
+                                       StoppingCondition={"MaxRuntimeInSeconds": 3, "MaxWaitTimeInSeconds": 3}))
+    desc2 = wait_finished(sm, name2, timeout=40)
+    assert (desc2["TrainingJobStatus"], desc2["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")

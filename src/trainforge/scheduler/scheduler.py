@@ -108,6 +108,14 @@ class Scheduler:
     def _pending(self, job: JobRow, need: Resources, now: float) -> None:
         limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds")
         expired = bool(limit) and now - job.creation_time > float(limit)
+        wait = _max_wait(job.request)
+        if wait is not None and now - job.creation_time > wait:
+            with self.store.locked(job.id) as (conn, locked):
+                if locked is not None and locked.phase == "queued":
+                    locked.stop_reason = "MaxWaitTimeExceeded"
+                    lifecycle.finish(locked, "MaxWaitTimeExceeded", now=now)
+                    self.store.save(conn, locked)
+            return
         total = self.capacity.total
         msg = (f"Waiting for capacity: the job needs {need.instances} instance(s) with {need.describe()}; "
                f"this machine offers {total.describe()}"
@@ -148,7 +156,16 @@ class Scheduler:
         with self.store.locked(job.id) as (conn, locked):
             if locked is None or locked.phase != "queued" or locked.attempt != job.attempt:
                 return False
-            deadline = locked.state.setdefault("_deadline", now + max_runtime)
+            if "_deadline" not in locked.state:
+                # MaxRuntimeInSeconds bounds all attempts together; with managed spot training,
+                # MaxWaitTimeInSeconds bounds the whole job from its creation, whichever ends first.
+                locked.state["_deadline"] = now + max_runtime
+                locked.state["_deadline_reason"] = "MaxRuntimeExceeded"
+                wait = _max_wait(request)
+                if wait is not None and locked.creation_time + wait < now + max_runtime:
+                    locked.state["_deadline"] = locked.creation_time + wait
+                    locked.state["_deadline_reason"] = "MaxWaitTimeExceeded"
+            deadline = locked.state["_deadline"]
             locked.phase = "running"
             lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=now)
             rows = []
@@ -243,7 +260,7 @@ class Scheduler:
                         row.update(state="exited", outcome="stopped", ended_at=now)
                         self.store.update_instance(conn, job.id, row["host"], state="exited",
                                                    outcome="stopped", ended_at=now)
-                locked.stop_reason = locked.stop_reason or "MaxRuntimeExceeded"
+                locked.stop_reason = locked.stop_reason or locked.state.get("_deadline_reason", "MaxRuntimeExceeded")
             if all(r["state"] == "exited" for r in current.values()):
                 conclude(locked, list(current.values()), now)
             else:  # a peer is gone: the others stop (their reports are answered "stop" too)
@@ -258,6 +275,13 @@ class Scheduler:
         now = time.time()
         for job in self.store.jobs_in_phase("running"):
             self._check_liveness(job, now)
+
+
+def _max_wait(request: dict[str, Any]) -> float | None:
+    if not request.get("EnableManagedSpotTraining"):
+        return None
+    wait = (request.get("StoppingCondition") or {}).get("MaxWaitTimeInSeconds")
+    return float(wait) if wait else None
 
 
 def _handle(inst: dict[str, Any]) -> dict[str, Any] | None:

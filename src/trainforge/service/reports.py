@@ -111,7 +111,8 @@ class Reports:
                 if ev.get("model_artifacts"):
                     job.state["ModelArtifacts"] = {"S3ModelArtifacts": ev["model_artifacts"]}
                 if ev.get("stop_reason") == "MaxRuntimeExceeded" and job.stop_reason is None:
-                    job.stop_reason = "MaxRuntimeExceeded"
+                    # the agent's deadline: MaxRuntimeInSeconds, or MaxWaitTimeInSeconds for spot jobs
+                    job.stop_reason = job.state.get("_deadline_reason", "MaxRuntimeExceeded")
         if final:
             job.state["FinalMetricDataList"] = list(final.values())
         self.store.append_logs(conn, logs)
