@@ -34,7 +34,8 @@ def test_restore_then_continuous_sync_then_final(s3: Any, bucket: str, tmp_path:
     s3.put_object(Bucket=bucket, Key="ckpt/sub/state.json", Body=b"{}")
     s3.put_object(Bucket=bucket, Key="ckpt-other/not-mine", Body=b"x")  # prefix is a directory
     req = {"CheckpointConfig": {"S3Uri": f"s3://{bucket}/ckpt"},
-           "TensorBoardOutputConfig": {"S3OutputPath": f"s3://{bucket}/tb"}}
+           "TensorBoardOutputConfig": {"S3OutputPath": f"s3://{bucket}/tb"},
+           "DebugHookConfig": {"S3OutputPath": f"s3://{bucket}/debug"}}
     ml = tmp_path / "ml"
     assert restore_checkpoints(req, ml) == 2
     local = ml / "checkpoints"  # default LocalPath /opt/ml/checkpoints maps into the instance
@@ -49,6 +50,10 @@ def test_restore_then_continuous_sync_then_final(s3: Any, bucket: str, tmp_path:
                message="new checkpoint uploaded while training")
     wait_until(lambda: keys(s3, bucket, "tb/").get("events.out") == b"ev1", timeout=10,
                message="TensorBoard file uploaded while training")
+    (ml / "output/tensors").mkdir(parents=True, exist_ok=True)
+    (ml / "output/tensors/step-1.npy").write_bytes(b"t1")
+    wait_until(lambda: keys(s3, bucket, "debug/").get("step-1.npy") == b"t1", timeout=10,
+               message="debugger tensors uploaded while training")
     (local / "epoch-2.pt").write_bytes(b"two, changed")
     wait_until(lambda: keys(s3, bucket, "ckpt/").get("epoch-2.pt") == b"two, changed", timeout=10,
                message="changed checkpoint uploaded")

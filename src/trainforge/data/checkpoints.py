@@ -1,4 +1,4 @@
-"""CheckpointConfig and TensorBoardOutputConfig: restore before training, sync up while it runs.
+"""CheckpointConfig, TensorBoardOutputConfig and DebugHookConfig: restore before training, sync up while it runs.
 
 ``restore_checkpoints`` copies every object under ``CheckpointConfig.S3Uri`` (treated as a
 directory: ``s3://b/ckpt`` means the keys under ``ckpt/``) to LocalPath, on every instance.
@@ -34,6 +34,7 @@ from .errors import DataError
 
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 DEFAULT_TENSORBOARD_PATH = "/opt/ml/output/tensorboard"
+DEFAULT_DEBUG_TENSORS_PATH = "/opt/ml/output/tensors"  # smdebug's default out_dir
 
 
 def container_path(path: str, ml_dir: Path) -> Path:
@@ -56,12 +57,19 @@ def checkpoint_paths(request: dict[str, Any], ml_dir: Path) -> tuple[str, Path] 
     return _dir_uri(cfg["S3Uri"]), container_path(cfg.get("LocalPath") or DEFAULT_CHECKPOINT_PATH, ml_dir)
 
 
-def tensorboard_paths(request: dict[str, Any], ml_dir: Path) -> tuple[str, Path] | None:
-    cfg = request.get("TensorBoardOutputConfig")
+def _output_dir(cfg: dict[str, Any] | None, default_local: str, ml_dir: Path) -> tuple[str, Path] | None:
     if not cfg or not cfg.get("S3OutputPath"):
         return None
-    return (_dir_uri(cfg["S3OutputPath"]),
-            container_path(cfg.get("LocalPath") or DEFAULT_TENSORBOARD_PATH, ml_dir))
+    return _dir_uri(cfg["S3OutputPath"]), container_path(cfg.get("LocalPath") or default_local, ml_dir)
+
+
+def tensorboard_paths(request: dict[str, Any], ml_dir: Path) -> tuple[str, Path] | None:
+    return _output_dir(request.get("TensorBoardOutputConfig"), DEFAULT_TENSORBOARD_PATH, ml_dir)
+
+
+def debug_hook_paths(request: dict[str, Any], ml_dir: Path) -> tuple[str, Path] | None:
+    """DebugHookConfig: the tensors the debugger hook writes under LocalPath go to S3OutputPath."""
+    return _output_dir(request.get("DebugHookConfig"), DEFAULT_DEBUG_TENSORS_PATH, ml_dir)
 
 
 def restore_checkpoints(request: dict[str, Any], ml_dir: Path, *, allowed_roots: list[str] | None = None,
@@ -193,7 +201,8 @@ class CheckpointSync:
                  tensorboard_local_path: Path | None = None) -> None:
         self.syncs: list[DirectorySync] = []
         for paths, override in ((checkpoint_paths(request, ml_dir), checkpoint_local_path),
-                                (tensorboard_paths(request, ml_dir), tensorboard_local_path)):
+                                (tensorboard_paths(request, ml_dir), tensorboard_local_path),
+                                (debug_hook_paths(request, ml_dir), None)):
             if paths is not None:
                 self.syncs.append(DirectorySync(override or paths[1], paths[0], allowed_roots=allowed_roots,
                                                 interval=interval, log=log))
