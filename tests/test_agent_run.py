@@ -429,3 +429,14 @@ def test_input_failing_while_training_fails_the_instance(tmp_path: Path, control
     ev = control.exit_event()
     assert ev["outcome"] in ("algorithm", "platform") and "part-1" in ev["failure_reason"], ev
     assert ev["stop_reason"] is None
+
+
+def test_sigterm_after_the_exit_event_ends_a_stuck_final_flush(tmp_path: Path, control: ControlPlane) -> None:
+    spec = make_spec(tmp_path, control, request=script_job("echo ready; touch \"$SM_MODEL_DIR/done\""))
+    control.down()  # nobody ever answers: the exit event cannot be delivered
+    proc = start_agent(spec)
+    outbox = spec.parent / "agent-outbox.jsonl"
+    wait_for(lambda: outbox.exists() and '"type":"exit"' in outbox.read_text(), message="the exit event queued")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert '"outcome":"ok"' in outbox.read_text()  # kept for the control plane to read

@@ -65,6 +65,7 @@ class Agent:
         self.reporter: Reporter | None = None
         self._reporter_started = False
         self._exited_marked = False
+        self._exit_emitted = False
         self.data_error: BaseException | None = None
         self._training = threading.Event()  # data errors count only while the process runs
         self.timings: dict[str, float] = {}
@@ -72,7 +73,7 @@ class Agent:
     # -- top level ------------------------------------------------------------------------------
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopper.request("Stopped"))
+            signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             self.reporter = Reporter(self.spec, self._outbox_path(), on_stop=self.stopper.request,
@@ -95,11 +96,19 @@ class Agent:
                                                              "(in the trainforge agent)"))
         self._mark_exited(outcome.exit_code)  # early ends too: a waiting leader must not hang
         reporter = self.reporter
+        self._exit_emitted = True
         if not self.gone.is_set():
             reporter.emit(outcome.event(artifacts))
         delivered = reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
+
+    def _on_signal(self, *_: object) -> None:
+        """SIGTERM/SIGINT: stop the instance; once the exit event is out, a further one means
+        "exit now" (the outbox keeps whatever the control plane has not acknowledged)."""
+        if self._exit_emitted and self.reporter is not None:
+            self.reporter.abandon()
+        self.stopper.request("Stopped")
 
     def _mark_exited(self, exit_code: int | None) -> None:
         """``instance_dir/.exited``, once, whichever way the instance ended."""

@@ -56,6 +56,7 @@ class Reporter:
         self._next_seq = 0  # number of the next event emitted
         self._persisted = 0  # events below this number are in the outbox
         self._closing = False
+        self._abandoned = False
         self._stopped = False
         self._conn: Any = None
         self.gone = False
@@ -105,10 +106,16 @@ class Reporter:
             self._cond.notify_all()
             while self._pending and self._pending[0][0] < target and not self.gone:
                 remaining = until - time.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._abandoned:
                     return False
                 self._cond.wait(min(remaining, 0.5))
             return not self.gone or not self._pending
+
+    def abandon(self) -> None:
+        """Give up waiting in :meth:`flush` (what is unacknowledged stays in the outbox)."""
+        with self._cond:
+            self._abandoned = True
+            self._cond.notify_all()
 
     def close(self, until: float) -> bool:
         ok = self.flush(until)
