@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from trainforge.api.errors import ResourceLimitExceeded, ServiceError, ValidationError
+from trainforge.api.errors import ServiceError, ValidationError
 from trainforge.api.validation import validate
 from trainforge.awsmodel import operation
 from trainforge.config import Config
@@ -150,7 +150,7 @@ def test_fits_hook_is_called_for_each_type_and_group(config: Config) -> None:
     assert calls == [("ml.m5.large", 1), ("ml.c5.xlarge", 3)]
     err = refused(config, request(ResourceConfig={"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 8}),
                   "never fits here", fits=fits)
-    assert isinstance(err, ResourceLimitExceeded) and err.code == "ResourceLimitExceeded"
+    assert isinstance(err, ValidationError) and err.code == "ValidationException"
 
 
 def test_warm_pools_not_with_groups_or_spot(config: Config) -> None:

@@ -2,7 +2,7 @@
 per-member constraints (those are ``api/validation.py``'s; these run after it).
 
 ``check_create(params, config, fits=None)`` raises :class:`ValidationError` (400
-``ValidationException``) on the first rule broken, or :class:`ResourceLimitExceeded` when
+``ValidationException``) on the first rule broken, also when
 ``fits(instance_type, count)`` says the instances can never run here (AWS answers an instance
 quota the same way). ``check_update(params, job_request, job_status, ...)`` does the same for
 UpdateTrainingJob.
@@ -22,7 +22,7 @@ CreateTrainingJob rules (source: the model's documentation strings unless stated
 | ResourceConfig: InstanceType+InstanceCount, or InstanceGroups; not both, not neither | sentence |
 | InstanceCount ≥ 1 (instance groups and placement specifications too; "Minimum value of 1") | validation format |
 | instance group names unique; channel InstanceGroupNames name a defined group | sentence |
-| ``fits(type, count)`` for the type and every group | ResourceLimitExceeded with fits' reason |
+| ``fits(type, count)`` for the type and every group | ValidationException with fits' reason |
 | KeepAlivePeriodInSeconds not with InstanceGroups nor managed spot (developer guide, warm pools) | sentence |
 | channel names unique | sentence |
 | DataSource: exactly one of S3DataSource / FileSystemDataSource / DatasetSource | sentence |
@@ -66,7 +66,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from trainforge.api.constraints import failure, summary, value_at_least, value_at_most
-from trainforge.api.errors import ResourceLimitExceeded, ValidationError
+from trainforge.api.errors import ValidationError
 from trainforge.config import Config
 
 Fits = Callable[[str, int], "str | None"]
@@ -183,7 +183,7 @@ def _resources(params: dict[str, Any], serverless: bool, fits: Fits | None) -> N
         for instance_type, n in wanted:
             reason = fits(instance_type, int(n))
             if reason:
-                raise ResourceLimitExceeded(reason)
+                raise ValidationError(reason)  # issue 3: a type that can never fit is a ValidationException
 
 
 def _channels(params: dict[str, Any], config: Config) -> None:
