@@ -104,10 +104,10 @@ class Agent:
         return 0
 
     def _on_signal(self, *_: object) -> None:
-        """SIGTERM/SIGINT: stop the instance; once the exit event is out, a further one means
-        "exit now" (the outbox keeps whatever the control plane has not acknowledged)."""
+        """SIGTERM/SIGINT: stop the instance; once the exit event is queued and the control plane
+        is unreachable, "exit now" (the outbox keeps whatever it has not acknowledged)."""
         if self._exit_emitted and self.reporter is not None:
-            self.reporter.abandon()
+            self.reporter.abandon_if_failing()
         self.stopper.request("Stopped")
 
     def _mark_exited(self, exit_code: int | None) -> None:

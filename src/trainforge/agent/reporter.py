@@ -57,6 +57,7 @@ class Reporter:
         self._persisted = 0  # events below this number are in the outbox
         self._closing = False
         self._abandoned = False
+        self._failing = False  # the last report attempt failed
         self._stopped = False
         self._conn: Any = None
         self.gone = False
@@ -111,11 +112,14 @@ class Reporter:
                 self._cond.wait(min(remaining, 0.5))
             return not self.gone or not self._pending
 
-    def abandon(self) -> None:
-        """Give up waiting in :meth:`flush` (what is unacknowledged stays in the outbox)."""
+    def abandon_if_failing(self) -> bool:
+        """Give up waiting in :meth:`flush` when the last report failed (the control plane is
+        unreachable); what is unacknowledged stays in the outbox. Returns whether it gave up."""
         with self._cond:
-            self._abandoned = True
-            self._cond.notify_all()
+            if self._failing:
+                self._abandoned = True
+                self._cond.notify_all()
+            return self._abandoned
 
     def close(self, until: float) -> bool:
         ok = self.flush(until)
@@ -154,12 +158,14 @@ class Reporter:
                 return
             except Exception as exc:  # noqa: BLE001 - unreachable, 5xx, garbage: retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self._failing = True
                 self._close_conn()
                 with self._cond:
                     self._cond.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_MIN
+            self._failing = False
             last_post = time.time()
             self.delivered_once.set()
             self._acknowledge(answer)
