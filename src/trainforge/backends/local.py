@@ -7,6 +7,7 @@ recycled PID after a restart.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,7 +53,7 @@ class LocalBackend:
             )
         with self._lock:
             self._children[proc.pid] = proc
-        return {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid)}
+        return {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "instance_dir": str(spec_path.parent)}
 
     def _reap(self) -> None:
         with self._lock:
@@ -86,11 +87,21 @@ class LocalBackend:
                 pass
 
     def kill_group(self, handle: dict[str, Any] | None) -> None:
-        """SIGKILL the agent's whole session (what is left of an instance whose agent died)."""
+        """SIGKILL what is left of an instance whose agent died: the agent's session and the
+        training process's own session (recorded by the agent in ``instance.json``)."""
         if not handle or not handle.get("pid"):
             return
+        groups = [int(handle["pid"])]
         try:
-            os.killpg(int(handle["pid"]), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            with open(Path(handle.get("instance_dir", "")) / "instance.json", "rb") as f:
+                info = json.loads(f.read())
+            if info.get("pgid"):
+                groups.append(int(info["pgid"]))
+        except (OSError, ValueError):
             pass
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._reap()
