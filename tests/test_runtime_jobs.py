@@ -209,3 +209,21 @@ def test_spot_job_ends_at_max_wait_time(runner: Any, tmp_path: Path) -> None:
                                        StoppingCondition={"MaxRuntimeInSeconds": 3, "MaxWaitTimeInSeconds": 3}))
     desc2 = wait_finished(sm, name2, timeout=40)
     assert (desc2["TrainingJobStatus"], desc2["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")
+
+
+def test_without_namespaces_paths_point_into_the_instance_directory(server_factory: Any, tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)], "isolation": "none"})
+    sm = srv.client()
+    name = unique_name("plain")
+    sm.create_training_job(**shell_job(name, 'echo "$SAGEMAKER_BASE_DIR" > "$SM_MODEL_DIR/base"', tmp_path / "out"))
+    desc = wait_finished(sm, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    base = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["base"].decode().strip()
+    assert base.startswith(str(srv.data_dir)) and base.endswith("/algo-1/opt/ml")
+    assert any("/opt/ml is not available" in m for m in log_messages(srv, name))
+    with pytest.raises(ClientError) as err:
+        sm.create_training_job(**shell_job(unique_name("plainiso"), "true", tmp_path / "out",
+                                           EnableNetworkIsolation=True))
+    assert "EnableNetworkIsolation is not available" in err.value.response["Error"]["Message"]
