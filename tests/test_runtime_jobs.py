@@ -227,3 +227,29 @@ def test_without_namespaces_paths_point_into_the_instance_directory(server_facto
         sm.create_training_job(**shell_job(unique_name("plainiso"), "true", tmp_path / "out",
                                            EnableNetworkIsolation=True))
     assert "EnableNetworkIsolation is not available" in err.value.response["Error"]["Message"]
+
+
+def test_several_instances_each_with_its_own_host_and_one_failing_stops_the_others(
+        runner: Any, tmp_path: Path) -> None:
+    sm = runner.client()
+    name = unique_name("multi")
+    script = ('h=$(hostname); echo "$h" > /opt/ml/model/$h; '
+              'cp /opt/ml/input/config/resourceconfig.json /opt/ml/model/rc-$h.json')
+    req = shell_job(name, script, tmp_path / "out")
+    req["ResourceConfig"]["InstanceCount"] = 3
+    sm.create_training_job(**req)
+    desc = wait_finished(sm, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])  # every host's model dir, merged
+    assert {k for k in model if k.startswith("algo-")} == {"algo-1", "algo-2", "algo-3"}
+    rc = json.loads(model["rc-algo-2.json"])
+    assert rc["current_host"] == "algo-2" and rc["hosts"] == ["algo-1", "algo-2", "algo-3"]
+
+    failing = unique_name("multifail")
+    req = shell_job(failing, 'if [ "$(hostname)" = algo-2 ]; then echo broken >&2; exit 4; fi; sleep 120',
+                    tmp_path / "out")
+    req["ResourceConfig"]["InstanceCount"] = 3
+    sm.create_training_job(**req)
+    desc = wait_finished(sm, failing, timeout=40)  # well before the others' 120 s sleep ends
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert desc["FailureReason"].startswith("AlgorithmError") and "broken" in desc["FailureReason"]

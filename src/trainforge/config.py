@@ -58,8 +58,9 @@ class Config:
     capacity_cpus: float | None = None
     capacity_memory_mb: int | None = None
     capacity_gpus: int = 0
-    # With capacity_cpus unset, the machine offers cores x this (training on a dev box shares cores).
-    cpu_overcommit: float = 4.0
+    # With capacity_cpus / capacity_memory_mb unset, the machine offers its cores and its memory
+    # times this (jobs on a development machine share them, as processes do).
+    overcommit: float = 4.0
     # Concurrent instances cap regardless of shape (0 = no cap beyond resources).
     max_concurrent_instances: int = 0
     # ml.* type -> what one instance reserves. Types missing here reserve `default_instance`.

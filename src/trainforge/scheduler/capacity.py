@@ -31,7 +31,7 @@ class Resources:
                 and self.gpus <= total.gpus and self.instances <= total.instances)
 
     def describe(self) -> str:
-        text = f"{self.cpus:g} CPUs, {self.memory_mb / 1024:g} GiB memory"
+        text = f"{self.cpus:g} CPUs, {self.memory_mb / 1024:.4g} GiB memory"
         return text + (f", {self.gpus} GPUs" if self.gpus else "")
 
 
@@ -49,7 +49,7 @@ def _machine_memory_mb() -> float:
 class CapacityModel:
     """Machine capacity and per-instance reservations, from the configuration.
 
-    By default the machine offers ``cpu_overcommit`` × its cores and its physical memory, and an
+    By default the machine offers ``overcommit`` × its cores and its physical memory, and an
     instance reserves its type's shape clipped to that (so every ``ml.*`` type can run on a small
     machine); ``max_concurrent_instances`` caps the number of instances at once.
     """
@@ -58,9 +58,9 @@ class CapacityModel:
         self.config = config
         cores = os.cpu_count() or 1
         self.total = Resources(
-            cpus=float(config.capacity_cpus if config.capacity_cpus is not None else cores * config.cpu_overcommit),
+            cpus=float(config.capacity_cpus if config.capacity_cpus is not None else cores * config.overcommit),
             memory_mb=float(config.capacity_memory_mb if config.capacity_memory_mb is not None
-                            else _machine_memory_mb()),
+                            else _machine_memory_mb() * config.overcommit),
             gpus=int(config.capacity_gpus),
             instances=config.max_concurrent_instances or 1_000_000,
         )
@@ -84,9 +84,10 @@ class CapacityModel:
         need = self.shape(instance_type) * count
         if need.fits_in(self.total):
             return None
-        return (f"{count} x {instance_type} needs {need.describe()} and {count} instance slots, more than "
-                f"this trainforge offers ({self.total.describe()}, {self.total.instances} instances); "
-                f"see the config keys 'instance_types' and 'capacity_*'")
+        slots = f", {self.total.instances} instances" if self.total.instances < 1_000_000 else ""
+        return (f"{count} x {instance_type} needs {need.describe()}, more than this trainforge offers "
+                f"({self.total.describe()}{slots}); see the config keys 'instance_types', 'capacity_*', "
+                f"'overcommit' and 'max_concurrent_instances'")
 
 
 def instance_groups(request: dict[str, Any]) -> list[tuple[str, int]]:
