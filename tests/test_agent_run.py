@@ -440,3 +440,25 @@ def test_sigterm_after_the_exit_event_ends_a_stuck_final_flush(tmp_path: Path, c
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert '"outcome":"ok"' in outbox.read_text()  # kept for the control plane to read
+
+
+def test_checkpoints_restored_and_synced(tmp_path: Path, control: ControlPlane) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "old.pt").write_text("epoch 1")
+    tb = tmp_path / "tb"
+    script = ('cat /opt/ml/checkpoints/old.pt > "$SM_MODEL_DIR/restored"; echo 2 > /opt/ml/checkpoints/new.pt; '
+              'mkdir -p /opt/ml/output/tensorboard/run; echo ev > /opt/ml/output/tensorboard/run/events')
+    request = script_job(script, CheckpointConfig={"S3Uri": f"file://{ckpt}"},
+                         TensorBoardOutputConfig={"S3OutputPath": f"file://{tb}"})
+    isolation = "namespace" if namespaces_available() else "none"
+    if isolation == "none":
+        request = script_job(script.replace("/opt/ml", "$SAGEMAKER_BASE_DIR"),
+                             CheckpointConfig={"S3Uri": f"file://{ckpt}"},
+                             TensorBoardOutputConfig={"S3OutputPath": f"file://{tb}"})
+    spec = make_spec(tmp_path, control, request=request, isolation=isolation)
+    assert run_agent(spec) == 0, agent_log(spec)
+    assert control.exit_event()["outcome"] == "ok", control.exit_event()
+    assert (spec.parent / "opt/ml/model/restored").read_text() == "epoch 1"
+    assert (ckpt / "new.pt").read_text() == "2\n"
+    assert (tb / "run" / "events").read_text() == "ev\n"

@@ -173,6 +173,10 @@ class Agent:
             if isinstance(staged, Outcome):
                 return staged, None
             inputs = staged
+        self._training.set()  # from here on, a failing Pipe feeder / FastFile fetcher fails the instance
+        if self.data_error is not None:
+            inputs.close()
+            return self._data_failure(self.data_error, "while streaming the input data"), None
         if self.stopper.reason is not None or self._deadline_passed():
             inputs.close()
             reason = self.stopper.reason or "MaxRuntimeExceeded"
@@ -187,17 +191,19 @@ class Agent:
         if direct is not None:
             argv = direct.command
             reporter.log(INVOKING + " ".join(argv))
+        # before the process starts: what is in LocalPath now (restored checkpoints) is the baseline
+        start_sync(spec, paths, inputs, lambda m: reporter.log(m, "stderr"))
         try:
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts)
         except OSError as exc:  # the entrypoint cannot be executed at all
             inputs.close()
+            if inputs.sync is not None:
+                inputs.sync.stop(final=False)
             reason = f"AlgorithmError: cannot run {argv[0]}: {exc.strerror or exc}"
             reporter.log(f"[trainforge] {reason}", "stderr")
             return Outcome("algorithm", 127, reason), None
         self.timings["spawned"] = time.time()
         self._write_state(paths, instance)
-        start_sync(spec, paths, inputs, lambda m: reporter.log(m, "stderr"))
-        self._training.set()
         result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
         self._training.clear()
 
