@@ -105,33 +105,43 @@ def fetch_code(uri: str, code_dir: str, base: str, allowed_roots: list[str] | No
     os.makedirs(code_dir, exist_ok=True)
     if os.listdir(code_dir):
         return
-    import shutil
-    import tarfile
-    import tempfile
+    if uri.startswith("s3://"):
+        import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="sourcedir-") as tmp:
-        if uri.startswith("s3://"):
-            from trainforge import objectstore
+        from trainforge import objectstore
 
+        with tempfile.TemporaryDirectory(prefix="sourcedir-") as tmp:
             local = os.path.join(tmp, "sourcedir.tar.gz")
             try:
                 objectstore.download_file(uri, local, link=False)
             except objectstore.ObjectStoreError as exc:
                 raise ScriptModeError(f"could not download sagemaker_submit_directory {uri}: {exc}") from exc
-        else:
-            local = uri.removeprefix("file://")
-            if not os.path.exists(local):
-                raise ScriptModeError(f"sagemaker_submit_directory {uri} does not exist")
-            if not _allowed(local, base, allowed_roots):
-                raise ScriptModeError(f"sagemaker_submit_directory {uri} is outside the allowed local roots")
-        if os.path.isdir(local):
-            shutil.copytree(local, code_dir, dirs_exist_ok=True)
-            return
-        if not tarfile.is_tarfile(local):
-            shutil.copy2(local, code_dir)
-            return
-        with tarfile.open(local) as tar:
-            tar.extractall(code_dir, filter="data")
+            _unpack(local, code_dir)
+        return
+    local = uri.removeprefix("file://")
+    if not os.path.exists(local):
+        raise ScriptModeError(f"sagemaker_submit_directory {uri} does not exist")
+    if not _allowed(local, base, allowed_roots):
+        raise ScriptModeError(f"sagemaker_submit_directory {uri} is outside the allowed local roots")
+    _unpack(local, code_dir)
+
+
+def _unpack(local: str, code_dir: str) -> None:
+    """A tar (any compression) is extracted, a directory copied, any other file copied in."""
+    if os.path.isdir(local):
+        import shutil
+
+        shutil.copytree(local, code_dir, dirs_exist_ok=True)
+        return
+    import tarfile
+
+    if not tarfile.is_tarfile(local):
+        import shutil
+
+        shutil.copy2(local, code_dir)
+        return
+    with tarfile.open(local) as tar:
+        tar.extractall(code_dir, filter="data")
 
 
 def pip(args: list[str], code_dir: str, error: type[ScriptModeError]) -> None:
