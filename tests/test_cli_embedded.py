@@ -151,3 +151,33 @@ def test_server_help_and_unknown_option(home: dict[str, str]) -> None:
     assert "trainforge server stop" in run_tf_process(["server", "--help"], home).stdout
     bad = run_tf_process(["server", "--bogus"], home)
     assert bad.code == 252 and "--bogus" in bad.stderr
+
+
+def test_foreground_server_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    data = tmp_path / "fg"
+    process = subprocess.Popen([sys.executable, "-m", "trainforge.cli", "server", "--port", str(port),
+                                "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []  # the banner comes after the migration log
+        while not any(f"trainforge listening on http://127.0.0.1:{port}" in line for line in lines):
+            line = process.stdout.readline()
+            assert line and len(lines) < 200, lines
+            lines.append(line)
+        wait_for(lambda: answering(port))
+        result = run_tf_process(["--endpoint-url", f"http://127.0.0.1:{port}", "list-training-jobs"],
+                                {"AWS_CONFIG_FILE": str(tmp_path / "none"),
+                                 "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")})
+        assert result.code == 0, result.stderr
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert (data / "trainforge.db").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -182,6 +182,26 @@ def test_cli_input_yaml_equals_cli_input_json(recorder: Recorder, env: dict[str,
     assert from_yaml.body == from_json.body == body
 
 
+def test_fileb_uri(recorder: Recorder, env: dict[str, str], tmp_path: Path) -> None:
+    """fileb:// gives the file's bytes: fine for --cli-input-json; a string member rejects bytes (as aws does)."""
+    body = {"TrainingJobName": "from-bytes", "RoleArn": REQUIRED["--role-arn"],
+            "OutputDataConfig": {"S3OutputPath": "s3://bucket/file"}}
+    path = tmp_path / "input.json"
+    path.write_bytes(json.dumps(body).encode())
+    aws_sent, _ = send_both(recorder, env, ["--cli-input-json", f"fileb://{path}"])
+    assert aws_sent[0].body == body
+    role = tmp_path / "role.bin"
+    role.write_bytes(REQUIRED["--role-arn"].encode())
+    recorder.take()
+    result = run_tf(["--endpoint-url", recorder.endpoint, "create-training-job", "--training-job-name", "b",
+                     "--output-data-config", "S3OutputPath=s3://b/o", "--role-arn", f"fileb://{role}"], env)
+    aws = run_aws(["--endpoint-url", recorder.endpoint, "sagemaker", "create-training-job", "--training-job-name",
+                   "b", "--output-data-config", "S3OutputPath=s3://b/o", "--role-arn", f"fileb://{role}"], env)
+    assert result.code == 252 and aws.code != 0
+    assert "Invalid type for parameter RoleArn" in result.stderr and "Invalid type for parameter RoleArn" in aws.stderr
+    assert recorder.take() == []
+
+
 def test_file_uri_for_a_scalar(recorder: Recorder, env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "role.txt"
     path.write_text(REQUIRED["--role-arn"])

@@ -292,3 +292,20 @@ def test_demo_trains_a_real_model(home: dict[str, str]) -> None:
     assert model and Path(model.group(1)).is_file()
     assert elapsed < 60
     assert run_tf_process(["server", "stop"], home).code == 0
+
+
+def test_run_with_s3_output(home: dict[str, str], tmp_path: Path, s3: Any, s3_endpoint: str) -> None:
+    """--output s3://...: the code goes to S3 next to the outputs; the model lands in S3."""
+    s3.create_bucket(Bucket="tf-cli-run")
+    script = tmp_path / "s3job" / "train.py"
+    script.parent.mkdir()
+    script.write_text("import os\nprint('running from', os.getcwd(), flush=True)\n"
+                      "open(os.path.join(os.environ['SM_MODEL_DIR'], 'w.txt'), 'w').write('42')\n")
+    env = {**home, "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing"}
+    result = run_tf_process(["run", str(script), "--output", "s3://tf-cli-run/out", "--job-name", "cli-s3-run"], env)
+    assert result.code == 0, result.stdout + result.stderr
+    assert "model             s3://tf-cli-run/out/cli-s3-run/output/model.tar.gz" in result.stdout
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="tf-cli-run")["Contents"]}
+    assert {"out/cli-s3-run/source/sourcedir.tar.gz", "out/cli-s3-run/output/model.tar.gz"} <= keys
+    assert run_tf_process(["server", "stop"], home).code == 0

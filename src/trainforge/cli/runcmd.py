@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
+import boto3
+
 from . import embedded
 from .argparser import ArgParser, parse_strict
 from .connection import Connection, configured_endpoint, connect, is_local
@@ -120,8 +122,8 @@ def submit(connection: Connection, job: ScriptJob, stderr: IO[str]) -> tuple[Any
         print("trainforge: warning: the endpoint is not on this machine; it may not read file:// paths "
               "(use --output s3://... and s3:// channels)", file=stderr)
     (embedded.home() / "output").mkdir(parents=True, exist_ok=True)
-    submit_uri = upload_source(job, embedded.home() / "uploads", lambda: connection.session.create_client(
-        "s3", region_name=connection.region))
+    submit_uri = upload_source(job, embedded.home() / "uploads", lambda: boto3.session.Session(
+        botocore_session=connection.session).client("s3", region_name=connection.region))
     body = request(job, submit_uri)
     client = connection.client("sagemaker")
     client.create_training_job(**body)
