@@ -55,12 +55,11 @@ def test_create_with_shorthand_syntax(server: ServerProcess, tmp_path: Path) -> 
         "S3DataDistributionType=FullyReplicated}},ContentType=text/csv,InputMode=File",
         "ChannelName=validation,DataSource={S3DataSource={S3DataType=S3Prefix,S3Uri=s3://tf-cli-input/val/}}",
         "--output-data-config", "S3OutputPath=s3://tf-cli-output/out,CompressionType=NONE",
-        "--resource-config", "InstanceType=ml.m5.large,InstanceCount=1,VolumeSizeInGB=10,KeepAlivePeriodInSeconds=60",
-        "--vpc-config", "SecurityGroupIds=sg-0123456789abcdef0,Subnets=subnet-01234567,subnet-89abcdef",
+        "--resource-config", "InstanceType=ml.m5.large,InstanceCount=1,VolumeSizeInGB=10",
         "--stopping-condition", "MaxRuntimeInSeconds=3600",
         "--tags", "Key=team,Value=ml", "Key=stage,Value=test",
         "--no-enable-network-isolation",
-        "--enable-inter-container-traffic-encryption",
+        "--no-enable-inter-container-traffic-encryption",
         "--checkpoint-config", "S3Uri=s3://tf-cli-output/ckpt,LocalPath=/opt/ml/checkpoints",
         "--tensor-board-output-config", "S3OutputPath=s3://tf-cli-output/tb",
         "--experiment-config", "ExperimentName=cli-exp,TrialName=cli-trial",
@@ -88,13 +87,10 @@ def test_create_with_shorthand_syntax(server: ServerProcess, tmp_path: Path) -> 
             {"ChannelName": "validation", "DataSource": {"S3DataSource": {
                 "S3DataType": "S3Prefix", "S3Uri": "s3://tf-cli-input/val/"}}}]
         assert d["OutputDataConfig"] == {"S3OutputPath": "s3://tf-cli-output/out", "CompressionType": "NONE"}
-        assert d["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10,
-                                       "KeepAlivePeriodInSeconds": 60}
-        assert d["VpcConfig"] == {"SecurityGroupIds": ["sg-0123456789abcdef0"],
-                                  "Subnets": ["subnet-01234567", "subnet-89abcdef"]}
+        assert d["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10}
         assert d["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
         assert d["EnableNetworkIsolation"] is False
-        assert d["EnableInterContainerTrafficEncryption"] is True
+        assert d["EnableInterContainerTrafficEncryption"] is False
         assert d["CheckpointConfig"] == {"S3Uri": "s3://tf-cli-output/ckpt", "LocalPath": "/opt/ml/checkpoints"}
         assert d["TensorBoardOutputConfig"] == {"S3OutputPath": "s3://tf-cli-output/tb"}
         assert d["ExperimentConfig"] == {"ExperimentName": "cli-exp", "TrialName": "cli-trial"}
@@ -161,3 +157,15 @@ def test_cli_reports_aws_errors(server: ServerProcess, tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert ("An error occurred (ValidationException) when calling the DescribeTrainingJob operation: "
             "Requested resource not found.") in proc.stderr
+    # A member trainforge cannot honour, in shorthand syntax: refused with the reason.
+    name = unique_name("cli-vpc")
+    proc = aws(server, tmp_path, "create-training-job", "--training-job-name", name,
+               "--algorithm-specification", "TrainingImage=trainforge/command:latest,TrainingInputMode=File",
+               "--role-arn", "arn:aws:iam::000000000000:role/SageMakerRole",
+               "--output-data-config", "S3OutputPath=s3://tf-cli-output/out",
+               "--resource-config", "InstanceType=ml.m5.large,InstanceCount=1,VolumeSizeInGB=10",
+               "--stopping-condition", "MaxRuntimeInSeconds=60",
+               "--vpc-config", "SecurityGroupIds=sg-0123456789abcdef0,Subnets=subnet-01234567,subnet-89abcdef",
+               check=False)
+    assert proc.returncode != 0
+    assert "(ValidationException)" in proc.stderr and "VpcConfig is not supported by trainforge" in proc.stderr

@@ -118,10 +118,7 @@ def _populate(sm: Any, prefix: str) -> list[str]:
     names = []
     for i in range(N_JOBS):
         name = f"{prefix}-{COLORS[i % 4]}-{i:03d}"
-        req = minimal_request(name)
-        if i % 7 == 0:
-            req["ResourceConfig"] = {**req["ResourceConfig"], "TrainingPlanArn": TRAINING_PLAN}
-        sm.create_training_job(**req)
+        sm.create_training_job(**minimal_request(name))
         names.append(name)
         if i == N_JOBS // 2:
             # Make the creation times span at least two whole seconds (boto3's filter resolution).
@@ -169,12 +166,14 @@ def test_list_every_filter_sort_and_page(server_factory: Callable[..., ServerPro
             {"CreationTimeBefore": c2},
             {"LastModifiedTimeAfter": m1},
             {"LastModifiedTimeBefore": m2},
-            {"TrainingPlanArnEquals": TRAINING_PLAN},
         ]
         for flt in splits:
             assert 0 < len(_reference(jobs, flt)) < N_JOBS + 1, flt
+        # trainforge has no warm pools nor training plans (their create members are refused): these
+        # filters match nothing, and must say so without a token.
         empty: list[dict[str, Any]] = [
-            {"NameContains": "no-such-job"}, {"StatusEquals": "Completed"}, {"WarmPoolStatusEquals": "Available"}]
+            {"NameContains": "no-such-job"}, {"StatusEquals": "Completed"}, {"WarmPoolStatusEquals": "Available"},
+            {"TrainingPlanArnEquals": TRAINING_PLAN}]
         for flt in empty:
             assert _reference(jobs, flt) == [], flt
         filters = [
