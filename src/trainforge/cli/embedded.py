@@ -31,7 +31,7 @@ STOP_TIMEOUT = 30.0
 
 
 def home() -> Path:
-    return default_home().expanduser()
+    return default_home().expanduser().resolve()
 
 
 def port() -> int:
