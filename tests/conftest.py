@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -62,7 +63,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.data_dir / "server-config.json"
         cfg_path.write_text(json.dumps(self.config))
@@ -96,6 +97,22 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def kill_agents(self) -> None:
+        """Agents outlive their server by design; a test's must not outlive the test."""
+        marker = str(self.data_dir).encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"trainforge.agent" in a for a in argv) and any(marker in a for a in argv):
+                try:
+                    os.killpg(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
 
     def kill(self) -> None:
         """SIGKILL: a crash, as far as the server can tell."""
@@ -178,7 +195,7 @@ def postgres_url() -> Iterator[str]:
                    check=True, capture_output=True)
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"],
-                   capture_output=True)
+                   capture_output=True, check=False)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -195,6 +212,7 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     yield make
     for srv in started:
         srv.stop()
+        srv.kill_agents()
 
 
 @pytest.fixture(scope="session")
@@ -203,6 +221,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("tf-shared")).start()
     yield srv
     srv.stop()
+    srv.kill_agents()
 
 
 _counter = [0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from botocore.model import OperationModel, ServiceModel
 
@@ -19,18 +19,18 @@ SUPPORTED_OPERATIONS = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def service_model(name: str = "sagemaker") -> ServiceModel:
     import botocore.session
 
     return botocore.session.get_session().get_service_model(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def operation(name: str, service: str = "sagemaker") -> OperationModel:
     return service_model(service).operation_model(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_operation_names(service: str = "sagemaker") -> frozenset[str]:
     return frozenset(service_model(service).operation_names)

@@ -109,7 +109,7 @@ class Config:
         return _read_structured(Path(self.credentials_file))
 
     @classmethod
-    def load(cls, path: str | None = None, **overrides: Any) -> "Config":
+    def load(cls, path: str | None = None, **overrides: Any) -> Config:
         values: dict[str, Any] = {}
         if path:
             values.update(_read_structured(Path(path)))
@@ -132,5 +132,5 @@ def _read_structured(path: Path) -> dict[str, Any]:
     else:
         data = json.loads(text)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at top level")
+        raise TypeError(f"{path}: expected a mapping at top level")
     return data

@@ -26,8 +26,8 @@ from trainforge.service.logs import Logs
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.reports import Reports
 from trainforge.service.tags import Tags
-from trainforge.service.unsupported import check_supported
 from trainforge.service.training_jobs import TrainingJobs
+from trainforge.service.unsupported import check_supported
 from trainforge.store.db import Database
 from trainforge.store.jobs import JobStore
 
@@ -40,7 +40,7 @@ def detect_isolation(mode: str) -> str:
         if mode == "namespace":
             raise SystemExit("isolation 'namespace' was configured but namespaces are unavailable here")
         return "none"
-    probe = subprocess.run(["unshare", "--mount", "--uts", "--pid", "--net", "--fork", "true"],
+    probe = subprocess.run(["unshare", "--mount", "--uts", "--pid", "--net", "--fork", "true"], check=False,
                            capture_output=True, timeout=10)
     if probe.returncode == 0:
         return "namespace"
@@ -60,6 +60,9 @@ class Server:
 
 
 def build(config: Config, *, start_scheduler: bool = True) -> Server:
+    from trainforge.images.catalog import validate as validate_images
+
+    validate_images(config.images)  # a malformed catalog entry stops the server at start, not a job later
     config.data_path.mkdir(parents=True, exist_ok=True)
     db = Database(config.effective_database_url)
     db.migrate()

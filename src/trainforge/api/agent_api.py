@@ -68,7 +68,7 @@ def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Rout
             creds = await run_in_threadpool(role_credentials, config, job.request.get("RoleArn", ""))
         except ServiceError as exc:
             return json_response(exc.body(), exc.status)
-        expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         creds["Expiration"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
         return json_response(creds)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -65,7 +66,7 @@ class AwsJsonEndpoint:
             return await self._dispatch(request)
         except errors.ServiceError as exc:
             return error_response(exc)
-        except Exception:  # noqa: BLE001 - the client gets a 500 without details, the log gets all
+        except Exception:
             log.exception("internal error answering %s", request.headers.get("x-amz-target"))
             return error_response(errors.InternalFailure("We encountered an internal error. Please try again."))
 

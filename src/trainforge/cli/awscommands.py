@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from botocore import xform_name
 
-from .. import awsmodel
 from . import helptext, params, skeleton
 from .argparser import parse_strict
+from .commandtable import COMMANDS, WAITERS, Streams
 from .connection import connect
 from .errors import ParamError
 from .opargs import OperationSpec, build_parser, operation_spec, overrides_required
 from .output import compile_query, display
 
-COMMANDS: dict[str, str] = {xform_name(op, "-"): op for op in awsmodel.SUPPORTED_OPERATIONS}
-WAITERS: dict[str, tuple[str, str]] = {
-    # cli name -> (botocore waiter name, operation whose arguments it takes)
-    "training-job-completed-or-stopped": ("TrainingJobCompletedOrStopped", "DescribeTrainingJob"),
-}
 # SageMaker's waiter polls every 120 s, 180 times. A trainforge job changes state in well under a
 # second, so poll every 2 s for the same six hours.
 WAITER_DELAY = 2
 WAITER_MAX_ATTEMPTS = 120 * 180 // WAITER_DELAY
-
-
-@dataclass
-class Streams:
-    stdout: IO[str]
-    stderr: IO[str]
 
 
 def _parse(spec: OperationSpec, argv: list[str], prog: str) -> argparse.Namespace:
@@ -129,5 +116,3 @@ def run_waiter(waiter_cli_name: str, argv: list[str], streams: Streams) -> int:
     return 0
 
 
-def default_streams() -> Streams:
-    return Streams(sys.stdout, sys.stderr)

@@ -20,11 +20,11 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import botocore.session
-from awscli.customizations.scalarparse import identity, iso_format
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
 from botocore.loaders import Loader, create_loader
+from botocore.utils import parse_timestamp
 
 from ..config import DEFAULT_REGION
 from . import embedded
@@ -32,6 +32,15 @@ from .errors import CLIError
 
 ENDPOINT_VARIABLES = ("TRAINFORGE_ENDPOINT", "AWS_ENDPOINT_URL_SAGEMAKER", "AWS_ENDPOINT_URL")
 DUMMY_KEY = "trainforge"
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _iso8601(value: Any) -> str:
+    """As the AWS CLI prints a timestamp (awscli.customizations.scalarparse.iso_format)."""
+    return str(parse_timestamp(value).isoformat())
 
 
 def configured_endpoint(g: argparse.Namespace) -> str | None:
@@ -68,8 +77,8 @@ def make_session(g: argparse.Namespace, cli_timestamps: bool = True) -> botocore
         raise CLIError(f'Unknown cli_timestamp_format value: {timestamp_format}, valid values are '
                        '"none", "wire" or "iso8601"')
     factory = session.get_component("response_parser_factory")
-    factory.set_parser_defaults(blob_parser=identity,
-                                timestamp_parser=iso_format if timestamp_format == "iso8601" else identity)
+    factory.set_parser_defaults(blob_parser=_identity,
+                                timestamp_parser=_iso8601 if timestamp_format == "iso8601" else _identity)
     return session
 
 

@@ -17,9 +17,8 @@ from botocore.exceptions import (
 )
 
 from .. import __version__ as VERSION
-from . import awscommands
 from .argparser import USAGE
-from .awscommands import COMMANDS, WAITERS, Streams
+from .commandtable import COMMANDS, WAITERS, Streams
 from .errors import EXIT_OTHER, EXIT_PARAM, EXIT_SERVICE, CLIError, UsageError
 from .globalopts import find_command
 
@@ -65,12 +64,16 @@ def dispatch(argv: list[str], streams: Streams) -> int:
         return dispatch(rest, streams)
     if command == "help":
         if rest and rest[0] in COMMANDS:
+            from . import awscommands
+
             return awscommands.run_operation(rest[0], ["help"], streams)
         if rest and rest[0] in OWN_COMMANDS:
             return dispatch([rest[0], "--help"], streams)
         streams.stdout.write(top_help())
         return 0
     if command in COMMANDS:
+        from . import awscommands
+
         return awscommands.run_operation(command, rest, streams)
     if command == "wait":
         return _wait(rest, streams)
@@ -94,6 +97,8 @@ def dispatch(argv: list[str], streams: Streams) -> int:
 def _wait(argv: list[str], streams: Streams) -> int:
     index = find_command(argv)
     if index is not None and argv[index] in WAITERS:
+        from . import awscommands
+
         return awscommands.run_waiter(argv[index], argv[:index] + argv[index + 1:], streams)
     from . import watch
 

@@ -19,14 +19,14 @@ class Resources:
     gpus: int = 0
     instances: int = 0
 
-    def __add__(self, other: "Resources") -> "Resources":
+    def __add__(self, other: Resources) -> Resources:
         return Resources(self.cpus + other.cpus, self.memory_mb + other.memory_mb,
                          self.gpus + other.gpus, self.instances + other.instances)
 
-    def __mul__(self, n: int) -> "Resources":
+    def __mul__(self, n: int) -> Resources:
         return Resources(self.cpus * n, self.memory_mb * n, self.gpus * n, self.instances * n)
 
-    def fits_in(self, total: "Resources") -> bool:
+    def fits_in(self, total: Resources) -> bool:
         return (self.cpus <= total.cpus + 1e-9 and self.memory_mb <= total.memory_mb
                 and self.gpus <= total.gpus and self.instances <= total.instances)
 

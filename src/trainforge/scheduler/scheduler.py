@@ -69,7 +69,7 @@ class Scheduler:
                 break
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any one bad job
+            except Exception:
                 log.exception("scheduler tick failed")
 
     # --- one pass ----------------------------------------------------------------------------
@@ -98,7 +98,7 @@ class Scheduler:
                 continue
             try:
                 launched = self._launch(job, now)
-            except Exception as exc:  # noqa: BLE001 - one job that cannot launch must not block the queue
+            except Exception as exc:
                 log.exception("launching %s failed", job.name)
                 self._fail_launch(job, exc, now)
                 continue
@@ -248,6 +248,7 @@ class Scheduler:
                 if row is None or row["state"] != "running":
                     continue
                 self.backend.kill_group(_handle(row))
+                _mark_exited(self.job_dir(locked) / row["host"], now)
                 row.update(state="exited", outcome="platform", ended_at=now,
                            failure_reason=f"InternalServerError: the trainforge agent of {row['host']} "
                                           f"exited without reporting the end of the instance")
@@ -275,6 +276,14 @@ class Scheduler:
         now = time.time()
         for job in self.store.jobs_in_phase("running"):
             self._check_liveness(job, now)
+
+
+def _mark_exited(instance_dir: Path, now: float) -> None:
+    """What the agent writes when its instance ends: the leader waits for every host's marker."""
+    try:
+        (instance_dir / ".exited").write_text(orjson.dumps({"exit_code": None, "time": now}).decode())
+    except OSError:
+        pass
 
 
 def _max_wait(request: dict[str, Any]) -> float | None:

@@ -86,7 +86,7 @@ def finish(job: JobRow, secondary: str, *, failure_reason: str | None = None, no
     if start is not None:
         job.state["TrainingEndTime"] = now
         job.training_end_time = now
-        seconds = max(1, int(round(now - start)))
+        seconds = max(1, round(now - start))
         job.state["TrainingTimeInSeconds"] = seconds
         # Both figures are per instance (AWS: multiply by InstanceCount for the compute billed).
         job.state["BillableTimeInSeconds"] = seconds

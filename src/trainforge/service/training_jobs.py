@@ -8,8 +8,9 @@ everything in the store. Running jobs is the scheduler's business: this module o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from trainforge.api.errors import ResourceInUse, ValidationError, job_not_found
 from trainforge.awsmodel import operation
@@ -242,4 +243,4 @@ def _epoch(value: Any) -> float | None:
         return float(value)
     from datetime import datetime
 
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(str(value)).timestamp()

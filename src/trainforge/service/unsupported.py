@@ -6,14 +6,15 @@ have, and why. The README's "Request members" table is the user-facing copy of t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from trainforge.api.errors import ValidationError
 
 _REASONS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("VpcConfig", lambda v: v is not None,
-     "instances run on this machine's network (or a private network namespace with EnableNetworkIsolation), "
-     "there are no VPC subnets or security groups to attach"),
+     ("instances run on this machine's network (or a private network namespace with EnableNetworkIsolation), "
+      "there are no VPC subnets or security groups to attach")),
     ("EnableInterContainerTrafficEncryption", lambda v: v is True,
      "traffic between instances is not encrypted by trainforge"),
     ("OutputDataConfig.KmsKeyId", lambda v: bool(v), "trainforge does not encrypt outputs with KMS keys"),

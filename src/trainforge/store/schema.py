@@ -6,6 +6,7 @@ Times are stored as float epoch seconds (UTC); JSON documents as text.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -93,8 +94,8 @@ log_events = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", Integer, nullable=False),
     Column("stream", String(512), nullable=False),
-    Column("timestamp", Integer, nullable=False),  # epoch milliseconds
-    Column("ingestion_time", Integer, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),  # epoch milliseconds
+    Column("ingestion_time", BigInteger, nullable=False),
     Column("message", Text, nullable=False),
 )
 Index("ix_log_events_stream", log_events.c.stream, log_events.c.id)

@@ -73,8 +73,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("job_id", sa.Integer, nullable=False),
         sa.Column("stream", sa.String(512), nullable=False),
-        sa.Column("timestamp", sa.Integer, nullable=False),
-        sa.Column("ingestion_time", sa.Integer, nullable=False),
+        sa.Column("timestamp", sa.BigInteger, nullable=False),
+        sa.Column("ingestion_time", sa.BigInteger, nullable=False),
         sa.Column("message", sa.Text, nullable=False),
     )
     op.create_index("ix_log_events_stream", "log_events", ["stream", "id"])
