@@ -129,3 +129,10 @@ def test_volume_usage_while_training(tmp_path: Path) -> None:
     err = volume_error(req, ml)
     assert err is not None and "storage volume of 1 GB" in str(err)
     (ml / "model" / "big").unlink()
+
+
+def test_first_run_with_a_file_checkpoint_prefix_that_does_not_exist_yet(tmp_path: Path) -> None:
+    req = {"CheckpointConfig": {"S3Uri": f"file://{tmp_path}/ckpt-not-yet"}}
+    ml = tmp_path / "ml"
+    assert restore_checkpoints(req, ml) == 0
+    assert (ml / "checkpoints").is_dir()

@@ -81,6 +81,9 @@ def restore_checkpoints(request: dict[str, Any], ml_dir: Path, *, allowed_roots:
     uri, dest = paths
     dest = local_path or dest
     dest.mkdir(parents=True, exist_ok=True)
+    loc = objectstore.parse_uri(uri)
+    if loc.scheme == "file" and not Path(loc.key).exists():
+        return 0  # a first run: nothing saved yet (as an empty S3 prefix)
     try:
         entries = objectstore.download_prefix(uri, dest, allowed_roots=allowed_roots, link=False)
     except ObjectStoreError as exc:
