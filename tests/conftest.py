@@ -45,6 +45,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
         time.sleep(interval)
 
 
+def instance_records(data_dir: Path, job_name: str = "") -> list[dict[str, Any]]:
+    """The ``instance.json`` of every instance (of ``job_name``) whose agent is still alive."""
+    records = []
+    for path in (data_dir / "jobs").glob(f"*/*/{job_name or '*'}/attempt-*/algo-*/instance.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("agent_pid") and Path(f"/proc/{info['agent_pid']}").exists():
+            records.append(info)
+    return records
+
+
 class ServerProcess:
     """A trainforge server in its own process, started and stopped by the tests."""
 
@@ -100,19 +113,13 @@ class ServerProcess:
 
     def kill_agents(self) -> None:
         """Agents outlive their server by design; a test's must not outlive the test."""
-        marker = str(self.data_dir).encode()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"trainforge.agent" in a for a in argv) and any(marker in a for a in argv):
-                try:
-                    os.killpg(int(entry), signal.SIGKILL)
-                except OSError:
-                    pass
+        for info in instance_records(self.data_dir):
+            for pgid in (info.get("agent_pid"), info.get("pgid")):
+                if pgid:
+                    try:
+                        os.killpg(int(pgid), signal.SIGKILL)
+                    except OSError:
+                        pass
 
     def kill(self) -> None:
         """SIGKILL: a crash, as far as the server can tell."""

@@ -8,23 +8,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from conftest import minimal_request, unique_name, wait_until
+from conftest import instance_records, minimal_request, unique_name, wait_until
 from test_runtime_jobs import shell_job, wait_finished
 
 
 def agent_pids(data_dir: Path, name: str) -> list[int]:
-    """PIDs of the agents running ``name`` (from /proc: the agent's argv names its spec file)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"trainforge.agent" in a for a in argv) and any(f"/{name}/".encode() in a for a in argv):
-            pids.append(int(entry))
-    return pids
+    """PIDs of the living agents of job ``name``."""
+    return [int(info["agent_pid"]) for info in instance_records(data_dir, name)]
 
 
 def test_server_killed_during_training_then_restarted(server_factory: Any, tmp_path: Path) -> None:
