@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,9 +156,14 @@ def test_output_skeleton_validates_the_parameters(envs: dict[str, dict[str, str]
     assert "--role-arn" in result.stderr
 
 
+@pytest.mark.parametrize("ruamel", [True, False], ids=["ruamel", "own-emitter"])
 @pytest.mark.parametrize("operation", awsmodel.SUPPORTED_OPERATIONS)
-def test_yaml_input_skeleton(envs: dict[str, dict[str, str]], operation: str,
+def test_yaml_input_skeleton(envs: dict[str, dict[str, str]], operation: str, ruamel: bool,
                              monkeypatch: pytest.MonkeyPatch) -> None:
+    if ruamel:
+        pytest.importorskip("ruamel.yaml")
+    else:  # the emitter used where ruamel.yaml is not installed
+        monkeypatch.setitem(sys.modules, "ruamel.yaml", None)
     env = envs["iso8601"]
     command = xform_name(operation, "-")
     monkeypatch.setattr(random, "choice", lambda seq: seq[0])

@@ -63,8 +63,13 @@ class _Binary:
 
 
 def yaml_input_skeleton(shape: Shape | None, stream: IO[str]) -> None:
-    from ruamel.yaml import YAML
-
+    """With ruamel.yaml (what the AWS CLI v2 writes it with) when installed, else an equivalent
+    emitter of its own: the same document, the same comments."""
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:
+        stream.write(_emit(_YAMLSkeleton(None).generate_skeleton(shape) if shape is not None else {}))
+        return
     dumper = YAML()
     dumper.representer.add_representer(
         _Binary, lambda rep, _data: rep.represent_scalar("tag:yaml.org,2002:binary", ""))
@@ -72,10 +77,64 @@ def yaml_input_skeleton(shape: Shape | None, stream: IO[str]) -> None:
     dumper.dump(skeleton, stream)
 
 
+class _CommentedMap(dict):  # type: ignore[type-arg]
+    """What the skeleton is made of without ruamel.yaml: a dict with one end-of-line comment per key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.comments: dict[str, str] = {}
+
+    def yaml_add_eol_comment(self, comment: str, key: str) -> None:
+        self.comments[key] = comment
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, _Binary):
+        return "!!binary ''"
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20)
+    return text.removesuffix("\n...\n").strip()
+
+
+def _emit(value: Any, indent: int = 0) -> str:
+    lines: list[str] = []
+    _emit_into(value, indent, lines, first_prefix=" " * indent)
+    return "\n".join(lines) + "\n"
+
+
+def _emit_into(value: Any, indent: int, lines: list[str], first_prefix: str) -> None:
+    pad = " " * indent
+    prefix = first_prefix
+    if isinstance(value, dict):
+        if not value:
+            lines.append(prefix + "{}")
+            return
+        comments = getattr(value, "comments", {})
+        for key, item in value.items():
+            comment = f"  {comments[key]}" if key in comments else ""
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{prefix}{key}:{comment}")
+                _emit_into(item, indent + 2 if isinstance(item, dict) else indent, lines,
+                           first_prefix=" " * (indent + 2) if isinstance(item, dict) else pad)
+            else:
+                lines.append(f"{prefix}{key}: {_scalar(item)}{comment}")
+            prefix = pad
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                _emit_into(item, indent + 2, lines, first_prefix=pad + "- ")
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    else:
+        lines.append(prefix + _scalar(value))
+
+
 class _YAMLSkeleton(ArgumentGenerator):
     def __init__(self, dumper: Any) -> None:
         super().__init__(use_member_names=False)
         self._dumper = dumper
+        self._map = dumper.map if dumper is not None else _CommentedMap
 
     def _generate_skeleton(self, shape: Shape, stack: list[str], name: str = "") -> Any:
         if shape.type_name == "blob":
@@ -83,7 +142,7 @@ class _YAMLSkeleton(ArgumentGenerator):
         return super()._generate_skeleton(shape, stack, name)
 
     def _generate_type_structure(self, shape: Shape, stack: list[str]) -> Any:
-        mapping = self._dumper.map()
+        mapping = self._map()
         if stack.count(shape.name) > 1:
             return mapping
         required = set(shape.required_members)
