@@ -253,3 +253,15 @@ def test_several_instances_each_with_its_own_host_and_one_failing_stops_the_othe
     desc = wait_finished(sm, failing, timeout=40)  # well before the others' 120 s sleep ends
     assert desc["TrainingJobStatus"] == "Failed"
     assert desc["FailureReason"].startswith("AlgorithmError") and "broken" in desc["FailureReason"]
+
+
+def test_writing_past_the_volume_size_fails_the_job(runner: Any, tmp_path: Path) -> None:
+    name = unique_name("volume")
+    sm = runner.client()
+    script = "head -c 1200000000 /dev/zero > /opt/ml/model/big; sleep 60"
+    req = shell_job(name, script, tmp_path / "out")
+    req["ResourceConfig"]["VolumeSizeInGB"] = 1
+    sm.create_training_job(**req)
+    desc = wait_finished(sm, name, timeout=60)
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert "VolumeSizeInGB = 1" in desc["FailureReason"]

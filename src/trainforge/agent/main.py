@@ -204,6 +204,7 @@ class Agent:
             return Outcome("algorithm", 127, reason), None
         self.timings["spawned"] = time.time()
         self._write_state(paths, instance)
+        self._watch_volume(paths)
         result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
         self._training.clear()
 
@@ -223,6 +224,25 @@ class Agent:
         if self.gone.is_set():
             return outcome, None
         return self._upload(paths, outcome)
+
+    def _watch_volume(self, paths: Paths, interval: float = 3.0) -> None:
+        """VolumeSizeInGB bounds what the instance writes too: past it, the instance fails."""
+        if not (self.spec["request"].get("ResourceConfig") or {}).get("VolumeSizeInGB"):
+            return
+
+        def watch() -> None:
+            from pathlib import Path
+
+            from trainforge.data.volume import volume_error
+
+            while self._training.is_set() and self.data_error is None:
+                exc = volume_error(self.spec["request"], Path(paths.host_ml))
+                if exc is not None:
+                    self._on_data_error(exc)
+                    return
+                time.sleep(interval)
+
+        threading.Thread(target=watch, name="volume-watch", daemon=True).start()
 
     def _deadline_passed(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
