@@ -25,7 +25,7 @@ REQUIRED = {"--training-job-name": "spec-job", "--role-arn": "arn:aws:iam::00000
 PLACEHOLDERS = {"string": LONG, "integer": "7200", "long": "7200", "boolean": "true", "double": "2.5", "float": "2.5",
                 "timestamp": "2024-05-06T07:08:09Z"}
 
-pytestmark = pytest.mark.skipif(PAGE is None, reason="shared/spec reference pages not present")
+needs_page = pytest.mark.skipif(PAGE is None, reason="shared/spec reference pages not present")
 
 
 def page_options() -> dict[str, tuple[str, str | None, str | None]]:
@@ -112,6 +112,7 @@ def example_cases(kind: str) -> Iterator[object]:
             yield pytest.param(option, example, id=option)
 
 
+@needs_page
 @pytest.mark.parametrize(("option", "example"), list(example_cases("shorthand")))
 def test_shorthand_examples_of_the_reference_page(recorder: Recorder, env: dict[str, str], option: str,
                                                   example: str) -> None:
@@ -120,12 +121,14 @@ def test_shorthand_examples_of_the_reference_page(recorder: Recorder, env: dict[
     assert member in aws_sent[0].body
 
 
+@needs_page
 @pytest.mark.parametrize(("option", "example"), list(example_cases("json")))
 def test_json_examples_of_the_reference_page(recorder: Recorder, env: dict[str, str], option: str,
                                              example: str) -> None:
     send_both(recorder, env, with_required(option, [fill_json(example)]))
 
 
+@needs_page
 @pytest.mark.parametrize(("option", "example"), list(example_cases("json")))
 def test_file_uri_examples_of_the_reference_page(recorder: Recorder, env: dict[str, str], tmp_path: Path,
                                                  option: str, example: str) -> None:
@@ -134,6 +137,15 @@ def test_file_uri_examples_of_the_reference_page(recorder: Recorder, env: dict[s
     send_both(recorder, env, with_required(option, [f"file://{path}"]))
 
 
+@needs_page
+def test_the_reference_page_examples_were_found() -> None:
+    options = page_options()
+    assert sum(1 for _, shorthand, _ in options.values() if shorthand) >= 15
+    assert sum(1 for _, _, as_json in options.values() if as_json) >= 18
+    assert len(synopsis_options()) >= 40
+
+
+@needs_page
 def test_every_synopsis_option_of_the_reference_page_is_accepted(env: dict[str, str]) -> None:
     help_text = run_tf(["create-training-job", "help"], env).stdout
     for option in synopsis_options():
