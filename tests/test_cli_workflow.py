@@ -72,8 +72,8 @@ def test_logs_follow_prints_every_instance_and_exits_when_the_job_ends(srv: Any,
     assert result.code == 0, result.stderr
     assert time.monotonic() - started < 60
     for host in ("algo-1", "algo-2"):
-        assert f"[{host}] hello from {host}" in result.stdout
-        assert f"[{host}] second line from {host}" in result.stdout
+        assert result.stdout.count(f"[{host}] hello from {host}\n") == 1  # every line once, none twice
+        assert result.stdout.count(f"[{host}] second line from {host}\n") == 1
     assert srv.client().describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Completed"
     assert "\x1b[" not in result.stdout  # not a terminal: no color
 
