@@ -13,7 +13,7 @@ from . import embedded
 from .argparser import ArgParser, parse_strict
 from .connection import Connection, configured_endpoint, connect, is_local
 from .errors import ParamError
-from .logs import LogFollower, LogPrinter, follow, make_console
+from .logs import LogFollower, LogPrinter, make_console
 from .scriptjob import (
     DEFAULT_IMAGE,
     DEFAULT_INSTANCE_TYPE,
@@ -28,7 +28,7 @@ from .scriptjob import (
     under,
     upload_source,
 )
-from .watch import exit_code, summary
+from .watch import exit_code, stream_lines, summary
 
 
 def build_parser() -> ArgParser:
@@ -144,7 +144,7 @@ def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
         print(job.job_name, file=stdout)
         return 0
     follower = LogFollower(connection.client("logs"), job.job_name)
-    description = follow(client, follower, LogPrinter(console), ns.poll)
+    description = stream_lines(client, job.job_name, console, ns.poll, follower, LogPrinter(console))
     for line in summary(description):
         console.print(line, highlight=False)
     return exit_code(description)

@@ -114,23 +114,27 @@ def watch(sm_client: Any, job: str, console: Console, poll_seconds: float = 0.5,
                 recent.extend(printer.line(e) for e in follower.poll())
             live.update(render(description, list(recent)))
     else:
-        description = _watch_plain(sm_client, job, console, poll_seconds, follower, printer, description)
+        description = stream_lines(sm_client, job, console, poll_seconds, follower, printer, description)
     for line in summary(description):
         console.print(line, highlight=False)
     return description
 
 
-def _watch_plain(sm_client: Any, job: str, console: Console, poll_seconds: float,
-                 follower: LogFollower | None, printer: LogPrinter, description: dict[str, Any]) -> dict[str, Any]:
+def stream_lines(sm_client: Any, job: str, console: Console, poll_seconds: float,
+                 follower: LogFollower | None, printer: LogPrinter,
+                 description: dict[str, Any] | None = None) -> dict[str, Any]:
     """One line per transition and per log line, in order: the transitions up to Training, the logs,
     then (once the job has ended) the closing transitions. The description is read before the logs,
     so at the end every log line is in."""
+    if description is None:
+        description = sm_client.describe_training_job(TrainingJobName=job)
+    created = description.get("CreationTime")
     shown = 0
     last_metrics = ""
 
     def show(transitions: list[dict[str, Any]]) -> None:
         for transition in transitions:
-            elapsed = _seconds(description.get("CreationTime"), transition.get("StartTime"))
+            elapsed = _seconds(created, transition.get("StartTime"))
             console.print(f"[{_fmt(elapsed):>8}] {transition['Status']:<12} {transition.get('StatusMessage', '')}",
                           highlight=False, markup=False)
 
