@@ -72,7 +72,7 @@ def test_body_over_the_limit_is_refused(server: ServerProcess) -> None:
     body = json.dumps(minimal_request(name)).encode()
     status, answer = server.raw("CreateTrainingJob", body + b" " * (1024 * 1024 - len(body)))
     assert status == 200, answer
-    server.client().stop_training_job(TrainingJobName=name)
+    assert server.client().describe_training_job(TrainingJobName=name)["TrainingJobName"] == name
 
 
 def test_missing_job(server: ServerProcess) -> None:
