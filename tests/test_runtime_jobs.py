@@ -265,3 +265,15 @@ def test_writing_past_the_volume_size_fails_the_job(runner: Any, tmp_path: Path)
     desc = wait_finished(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "VolumeSizeInGB = 1" in desc["FailureReason"]
+
+
+def test_stop_right_after_create_is_a_stop(runner: Any, tmp_path: Path) -> None:
+    sm = runner.client()
+    names = [unique_name("quickstop") for _ in range(5)]
+    for name in names:
+        sm.create_training_job(**shell_job(name, "sleep 60", tmp_path / "out"))
+        sm.stop_training_job(TrainingJobName=name)
+    for name in names:
+        desc = wait_finished(sm, name, timeout=40)
+        assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "Stopped"), desc.get("FailureReason")
+        assert desc["CreationTime"] <= desc["LastModifiedTime"]

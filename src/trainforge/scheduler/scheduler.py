@@ -85,12 +85,13 @@ class Scheduler:
             self._last_liveness = now
             for job in running:
                 self._check_liveness(job, now)
-        self._admit(in_use, now)
+        self._admit(in_use)
 
-    def _admit(self, in_use: Resources, now: float) -> None:
+    def _admit(self, in_use: Resources) -> None:
         blocked = False
         for job in self.store.jobs_in_phase("queued"):
             need = self.capacity.reservation(job.request)
+            now = max(time.time(), job.creation_time)  # never before the job was created
             if blocked or not (in_use + need).fits_in(self.capacity.total):
                 # Strict creation order: once one job waits, every later job waits behind it.
                 blocked = True
@@ -249,11 +250,14 @@ class Scheduler:
                     continue
                 self.backend.kill_group(_handle(row))
                 _mark_exited(self.job_dir(locked) / row["host"], now)
-                row.update(state="exited", outcome="platform", ended_at=now,
-                           failure_reason=f"InternalServerError: the trainforge agent of {row['host']} "
-                                          f"exited without reporting the end of the instance")
-                self.store.update_instance(conn, job.id, row["host"], state="exited", outcome="platform",
-                                           ended_at=now, failure_reason=row["failure_reason"])
+                # An agent asked to stop may die of the signal before it could report: that is a stop.
+                outcome = "stopped" if locked.stop_reason else "platform"
+                reason = None if locked.stop_reason else (
+                    f"InternalServerError: the trainforge agent of {row['host']} exited without reporting "
+                    f"the end of the instance")
+                row.update(state="exited", outcome=outcome, ended_at=now, failure_reason=reason)
+                self.store.update_instance(conn, job.id, row["host"], state="exited", outcome=outcome,
+                                           ended_at=now, failure_reason=reason)
             if overdue:
                 for row in current.values():
                     if row["state"] == "running":

@@ -18,7 +18,7 @@ from trainforge.config import Config
 from trainforge.service import lifecycle
 from trainforge.service.create_rules import check_update
 from trainforge.service.pagination import TokenSigner
-from trainforge.service.unsupported import rule_statuses
+from trainforge.service.unsupported import check_supported, rule_statuses
 from trainforge.store.jobs import DuplicateName, JobRow, JobStore
 
 
@@ -113,6 +113,9 @@ class TrainingJobs:
             "training_plan_arn": params.get("TrainingPlanArnEquals"),
         }
         query = [caller.account_id, caller.region, sort_by, descending, filters]
+        if filters["warm_pool_status"] or filters["training_plan_arn"]:
+            # Warm pools and training plans are refused at create (service/unsupported.py): no job has one.
+            return {"TrainingJobSummaries": []}
         after = self.signer.decode(params["NextToken"], query) if params.get("NextToken") else None
         rows = self.store.list_jobs(caller.account_id, caller.region, sort_by=sort_by,
                                     descending=descending, after=after, limit=limit + 1, **filters)
@@ -157,6 +160,7 @@ class TrainingJobs:
                     f"The request was rejected because the training job is in status {locked.status}.")
             check_update(params, locked.request, locked.status, secondary_status=locked.secondary_status,
                          config=self.config)
+            check_supported(params)  # e.g. warm pools and remote debugging, refused at create too
             for member in _UPDATABLE:
                 if member in params:
                     locked.request[member] = params[member]
