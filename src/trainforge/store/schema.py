@@ -49,9 +49,14 @@ jobs = Table(
     UniqueConstraint("account_id", "region", "name", name="uq_jobs_name"),
     UniqueConstraint("token", name="uq_jobs_token"),
 )
-Index("ix_jobs_created", jobs.c.account_id, jobs.c.region, jobs.c.creation_time, jobs.c.name)
+# The list indexes hold every filter column after their sort key (migration 0002).
+Index("ix_jobs_created", jobs.c.account_id, jobs.c.region, jobs.c.creation_time, jobs.c.name, jobs.c.status,
+      jobs.c.last_modified_time)
+Index("ix_jobs_name_cover", jobs.c.account_id, jobs.c.region, jobs.c.name, jobs.c.status, jobs.c.creation_time,
+      jobs.c.last_modified_time)
 Index("ix_jobs_status", jobs.c.account_id, jobs.c.region, jobs.c.status, jobs.c.creation_time)
-Index("ix_jobs_status_name", jobs.c.account_id, jobs.c.region, jobs.c.status, jobs.c.name)
+Index("ix_jobs_status_name", jobs.c.account_id, jobs.c.region, jobs.c.status, jobs.c.name, jobs.c.creation_time,
+      jobs.c.last_modified_time)
 Index("ix_jobs_modified", jobs.c.account_id, jobs.c.region, jobs.c.last_modified_time)
 Index("ix_jobs_phase", jobs.c.phase, jobs.c.id)
 
