@@ -45,6 +45,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
         time.sleep(interval)
 
 
+def _running(pid: int) -> bool:
+    """A process that exists and is not a zombie waiting for its parent to collect it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
 def instance_records(data_dir: Path, job_name: str = "") -> list[dict[str, Any]]:
     """The ``instance.json`` of every instance (of ``job_name``) whose agent is still alive."""
     records = []
@@ -53,7 +62,7 @@ def instance_records(data_dir: Path, job_name: str = "") -> list[dict[str, Any]]
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if info.get("agent_pid") and Path(f"/proc/{info['agent_pid']}").exists():
+        if info.get("agent_pid") and _running(int(info["agent_pid"])):
             records.append(info)
     return records
 

@@ -8,8 +8,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import instance_records, minimal_request, unique_name, wait_until
-from test_runtime_jobs import shell_job, wait_finished
+from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
 
 
 def agent_pids(data_dir: Path, name: str) -> list[int]:
@@ -53,6 +55,37 @@ def test_agent_killed_fails_the_job_with_a_reason(server_factory: Any, tmp_path:
     assert desc["TrainingJobStatus"] == "Failed"
     assert "agent" in desc["FailureReason"] and not desc["FailureReason"].startswith("AlgorithmError")
     # no process of the instance survives its agent
+    wait_until(lambda: not agent_pids(srv.data_dir, name), timeout=10, message="no agent left")
+
+
+@pytest.mark.parametrize("restart_server", [False, True], ids=["server-up", "server-restarted"])
+def test_agent_killed_after_training_is_finished_by_a_new_agent(
+        server_factory: Any, tmp_path: Path, restart_server: bool) -> None:
+    """The leader's agent dies while it waits to upload (its training ended): the upload is resumed."""
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    gate = tmp_path / "gate"
+    script = (f'h=$(hostname); if [ "$h" = algo-2 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi; '
+              f'echo "$h" > /opt/ml/model/$h')
+    name = unique_name("finish")
+    req = shell_job(name, script, tmp_path / "out")
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm = srv.client()
+    sm.create_training_job(**req)
+    leader = wait_until(lambda: next(srv.data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1/outcome.json"), None),
+                        timeout=30, message="the leader's training to end").parent
+    first_agent = json.loads((leader / "instance.json").read_text())["agent_pid"]
+    os.kill(first_agent, signal.SIGKILL)  # it was waiting for algo-2 before uploading
+    if restart_server:
+        srv.kill()
+    gate.write_text("go")
+    if restart_server:
+        srv.start()
+        sm = srv.client()
+    desc = wait_finished(sm, name, timeout=60)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"algo-1": b"algo-1\n", "algo-2": b"algo-2\n"}
+    assert json.loads((leader / "instance.json").read_text())["agent_pid"] != first_agent
+    assert any("a new agent uploads and reports" in m for m in log_messages(srv, name))
     wait_until(lambda: not agent_pids(srv.data_dir, name), timeout=10, message="no agent left")
 
 

@@ -44,20 +44,27 @@ GONE_GRACE = 5.0
 
 
 def main(argv: list[str]) -> int:
+    finish = argv[:1] == ["--finish"]
+    if finish:
+        argv = argv[1:]
     if len(argv) != 1:
-        print("usage: python -m trainforge.agent SPEC.json", file=sys.stderr)
+        print("usage: python -m trainforge.agent [--finish] SPEC.json", file=sys.stderr)
         return 2
     try:
         spec = spec_mod.load(argv[0])
     except (OSError, ValueError) as exc:
         print(f"trainforge agent: cannot read the spec {argv[0]}: {exc}", file=sys.stderr)
         return 2
-    return Agent(spec).run()
+    return Agent(spec, finish=finish).run()
 
 
 class Agent:
-    def __init__(self, spec: dict[str, Any]):
+    """One instance. With ``finish``, the instance's training has already ended under an agent
+    that died before it reported (its ``outcome.json`` says how): upload and report only."""
+
+    def __init__(self, spec: dict[str, Any], finish: bool = False):
         self.spec = spec
+        self.finish = finish
         self.started = time.time()
         self.stopper = Stopper()
         self.gone = threading.Event()
@@ -87,7 +94,7 @@ class Agent:
         self._start_reporter()
         try:
             spec_mod.check(self.spec)
-            outcome, artifacts = self._run_instance()
+            outcome, artifacts = self._finish_instance() if self.finish else self._run_instance()
         except Exception as exc:  # noqa: BLE001 - the agent must never die silently
             import traceback
 
@@ -223,6 +230,34 @@ class Agent:
         outcome = self._outcome(paths, result, inputs, sync_error)
         if self.gone.is_set():
             return outcome, None
+        self._record_outcome(paths, outcome)
+        return self._upload(paths, outcome)
+
+    def _record_outcome(self, paths: Paths, outcome: Outcome) -> None:
+        from trainforge.agent import outputs
+
+        try:
+            outputs.write_outcome(paths, outcome.as_dict())
+        except OSError as exc:
+            print(f"trainforge agent: cannot write outcome.json: {exc}", file=sys.stderr)
+
+    def _finish_instance(self) -> tuple[Outcome, str | None]:
+        """Started again after the agent died between the end of training and its exit report."""
+        from trainforge.agent import outputs
+
+        reporter = self.reporter
+        assert reporter is not None
+        paths = Paths.of(self.spec)
+        self._exited_marked = True  # the first agent wrote the marker when the training ended
+        recorded = outputs.read_outcome(paths.instance_dir)
+        if recorded is None:
+            return Outcome("platform", None, "InternalServerError: the trainforge agent of "
+                           f"{self.spec['host']} died and its instance cannot be finished"), None
+        outcome = Outcome.from_dict(recorded)
+        self._write_state(paths, None)
+        reporter.log(f"[trainforge] the agent of {self.spec['host']} exited before finishing; a new agent "
+                     f"uploads and reports the instance's end (training ended: {outcome.outcome}, "
+                     f"exit code {outcome.exit_code})", "stderr")
         return self._upload(paths, outcome)
 
     def _watch_volume(self, paths: Paths, interval: float = 3.0) -> None:
@@ -334,10 +369,13 @@ class Agent:
             return Outcome("platform", outcome.exit_code, reason), None
         return outcome, artifacts
 
-    def _write_state(self, paths: Paths, instance: isolation.Instance) -> None:
-        """``instance_dir/instance.json``: who to kill if this agent dies (for reconciliation)."""
-        state = {"agent_pid": os.getpid(), "pid": instance.pid, "pgid": instance.pid,
-                 "isolation": "namespace" if instance.namespace else "none", "started": time.time()}
+    def _write_state(self, paths: Paths, instance: isolation.Instance | None) -> None:
+        """``instance_dir/instance.json``: who to kill if this agent dies (for reconciliation);
+        without ``instance`` (a finishing agent) there is no training process left to kill."""
+        state: dict[str, Any] = {"agent_pid": os.getpid(), "started": time.time()}
+        if instance is not None:
+            state.update(pid=instance.pid, pgid=instance.pid,
+                         isolation="namespace" if instance.namespace else "none")
         try:
             with open(os.path.join(paths.instance_dir, "instance.json"), "w", encoding="utf-8") as f:
                 json.dump(state, f)

@@ -28,6 +28,14 @@ class Outcome:
     def __repr__(self) -> str:
         return f"Outcome({self.outcome!r}, {self.exit_code!r}, {self.failure_reason!r}, {self.stop_reason!r})"
 
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Outcome:
+        return cls(str(value["outcome"]), value.get("exit_code"), value.get("failure_reason"),
+                   value.get("stop_reason"))
+
     def event(self, model_artifacts: str | None) -> dict[str, Any]:
         return {"type": "exit", "outcome": self.outcome, "exit_code": self.exit_code,
                 "failure_reason": self.failure_reason, "stop_reason": self.stop_reason,

@@ -25,11 +25,33 @@ from trainforge.agent.spec import Paths, output_prefix
 PEER_POLL_SECONDS = 0.1
 
 
-def write_exited_marker(paths: Paths, exit_code: int | None) -> None:
-    tmp = paths.exited_marker() + ".tmp"
+OUTCOME_FILE = "outcome.json"
+
+
+def _write_json(path: str, value: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"exit_code": exit_code, "time": time.time()}, f)
-    os.replace(tmp, paths.exited_marker())
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def write_exited_marker(paths: Paths, exit_code: int | None) -> None:
+    _write_json(paths.exited_marker(), {"exit_code": exit_code, "time": time.time()})
+
+
+def write_outcome(paths: Paths, outcome: dict[str, Any]) -> None:
+    """``instance_dir/outcome.json``: how the training ended, written before the upload starts, so
+    that an agent started again on this instance (``--finish``) can still upload and report."""
+    _write_json(os.path.join(paths.instance_dir, OUTCOME_FILE), outcome)
+
+
+def read_outcome(instance_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(instance_dir, OUTCOME_FILE), encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) and value.get("outcome") else None
 
 
 def wait_for_peers(spec: dict[str, Any], paths: Paths, until: float,

@@ -42,12 +42,13 @@ class LocalBackend:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
-    def launch(self, spec_path: Path, log_path: Path) -> dict[str, Any]:
+    def launch(self, spec_path: Path, log_path: Path, finish: bool = False) -> dict[str, Any]:
+        """Start an agent; with ``finish``, one that only uploads and reports (agent ``--finish``)."""
         env = dict(os.environ)
         env.pop("PYTHONSTARTUP", None)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-S", "-c", AGENT_BOOT, str(spec_path)],
+                [sys.executable, "-S", "-c", AGENT_BOOT, *(["--finish"] if finish else []), str(spec_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True, env=env, cwd=str(spec_path.parent),
             )
@@ -55,7 +56,8 @@ class LocalBackend:
             self._children[proc.pid] = proc
         return {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "instance_dir": str(spec_path.parent)}
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
+        """Collect the exit status of agents that ended (no zombies left behind)."""
         with self._lock:
             for pid, proc in list(self._children.items()):
                 if proc.poll() is not None:
@@ -64,7 +66,7 @@ class LocalBackend:
     def alive(self, handle: dict[str, Any] | None) -> bool:
         if not handle or not handle.get("pid"):
             return False
-        self._reap()
+        self.reap()
         pid = int(handle["pid"])
         ticks = _start_ticks(pid)
         if ticks is None:
@@ -104,4 +106,4 @@ class LocalBackend:
                 os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        self._reap()
+        self.reap()

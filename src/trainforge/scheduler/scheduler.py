@@ -83,6 +83,7 @@ class Scheduler:
         now = time.time()
         if now - self._last_liveness >= LIVENESS_INTERVAL:
             self._last_liveness = now
+            self.backend.reap()
             for job in running:
                 self._check_liveness(job, now)
         self._admit(in_use)
@@ -240,15 +241,23 @@ class Scheduler:
         overdue = deadline and now > deadline + self.config.stop_grace_seconds + 30
         if not dead and not overdue:
             return
+        finishing: list[str] = []
         with self.store.locked(job.id) as (conn, locked):
             if locked is None or locked.phase != "running" or locked.attempt != job.attempt:
                 return
             current = {i["host"]: i for i in self.store.instances_of(conn, job.id)}
+            ended = False
             for inst in dead:
                 row = current.get(inst["host"])
                 if row is None or row["state"] != "running":
                     continue
                 self.backend.kill_group(_handle(row))
+                if not overdue and self._can_finish(locked, row["host"]):
+                    # Its training had ended (outcome.json): a new agent uploads and reports.
+                    locked.state.setdefault("_finishing", []).append(row["host"])
+                    finishing.append(row["host"])
+                    continue
+                ended = True
                 _mark_exited(self.job_dir(locked) / row["host"], now)
                 # An agent asked to stop may die of the signal before it could report: that is a stop.
                 outcome = "stopped" if locked.stop_reason else "platform"
@@ -268,12 +277,33 @@ class Scheduler:
                 locked.stop_reason = locked.stop_reason or locked.state.get("_deadline_reason", "MaxRuntimeExceeded")
             if all(r["state"] == "exited" for r in current.values()):
                 conclude(locked, list(current.values()), now)
-            else:  # a peer is gone: the others stop (their reports are answered "stop" too)
+            elif ended:  # a peer is gone: the others stop (their reports are answered "stop" too)
                 for row in current.values():
-                    if row["state"] == "running":
+                    if row["state"] == "running" and row["host"] not in finishing:
                         self.backend.signal(_handle(row), signal.SIGTERM)
             self.store.save(conn, locked)
+            job_dir = self.job_dir(locked)
+        for host in finishing:  # outside the transaction, as in _launch
+            log.warning("the agent of %s/%s died after its training ended: starting one to finish it",
+                        job.name, host)
+            try:
+                handle = self.backend.launch(job_dir / host / "spec.json", job_dir / host / "agent.log",
+                                             finish=True)
+            except OSError as exc:  # the next tick ends the instance as a platform failure
+                log.error("could not start the finishing agent of %s/%s: %s", job.name, host, exc)
+                continue
+            with self.store.db.write() as conn:
+                self.store.update_instance(conn, job.id, host, handle=orjson.dumps(handle).decode())
         self.wake()
+
+    def _can_finish(self, job: JobRow, host: str) -> bool:
+        """A dead agent's instance can still be finished once: its training process had ended and
+        the agent recorded how (``outcome.json``), so only the upload and the report are missing."""
+        from trainforge.agent.outputs import read_outcome
+
+        if host in job.state.get("_finishing", []):
+            return False
+        return read_outcome(str(self.job_dir(job) / host)) is not None
 
     def reconcile(self) -> None:
         """After a (re)start: adopt living agents, end the jobs whose agents are gone."""
