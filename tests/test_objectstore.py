@@ -111,3 +111,25 @@ def test_safe_join_refuses_escapes(tmp_path: Path) -> None:
         with pytest.raises(ObjectStoreError, match="outside the channel directory"):
             objectstore.safe_join(tmp_path, rel)
     assert objectstore.safe_join(tmp_path, "a//b/./c") == tmp_path / "a" / "b" / "c"
+
+
+def test_resolver_checks_every_file_against_the_roots(tmp_path: Path) -> None:
+    from trainforge.objectstore import ObjectStoreError
+    from trainforge.objectstore.base import LocalResolver
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    (root / "d" / "ok").write_text("x")
+    (outside / "secret").write_text("s")
+    os.symlink(outside / "secret", root / "d" / "link-out")
+    os.symlink(root / "d" / "ok", root / "d" / "link-in")
+    os.symlink(outside, root / "dir-out")
+    resolver = LocalResolver([str(root)], "input file")
+    assert resolver.resolve(str(root / "d" / "ok")) == root / "d" / "ok"
+    assert resolver.resolve(str(root / "d" / "link-in")) == root / "d" / "ok"
+    for bad in (root / "d" / "link-out", root / "dir-out" / "secret", f"{root}/d/../../outside/secret"):
+        with pytest.raises(ObjectStoreError, match="outside the allowed local roots"):
+            resolver.resolve(str(bad))
+    assert resolver.resolve(f"{root}/d/../d/ok") == root / "d" / "ok"
+    assert resolver.resolve(f"{root}/d/..") == root

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import instance_records, minimal_request, unique_name, wait_until
 from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
 

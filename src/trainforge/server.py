@@ -89,7 +89,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     logs = Logs(store)
     auth = Authenticator(config.load_credentials(), config.account_id, config.region)
     endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes,
-                               sagemaker_handlers(jobs, tags), logs.handlers())
+                               sagemaker_handlers(jobs, tags), logs.handlers(), store_version=db.read_version)
     startup = [scheduler.start] if start_scheduler else []
     app = build_app(endpoint, agent_routes(store, reports, config), startup, [scheduler.stop, db.dispose])
     log.info("isolation: %s", isolation)

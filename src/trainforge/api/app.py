@@ -32,6 +32,43 @@ LOGS_PREFIX = "Logs_20140328."
 _INLINE = frozenset({"DescribeTrainingJob", "ListTrainingJobs", "ListTags"})
 
 Handler = Callable[[Caller, dict[str, Any]], dict[str, Any]]
+# Answers that depend only on the stored state and the request (no clock): reused while the
+# store has not changed at all (see ReadCache).
+_CACHED = frozenset({"DescribeTrainingJob"})
+
+
+class ReadCache:
+    """Successful answers of read-only operations, keyed by (account, region, operation, body),
+    valid only while the store has not changed: ``version()`` (SQLite's data_version) moves with
+    every commit of any writer, and a new value empties the cache. Pollers (waiters, dashboards,
+    ``trainforge wait``) then cost one PRAGMA instead of a read, a validation and an encoding."""
+
+    def __init__(self, version: Callable[[], object | None], max_entries: int = 4096) -> None:
+        self._version_of = version
+        self._version: object | None = None
+        self._entries: dict[tuple[str, str, str, bytes], bytes] = {}
+        self.max_entries = max_entries
+
+    def version(self) -> object | None:
+        """The store's version now (None: nothing may be reused), emptying the cache if it moved."""
+        v = self._version_of()
+        if v != self._version:
+            self._entries.clear()
+            self._version = v
+        return v
+
+    def get(self, key: tuple[str, str, str, bytes]) -> bytes | None:
+        """The answer kept for ``key`` (call :meth:`version` first: it drops stale answers)."""
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, str, str, bytes], body: bytes, version: object | None) -> None:
+        """Keep ``body``, computed at ``version`` or later: if the store moved meanwhile, the
+        next :meth:`get` sees a new version and drops it."""
+        if version is None or version != self._version:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = body
 
 
 def request_id() -> str:
@@ -41,10 +78,14 @@ def request_id() -> str:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return encoded_response(orjson.dumps(body), status, headers)
+
+
+def encoded_response(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     hdrs = {"x-amzn-RequestId": request_id()}
     if headers:
         hdrs.update(headers)
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON_11, headers=hdrs)
+    return Response(content, status_code=status, media_type=JSON_11, headers=hdrs)
 
 
 def error_response(exc: errors.ServiceError) -> Response:
@@ -55,11 +96,13 @@ class AwsJsonEndpoint:
     """Dispatches AWS JSON 1.1 requests to handlers keyed by operation name."""
 
     def __init__(self, authenticate: Callable[..., tuple[str, str]], max_body: int,
-                 sagemaker: dict[str, Handler], logs: dict[str, Handler]) -> None:
+                 sagemaker: dict[str, Handler], logs: dict[str, Handler],
+                 store_version: Callable[[], object | None] | None = None) -> None:
         self.authenticate = authenticate
         self.max_body = max_body
         self.sagemaker = sagemaker
         self.logs = logs
+        self.cache = ReadCache(store_version) if store_version is not None else None
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -88,6 +131,13 @@ class AwsJsonEndpoint:
             op, handlers, service = target[len(LOGS_PREFIX):], self.logs, "logs"
         else:
             raise errors.UnknownOperation(f"Unknown target {target!r}" if target else "Missing X-Amz-Target header")
+        cache_key = None
+        if service == "sagemaker" and op in _CACHED and self.cache is not None:
+            cache_key = (account_id, region, op, body)
+            version = self.cache.version()
+            hit = self.cache.get(cache_key) if version is not None else None
+            if hit is not None:
+                return encoded_response(hit)
         handler = handlers.get(op)
         if handler is None:
             raise errors.UnknownOperation(
@@ -100,7 +150,10 @@ class AwsJsonEndpoint:
             result = handler(caller, params)
         else:
             result = await run_in_threadpool(handler, caller, params)
-        return json_response(result)
+        content = orjson.dumps(result)
+        if cache_key is not None and self.cache is not None:
+            self.cache.put(cache_key, content, version)
+        return encoded_response(content)
 
 
 def _parse_body(body: bytes) -> dict[str, Any]:

@@ -94,20 +94,41 @@ def resolve_inside(path: str | os.PathLike[str], roots: Iterable[str | os.PathLi
     ``roots=None`` means unrestricted. A path that does not exist yet is resolved through its
     deepest existing ancestor.
     """
-    real = Path(os.path.realpath(path))
-    if roots is None:
-        return real
-    root_list = [Path(os.path.realpath(r)) for r in roots]
-    for root in root_list:
-        if real == root or root in real.parents:
-            return real
-    shown = ", ".join(str(r) for r in root_list) or "(none configured)"
-    raise ObjectStoreError(f"{what} {path} is outside the allowed local roots: {shown}")
+    return LocalResolver(roots, what).resolve(os.fspath(path))
 
 
-def check_file(loc: Location, roots: Iterable[str] | None, what: str) -> Path:
+class LocalResolver:
+    """:func:`resolve_inside` for many paths: the roots are resolved once, and so is each
+    directory; a file that is not itself a symbolic link then costs one ``lstat``."""
+
+    def __init__(self, roots: Iterable[str | os.PathLike[str]] | None, what: str = "path") -> None:
+        self.roots = None if roots is None else [os.path.realpath(r) for r in roots]
+        self.what = what
+        self._dirs: dict[str, str] = {}
+
+    def resolve(self, path: str) -> Path:
+        directory, name = os.path.split(path)
+        real_dir = self._dirs.get(directory)
+        if real_dir is None:
+            real_dir = self._dirs[directory] = os.path.realpath(directory)
+        try:
+            is_link = os.path.islink(path)
+        except OSError:
+            is_link = True
+        plain = name not in ("", ".", "..") and not is_link
+        real = os.path.join(real_dir, name) if plain else os.path.realpath(path)
+        if self.roots is None or any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots):
+            return Path(real)
+        shown = ", ".join(self.roots) or "(none configured)"
+        raise ObjectStoreError(f"{self.what} {path} is outside the allowed local roots: {shown}")
+
+
+def check_file(loc: Location, roots: Iterable[str] | None, what: str,
+               resolver: LocalResolver | None = None) -> Path:
     if loc.scheme != "file":
         return Path()
+    if resolver is not None:
+        return resolver.resolve(loc.key)
     return resolve_inside(loc.key, roots, what)
 
 

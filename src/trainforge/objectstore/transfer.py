@@ -21,6 +21,7 @@ from .base import (
     MULTIPART_THRESHOLD,
     PART_SIZE,
     STAGING_DIRNAME,
+    LocalResolver,
     Location,
     ObjectInfo,
     ObjectStoreError,
@@ -32,17 +33,30 @@ from .reading import list_entries
 from .s3 import get_stream, s3_client, s3_error
 
 
+def _link(src: Path, dest: Path) -> None:
+    """A hard link at ``dest`` (atomic by nature); an existing ``dest`` is replaced atomically."""
+    try:
+        os.link(src, dest)
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, dest)
+    except FileExistsError:
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+        os.link(src, tmp)
+        os.replace(tmp, dest)
+
+
 def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
     """Put a copy of ``src`` at ``dest`` (atomically); returns "link", "reflink" or "copy"."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if link:
         try:
-            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
-            os.link(src, tmp)
-            os.replace(tmp, dest)
+            _link(src, dest)
             return "link"
         except OSError:
             pass
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
     try:
         with open(src, "rb") as fi, open(tmp, "wb") as fo:
@@ -108,6 +122,7 @@ class _Engine:
                  cancel: threading.Event | None) -> None:
         self.workers = max(1, workers)
         self.roots = roots
+        self.resolver = LocalResolver(roots, "input file")
         self.on_bytes = on_bytes or (lambda n: None)
         self.on_file = on_file or (lambda t: None)
         self.staging_dir = staging_dir
@@ -183,7 +198,7 @@ class _Engine:
                 self._fail(ObjectStoreError(f"cannot download {args[0].source.uri}: {exc}"))
 
     def _file(self, t: Transfer) -> None:
-        src = check_file(t.source, self.roots, "input file")
+        src = check_file(t.source, self.roots, "input file", self.resolver)
         if t.size is None:
             t.size = src.stat().st_size
         place_local(src, t.dest, link=self.link)

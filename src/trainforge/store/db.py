@@ -105,6 +105,16 @@ class Database:
         finally:
             conn.close()  # back to the pool (which rolls back: the end of the read transaction)
 
+    def read_version(self) -> tuple[int, int] | None:
+        """A value that changes whenever any other connection has committed to the database since
+        this thread's last call: SQLite's ``PRAGMA data_version`` on this thread's read connection
+        (which never writes), tagged with that connection. None where there is no such thing
+        (PostgreSQL, in-memory SQLite): nothing read may then be reused."""
+        if not self._path:
+            return None
+        with self.raw_read() as conn:
+            return id(conn), conn.execute("PRAGMA data_version").fetchone()[0]
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that may read then write; committed on success."""

@@ -1,0 +1,56 @@
+"""DescribeTrainingJob answers are reused only while the store has not changed (api/app.py ReadCache)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from conftest import minimal_request, unique_name
+
+from trainforge.api.app import ReadCache
+from trainforge.store.db import Database
+
+
+def test_a_new_version_empties_the_cache_and_a_stale_answer_is_not_kept() -> None:
+    versions = iter([1, 1, 2, 2, None])
+    cache = ReadCache(lambda: next(versions))
+    key = ("000000000000", "us-east-1", "DescribeTrainingJob", b"{}")
+    v = cache.version()
+    cache.put(key, b"answer", v)
+    assert cache.version() == 1 and cache.get(key) == b"answer"
+    assert cache.version() == 2 and cache.get(key) is None  # the store moved: dropped
+    cache.put(key, b"old", 1)  # computed at an older version: not kept
+    assert cache.version() == 2 and cache.get(key) is None
+    assert cache.version() is None  # no version (PostgreSQL): nothing may be reused
+    cache.put(key, b"x", None)
+    assert cache.get(key) is None
+
+
+def test_sqlite_version_moves_with_a_commit_of_another_connection(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    db.migrate()
+    before = db.read_version()
+    assert before is not None and db.read_version() == before
+    with sqlite3.connect(tmp_path / "store.db") as other:  # another writer, e.g. another process
+        other.execute("CREATE TABLE t (x)")
+    assert db.read_version() != before
+    assert Database("sqlite://").read_version() is None
+
+
+def test_describe_reflects_every_change_while_polled(server: Any) -> None:
+    sm = server.client()
+    name = unique_name("cache")
+    sm.create_training_job(**minimal_request(name))
+    first = sm.describe_training_job(TrainingJobName=name)
+    again = sm.describe_training_job(TrainingJobName=name)
+    for doc in (first, again):
+        doc.pop("ResponseMetadata")
+    assert again == first
+    sm.stop_training_job(TrainingJobName=name)
+    stopped = sm.describe_training_job(TrainingJobName=name)
+    assert stopped["TrainingJobStatus"] in ("Stopping", "Stopped")
+    assert stopped["TrainingJobStatus"] != first["TrainingJobStatus"]
+    other = unique_name("cache")  # another caller's body is another key
+    sm.create_training_job(**minimal_request(other))
+    assert sm.describe_training_job(TrainingJobName=other)["TrainingJobName"] == other
