@@ -75,6 +75,7 @@ class Agent:
         self._exit_emitted = False
         self.data_error: BaseException | None = None
         self._training = threading.Event()  # data errors count only while the process runs
+        self._training_ended = threading.Event()
         self.timings: dict[str, float] = {}
 
     # -- top level ------------------------------------------------------------------------------
@@ -214,6 +215,7 @@ class Agent:
         self._watch_volume(paths)
         result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
         self._training.clear()
+        self._training_ended.set()
 
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at
@@ -270,12 +272,14 @@ class Agent:
 
             from trainforge.data.volume import volume_error
 
-            while self._training.is_set() and self.data_error is None:
+            # The first walk after one interval, not while the user's code starts (nothing is
+            # written yet then); the fork server has the module imported already.
+            while (not self._training_ended.wait(interval) and self._training.is_set()
+                   and self.data_error is None):
                 exc = volume_error(self.spec["request"], Path(paths.host_ml))
                 if exc is not None:
                     self._on_data_error(exc)
                     return
-                time.sleep(interval)
 
         threading.Thread(target=watch, name="volume-watch", daemon=True).start()
 

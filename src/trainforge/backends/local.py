@@ -3,6 +3,11 @@
 Agents run in their own session so that a server crash or restart does not touch them. A handle
 is ``{"pid": .., "start_ticks": ..}``: the start time from /proc tells a living agent from a
 recycled PID after a restart.
+
+Agents are forked by the agent fork server (``backends/forkserver.py``), a small process that has
+the agent's modules imported already: no interpreter start per agent, and no fork of the large
+server process. ``TRAINFORGE_AGENT_FORKSERVER=0`` (or a fork server that cannot start) makes the
+backend start each agent as its own ``python -S`` process instead, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from trainforge.backends.forkserver import ForkServerClient, ForkServerUnavailable
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -38,12 +45,58 @@ AGENT_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
 class LocalBackend:
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, forkserver: bool | None = None) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        if forkserver is None:
+            forkserver = os.environ.get("TRAINFORGE_AGENT_FORKSERVER", "1") != "0" and hasattr(os, "fork")
+        self._forkserver = ForkServerClient() if forkserver else None
+
+    def start(self) -> None:
+        """Get ready to launch (starts the fork server now, so the first job does not wait for it)."""
+        if self._forkserver is not None:
+            try:
+                self._forkserver.start()
+            except OSError:
+                self._forkserver = None
+
+    def close(self) -> None:
+        """The server stops: the fork server exits once its agents have ended (they run on)."""
+        if self._forkserver is not None:
+            self._forkserver.close()
 
     def launch(self, spec_path: Path, log_path: Path, finish: bool = False) -> dict[str, Any]:
         """Start an agent; with ``finish``, one that only uploads and reports (agent ``--finish``)."""
+        result = self.launch_many([(spec_path, log_path, finish)])[0]
+        if isinstance(result, OSError):
+            raise result
+        return result
+
+    def launch_many(self, agents: list[tuple[Path, Path, bool]]) -> list[dict[str, Any] | OSError]:
+        """Start one agent per ``(spec_path, log_path, finish)``: its handle, or why it did not start."""
+        if self._forkserver is None:
+            results: list[dict[str, Any] | OSError] = []
+            for spec_path, log_path, finish in agents:
+                try:
+                    results.append(self._popen(spec_path, log_path, finish))
+                except OSError as exc:
+                    results.append(exc)
+            return results
+        answers = self._forkserver.launch([([*(["--finish"] if finish else []), str(spec_path)], log_path,
+                                            spec_path.parent) for spec_path, log_path, finish in agents])
+        results = []
+        for answer, (spec_path, log_path, finish) in zip(answers, agents):
+            if isinstance(answer, ForkServerUnavailable):  # nothing started: a process of its own
+                try:
+                    answer = self._popen(spec_path, log_path, finish)
+                except OSError as exc:
+                    answer = exc
+            elif not isinstance(answer, OSError):
+                answer = {**answer, "instance_dir": str(spec_path.parent)}
+            results.append(answer)
+        return results
+
+    def _popen(self, spec_path: Path, log_path: Path, finish: bool) -> dict[str, Any]:
         env = dict(os.environ)
         env.pop("PYTHONSTARTUP", None)
         with open(log_path, "ab") as log:
@@ -58,6 +111,8 @@ class LocalBackend:
 
     def reap(self) -> None:
         """Collect the exit status of agents that ended (no zombies left behind)."""
+        if self._forkserver is not None:
+            self._forkserver.reap()  # its agents are its children: it reaps them itself
         with self._lock:
             for pid, proc in list(self._children.items()):
                 if proc.poll() is not None:

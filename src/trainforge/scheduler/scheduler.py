@@ -10,8 +10,6 @@ On start it reconciles what the store says runs with what really runs.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import signal
 import threading
 import time
@@ -22,7 +20,8 @@ import orjson
 
 from trainforge.backends.local import LocalBackend
 from trainforge.config import Config
-from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
+from trainforge.scheduler.capacity import CapacityModel, Resources
+from trainforge.scheduler.launch import Launcher, max_wait
 from trainforge.service import lifecycle
 from trainforge.service.reports import conclude, retry
 from trainforge.store.jobs import JobRow, JobStore
@@ -45,9 +44,11 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._signalled: dict[tuple[int, int], str] = {}  # (job, attempt) -> stop reason sent
         self._last_liveness = 0.0
+        self.launcher = Launcher(store, self.backend, self.capacity, config, isolation, self.job_dir)
 
     # --- control -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.backend.start()  # the agent fork server starts while the rest of the server does
         self.reconcile()
         self._thread = threading.Thread(target=self._run, name="trainforge-scheduler", daemon=True)
         self._thread.start()
@@ -57,6 +58,7 @@ class Scheduler:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
+        self.backend.close()
 
     def wake(self, *_: Any) -> None:
         self._wake.set()
@@ -89,28 +91,25 @@ class Scheduler:
         self._admit(in_use)
 
     def _admit(self, in_use: Resources) -> None:
+        """Every queued job that fits is launched in this pass, together (see ``launch.py``)."""
         blocked = False
+        admitted: list[JobRow] = []
         for job in self.store.jobs_in_phase("queued"):
             need = self.capacity.reservation(job.request)
-            now = max(time.time(), job.creation_time)  # never before the job was created
             if blocked or not (in_use + need).fits_in(self.capacity.total):
                 # Strict creation order: once one job waits, every later job waits behind it.
                 blocked = True
-                self._pending(job, need, now)
+                self._pending(job, need, max(time.time(), job.creation_time))
                 continue
-            try:
-                launched = self._launch(job, now)
-            except Exception as exc:
-                log.exception("launching %s failed", job.name)
-                self._fail_launch(job, exc, now)
-                continue
-            if launched:
-                in_use = in_use + need
+            admitted.append(job)
+            in_use = in_use + need
+        if admitted:
+            self.launcher.launch(admitted, time.time(), self._fail_launch)
 
     def _pending(self, job: JobRow, need: Resources, now: float) -> None:
         limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds")
         expired = bool(limit) and now - job.creation_time > float(limit)
-        wait = _max_wait(job.request)
+        wait = max_wait(job.request)
         if wait is not None and now - job.creation_time > wait:
             with self.store.locked(job.id) as (conn, locked):
                 if locked is not None and locked.phase == "queued":
@@ -140,76 +139,6 @@ class Scheduler:
     # --- launch ------------------------------------------------------------------------------
     def job_dir(self, job: JobRow) -> Path:
         return self.config.data_path / "jobs" / job.account_id / job.region / job.name / f"attempt-{job.attempt}"
-
-    def _launch(self, job: JobRow, now: float) -> bool:
-        from trainforge.images.catalog import resolve
-
-        request = job.request
-        spec_algo = request.get("AlgorithmSpecification") or {}
-        image = spec_algo.get("TrainingImage") or spec_algo.get("AlgorithmName") or ""
-        runtime = resolve(image, self.config.images)
-        hosts = host_names(request)
-        job_dir = self.job_dir(job)
-        if job_dir.exists():
-            shutil.rmtree(job_dir, ignore_errors=True)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        max_runtime = float((request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
-        epoch = int(now)
-        with self.store.locked(job.id) as (conn, locked):
-            if locked is None or locked.phase != "queued" or locked.attempt != job.attempt:
-                return False
-            if "_deadline" not in locked.state:
-                # MaxRuntimeInSeconds bounds all attempts together; with managed spot training,
-                # MaxWaitTimeInSeconds bounds the whole job from its creation, whichever ends first.
-                locked.state["_deadline"] = now + max_runtime
-                locked.state["_deadline_reason"] = "MaxRuntimeExceeded"
-                wait = _max_wait(request)
-                if wait is not None and locked.creation_time + wait < now + max_runtime:
-                    locked.state["_deadline"] = locked.creation_time + wait
-                    locked.state["_deadline_reason"] = "MaxWaitTimeExceeded"
-            deadline = locked.state["_deadline"]
-            locked.phase = "running"
-            lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=now)
-            rows = []
-            specs = []
-            for host, itype, group in hosts:
-                inst_dir = job_dir / host
-                inst_dir.mkdir(parents=True, exist_ok=True)
-                spec = {
-                    "job_name": job.name, "job_arn": job.arn, "region": job.region,
-                    "account_id": job.account_id, "attempt": job.attempt, "host": host,
-                    "hosts": [h for h, _, _ in hosts], "instance_type": itype, "instance_group": group,
-                    "instance_groups": _groups(hosts), "job_dir": str(job_dir), "instance_dir": str(inst_dir),
-                    "request": request, "runtime": runtime.as_spec(),
-                    "control_url": self.config.endpoint_url, "token": job.token,
-                    "isolation": self.isolation, "stop_grace_seconds": self.config.stop_grace_seconds,
-                    "deadline": deadline, "s3_endpoint_url": _s3_endpoint(),
-                    "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
-                    "file_systems": self.config.file_systems,
-                    "num_cpus": max(1, int(self.capacity.shape(itype).cpus)),
-                    "num_gpus": self.capacity.shape(itype).gpus,
-                }
-                spec_path = inst_dir / "spec.json"
-                fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(orjson.dumps(spec))
-                specs.append((host, spec_path, inst_dir))
-                rows.append({"job_id": job.id, "host": host, "attempt": job.attempt, "backend": self.backend.name,
-                             "handle": None, "next_seq": 0, "state": "running", "started_at": now,
-                             "log_stream": f"{job.name}/{host}-{epoch}"})
-            self.store.replace_instances(conn, job.id, rows)
-            self.store.save(conn, locked)
-        # Launch outside the transaction: forks must not hold the store's write lock.
-        handles = {}
-        for host, spec_path, inst_dir in specs:
-            try:
-                handles[host] = self.backend.launch(spec_path, inst_dir / "agent.log")
-            except OSError as exc:
-                log.error("could not start the agent of %s/%s: %s", job.name, host, exc)
-        with self.store.db.write() as conn:
-            for host, handle in handles.items():
-                self.store.update_instance(conn, job.id, host, handle=orjson.dumps(handle).decode())
-        return True
 
     def _fail_launch(self, job: JobRow, exc: Exception, now: float) -> None:
         with self.store.locked(job.id) as (conn, locked):
@@ -320,25 +249,6 @@ def _mark_exited(instance_dir: Path, now: float) -> None:
         pass
 
 
-def _max_wait(request: dict[str, Any]) -> float | None:
-    if not request.get("EnableManagedSpotTraining"):
-        return None
-    wait = (request.get("StoppingCondition") or {}).get("MaxWaitTimeInSeconds")
-    return float(wait) if wait else None
-
-
 def _handle(inst: dict[str, Any]) -> dict[str, Any] | None:
     raw = inst.get("handle")
     return orjson.loads(raw) if raw else None
-
-
-def _groups(hosts: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {}
-    for host, itype, group in hosts:
-        groups.setdefault(group, {"instance_group_name": group, "instance_type": itype, "hosts": []})
-        groups[group]["hosts"].append(host)
-    return list(groups.values())
-
-
-def _s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

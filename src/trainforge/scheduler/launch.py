@@ -1,0 +1,191 @@
+"""Launching admitted jobs: instance specs on disk, one store transaction, agents started together.
+
+The scheduler admits every queued job that fits in one pass and hands them here as a batch: the
+files (job directories, ``spec.json`` per instance) are written outside any transaction, then ONE
+write transaction moves all of them to ``running`` with their instance rows (the rows must exist
+before an agent's first report), then every agent is started through the backend in one call
+(the fork server takes the requests back to back), then ONE transaction records the handles.
+If the batched transaction fails, each job is tried in a transaction of its own, so that one bad
+job fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from trainforge.scheduler.capacity import CapacityModel, host_names
+from trainforge.service import lifecycle
+from trainforge.store.jobs import JobRow, JobStore
+from trainforge.store.schema import jobs as jobs_table
+
+log = logging.getLogger("trainforge.scheduler")
+
+
+@dataclass
+class Prepared:
+    """A job whose files are written, ready for its transaction."""
+
+    job: JobRow
+    now: float
+    deadline: float
+    deadline_reason: str
+    agents: list[tuple[str, Path]] = field(default_factory=list)  # (host, spec path)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def max_wait(request: dict[str, Any]) -> float | None:
+    if not request.get("EnableManagedSpotTraining"):
+        return None
+    wait = (request.get("StoppingCondition") or {}).get("MaxWaitTimeInSeconds")
+    return float(wait) if wait else None
+
+
+def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
+    """MaxRuntimeInSeconds bounds all attempts together (the first attempt fixes it); with managed
+    spot training, MaxWaitTimeInSeconds bounds the whole job from its creation, whichever ends first."""
+    if "_deadline" in job.state:
+        return float(job.state["_deadline"]), str(job.state.get("_deadline_reason", "MaxRuntimeExceeded"))
+    request = job.request
+    max_runtime = float((request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
+    wait = max_wait(request)
+    if wait is not None and job.creation_time + wait < now + max_runtime:
+        return job.creation_time + wait, "MaxWaitTimeExceeded"
+    return now + max_runtime, "MaxRuntimeExceeded"
+
+
+class Launcher:
+    def __init__(self, store: JobStore, backend: Any, capacity: CapacityModel, config: Any, isolation: str,
+                 job_dir: Callable[[JobRow], Path]) -> None:
+        self.store = store
+        self.backend = backend
+        self.capacity = capacity
+        self.config = config
+        self.isolation = isolation
+        self.job_dir = job_dir
+
+    def launch(self, jobs: list[JobRow], now: float,
+               fail: Callable[[JobRow, Exception, float], None]) -> list[JobRow]:
+        """Start ``jobs`` (each admitted at ``max(now, its creation)``); the ones that started."""
+        prepared = []
+        for job in jobs:
+            at = max(now, job.creation_time)  # never before the job was created
+            try:
+                prepared.append(self.prepare(job, at))
+            except Exception as exc:
+                log.exception("launching %s failed", job.name)
+                fail(job, exc, at)
+        try:
+            with self.store.db.write() as conn:
+                started = [p for p in prepared if self._commit(conn, p)]
+        except Exception:
+            log.exception("launching %d jobs in one transaction failed: one at a time", len(prepared))
+            started = []
+            for p in prepared:
+                try:
+                    with self.store.db.write() as conn:
+                        if self._commit(conn, p):
+                            started.append(p)
+                except Exception as exc:
+                    log.exception("launching %s failed", p.job.name)
+                    fail(p.job, exc, p.now)
+        self._start_agents(started)
+        return [p.job for p in started]
+
+    # -- files --------------------------------------------------------------------------------------
+    def prepare(self, job: JobRow, now: float) -> Prepared:
+        from trainforge.images.catalog import resolve
+
+        request = job.request
+        spec_algo = request.get("AlgorithmSpecification") or {}
+        runtime = resolve(spec_algo.get("TrainingImage") or spec_algo.get("AlgorithmName") or "",
+                          self.config.images).as_spec()
+        hosts = host_names(request)
+        job_dir = self.job_dir(job)
+        if job_dir.exists():
+            shutil.rmtree(job_dir, ignore_errors=True)
+        deadline, reason = deadline_of(job, now)
+        prepared = Prepared(job, now, deadline, reason)
+        epoch = int(now)
+        common = {
+            "job_name": job.name, "job_arn": job.arn, "region": job.region, "account_id": job.account_id,
+            "attempt": job.attempt, "hosts": [h for h, _, _ in hosts], "instance_groups": _groups(hosts),
+            "job_dir": str(job_dir), "request": request, "runtime": runtime,
+            "control_url": self.config.endpoint_url, "token": job.token, "isolation": self.isolation,
+            "stop_grace_seconds": self.config.stop_grace_seconds, "deadline": deadline,
+            "s3_endpoint_url": _s3_endpoint(),
+            "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
+            "file_systems": self.config.file_systems,
+        }
+        for host, itype, group in hosts:
+            inst_dir = job_dir / host
+            inst_dir.mkdir(parents=True, exist_ok=True)
+            shape = self.capacity.shape(itype)
+            spec = {**common, "host": host, "instance_type": itype, "instance_group": group,
+                    "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": shape.gpus}
+            spec_path = inst_dir / "spec.json"
+            fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps(spec))
+            prepared.agents.append((host, spec_path))
+            prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt,
+                                  "backend": self.backend.name, "handle": None, "next_seq": 0, "state": "running",
+                                  "started_at": now, "log_stream": f"{job.name}/{host}-{epoch}"})
+        return prepared
+
+    # -- the store ----------------------------------------------------------------------------------
+    def _commit(self, conn: Any, p: Prepared) -> bool:
+        """In the caller's transaction: the job runs, with its instance rows. False if it changed
+        meanwhile (stopped, deleted, another attempt, another deadline): it is not started."""
+        row = conn.execute(self.store.db.for_update(select(jobs_table).where(jobs_table.c.id == p.job.id))).first()
+        locked = JobRow.from_db(row) if row is not None else None
+        if locked is None or locked.phase != "queued" or locked.attempt != p.job.attempt:
+            return False
+        if "_deadline" in locked.state and float(locked.state["_deadline"]) != p.deadline:
+            return False
+        locked.state["_deadline"] = p.deadline
+        locked.state["_deadline_reason"] = p.deadline_reason
+        locked.phase = "running"
+        lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=p.now)
+        self.store.replace_instances(conn, locked.id, p.rows)
+        self.store.save(conn, locked)
+        return True
+
+    def _start_agents(self, started: list[Prepared]) -> None:
+        """Outside any transaction: starting agents must not hold the store's write lock."""
+        agents = [(p, host, spec_path) for p in started for host, spec_path in p.agents]
+        if not agents:
+            return
+        results = self.backend.launch_many([(spec_path, spec_path.parent / "agent.log", False)
+                                            for _, _, spec_path in agents])
+        handles = []
+        for (p, host, _), result in zip(agents, results):
+            if isinstance(result, BaseException):
+                # no handle: the liveness check ends the instance as a platform failure
+                log.error("could not start the agent of %s/%s: %s", p.job.name, host, result)
+                continue
+            handles.append((p.job.id, host, orjson.dumps(result).decode()))
+        if handles:
+            with self.store.db.write() as conn:
+                for job_id, host, handle in handles:
+                    self.store.update_instance(conn, job_id, host, handle=handle)
+
+
+def _groups(hosts: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for host, itype, group in hosts:
+        groups.setdefault(group, {"instance_group_name": group, "instance_type": itype, "hosts": []})
+        groups[group]["hosts"].append(host)
+    return list(groups.values())
+
+
+def _s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
