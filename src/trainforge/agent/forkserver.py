@@ -62,6 +62,9 @@ def _preload() -> None:
     import trainforge.agent.outputs
     import trainforge.agent.transport
     import trainforge.data.volume  # noqa: F401  (every job with VolumeSizeInGB polls it)
+    from trainforge.agent.isolation import warm_up
+
+    warm_up()
 
 
 class ForkServer:

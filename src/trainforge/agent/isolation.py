@@ -45,6 +45,26 @@ NONE_NOTICE = ("/opt/ml is not available on this host (no namespace isolation): 
                "/opt/ml is {ml}, SAGEMAKER_BASE_DIR and every SM_* path point there")
 
 
+_FOUND: dict[tuple[str, str | None], str] = {}
+
+
+def which(name: str) -> str | None:
+    """``shutil.which`` remembering what it found (a lookup stats every PATH directory; the fork
+    server warms this up once for all its agents). A miss is looked up again every time."""
+    key = (name, os.environ.get("PATH"))
+    found = _FOUND.get(key)
+    if found is None:
+        found = shutil.which(name)
+        if found is not None:
+            _FOUND[key] = found
+    return found
+
+
+def warm_up() -> None:
+    for name in ("unshare", "mount", "hostname", "setpriv"):
+        which(name)
+
+
 class IsolationError(RuntimeError):
     """Isolation was asked for and cannot be had here."""
 
@@ -81,7 +101,7 @@ def namespace_argv(spec: dict[str, Any], paths: Paths, argv: list[str], cwd: str
 
 def check_available(spec: dict[str, Any]) -> None:
     if spec.get("isolation") == "namespace":
-        missing = [b for b in ("unshare", "mount", "hostname") if shutil.which(b) is None]
+        missing = [b for b in ("unshare", "mount", "hostname") if which(b) is None]
         if missing:
             raise IsolationError(f"namespace isolation needs {', '.join(missing)} on PATH")
         if os.geteuid() != 0:
@@ -106,7 +126,7 @@ class Instance:
             full = namespace_argv(spec, paths, argv, cwd, hosts_file, mounts or [])
         else:
             full = list(argv)
-        if shutil.which("setpriv"):
+        if which("setpriv"):
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
         self.popen = subprocess.Popen(
             full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,

@@ -1,0 +1,154 @@
+"""Agents forked by the agent fork server: detached, reaped, and nothing depends on the fork server
+staying alive (docs/INTERNALS.md, "Control plane -> agent")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from conftest import instance_records, unique_name, wait_until
+from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return data.rsplit(b")", 1)[1].decode().split()  # state, ppid, pgrp, session, ...
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def fork_servers(parent: int | None = None) -> list[int]:
+    """Living fork server processes (of the server ``parent``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = _stat(int(entry.name))
+        if (b"trainforge.agent.forkserver" in cmdline and fields is not None and fields[0] != "Z"
+                and (parent is None or int(fields[1]) == parent)):
+            found.append(int(entry.name))
+    return found
+
+
+def agent_info(srv: Any, name: str) -> dict[str, Any]:
+    return wait_until(lambda: next(iter(instance_records(srv.data_dir, name)), None), timeout=30,
+                      message=f"the agent of {name}")
+
+
+def signal_lines(path: Path) -> dict[str, str]:
+    lines = dict(line.split(":", 1) for line in path.read_text().splitlines() if ":" in line)
+    return {k: v.strip() for k, v in lines.items() if k in ("SigBlk", "SigIgn")}
+
+
+def test_agent_is_forked_detached_and_survives_its_fork_server(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    assert srv.proc is not None
+    forkserver = wait_until(lambda: fork_servers(srv.proc.pid), timeout=30, message="the fork server")[0]
+    gate = tmp_path / "gate"
+    name = unique_name("forked")
+    sm = srv.client()
+    sm.create_training_job(**shell_job(name, f"while [ ! -e {gate} ]; do sleep 0.05; done; echo m > /opt/ml/model/m",
+                                       tmp_path / "out"))
+    agent = int(agent_info(srv, name)["agent_pid"])
+    _state, ppid, pgrp, session = (_stat(agent) or ["?"] * 4)[:4]
+    assert int(ppid) == forkserver  # its parent reaps it
+    assert int(pgrp) == agent and int(session) == agent  # its own session, as a Popen'd agent had
+    os.kill(forkserver, signal.SIGKILL)
+    wait_until(lambda: not _alive(forkserver), timeout=10, message="the fork server to die")
+    assert _alive(agent)
+    gate.write_text("go")
+    desc = wait_finished(sm, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"m": b"m\n"}
+    # the next job gets a new fork server
+    second = unique_name("forked")
+    sm.create_training_job(**shell_job(second, "echo second", tmp_path / "out"))
+    desc = wait_finished(sm, second)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert "second" in log_messages(srv, second)
+    assert [p for p in fork_servers(srv.proc.pid) if p != forkserver]
+
+
+def test_fork_server_outlives_a_killed_server_only_while_its_agents_run(server_factory: Any,
+                                                                        tmp_path: Path) -> None:
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    assert srv.proc is not None
+    gate = tmp_path / "gate"
+    name = unique_name("orphan")
+    sm = srv.client()
+    sm.create_training_job(**shell_job(name, f"while [ ! -e {gate} ]; do sleep 0.05; done", tmp_path / "out"))
+    agent = int(agent_info(srv, name)["agent_pid"])
+    forkserver = int((_stat(agent) or ["", "0"])[1])
+    assert forkserver in fork_servers(srv.proc.pid)
+    srv.kill()
+    assert _alive(agent) and _alive(forkserver)  # it still reaps the agent
+    srv.start()
+    gate.write_text("go")
+    desc = wait_finished(srv.client(), name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    wait_until(lambda: not _alive(agent), timeout=30, message="the agent to exit")
+    wait_until(lambda: not _alive(forkserver), timeout=30, message="the old fork server to exit")
+
+
+def test_agents_start_the_same_with_and_without_the_fork_server(server_factory: Any, tmp_path: Path) -> None:
+    """Same signal mask and ignored signals for the training process; ``--finish`` agents too."""
+    seen = {}
+    for forkserver in ("1", "0"):
+        srv = server_factory({"allowed_local_roots": [str(tmp_path)]},
+                             env={"TRAINFORGE_AGENT_FORKSERVER": forkserver})
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        if forkserver == "1":
+            wait_until(lambda p=pid: fork_servers(p), timeout=30, message="the fork server")
+        out = tmp_path / f"signals-{forkserver}"
+        name = unique_name("signals")
+        sm = srv.client()
+        sm.create_training_job(**shell_job(name, f"cat /proc/self/status > {out}; echo m > /opt/ml/model/m",
+                                           tmp_path / "out"))
+        desc = wait_finished(sm, name)
+        assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+        seen[forkserver] = signal_lines(out)
+        assert bool(fork_servers(pid)) == (forkserver == "1")
+        agent_log = next(srv.data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1/agent.log")).read_text()
+        assert "outcome=ok" in agent_log  # the agent's own stderr reaches agent.log
+    assert seen["1"] == seen["0"]
+    assert int(seen["1"]["SigBlk"], 16) == 0
+
+
+def test_finishing_agent_is_forked_too(server_factory: Any, tmp_path: Path) -> None:
+    """An agent killed after its training ended is replaced through the fork server (``--finish``)."""
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    assert srv.proc is not None
+    gate = tmp_path / "gate"
+    script = (f'h=$(hostname); if [ "$h" = algo-2 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi; '
+              f'echo "$h" > /opt/ml/model/$h')
+    name = unique_name("finishfork")
+    req = shell_job(name, script, tmp_path / "out")
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm = srv.client()
+    sm.create_training_job(**req)
+    leader = wait_until(lambda: next(srv.data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1/outcome.json"), None),
+                        timeout=30, message="the leader's training to end").parent
+    first = json.loads((leader / "instance.json").read_text())["agent_pid"]
+    os.kill(first, signal.SIGKILL)
+    second = wait_until(lambda: (pid := json.loads((leader / "instance.json").read_text())["agent_pid"]) != first
+                        and pid, timeout=30, message="the finishing agent")
+    fields = _stat(int(second))
+    assert fields is None or int(fields[1]) in fork_servers(srv.proc.pid)  # it may have ended already
+    gate.write_text("go")
+    desc = wait_finished(sm, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"algo-1": b"algo-1\n", "algo-2": b"algo-2\n"}
