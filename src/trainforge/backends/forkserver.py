@@ -144,7 +144,9 @@ class ForkServerClient:
             self._next_id += 1
             ids.append(self._next_id)
             lines.append(json.dumps({"id": self._next_id, **request}, separators=(",", ":")))
-        self._proc.stdin.write(("\n".join(lines) + "\n").encode())
+        data = memoryview(("\n".join(lines) + "\n").encode())
+        while data:  # an unbuffered pipe may take part of it (a signal during a long write)
+            data = data[self._proc.stdin.write(data) or 0:]
         return ids
 
     def _read_answer(self, timeout: float = ANSWER_TIMEOUT) -> dict[str, Any]:

@@ -83,6 +83,8 @@ class Launcher:
             except Exception as exc:
                 log.exception("launching %s failed", job.name)
                 fail(job, exc, at)
+        if not prepared:
+            return []
         try:
             with self.store.db.write() as conn:
                 started = [p for p in prepared if self._commit(conn, p)]
