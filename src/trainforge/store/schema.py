@@ -59,6 +59,10 @@ Index("ix_jobs_status_name", jobs.c.account_id, jobs.c.region, jobs.c.status, jo
       jobs.c.last_modified_time)
 Index("ix_jobs_modified", jobs.c.account_id, jobs.c.region, jobs.c.last_modified_time)
 Index("ix_jobs_phase", jobs.c.phase, jobs.c.id)
+# NameContains is served by a trigram index of jobs.name that migration 0003 creates outside this
+# metadata (store/name_index.py): on SQLite the FTS5 table jobs_name_fts and the triggers that keep it
+# in step with jobs (a migration that rebuilds jobs in batch mode must create the triggers again); on
+# PostgreSQL the GIN index ix_jobs_name_trgm (pg_trgm).
 
 # One row per instance (host) of a job attempt: where it runs and what it has reported.
 instances = Table(
