@@ -39,9 +39,10 @@ def start_server(data: Path, config: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cfg = data / "config.json"
     cfg.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "trainforge.server", "--port", str(port), "--data-dir",
-                             str(data), "--config", str(cfg)], stdout=open(data / "server.log", "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(data / "server.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trainforge.server", "--port", str(port), "--data-dir",
+                                 str(data), "--config", str(cfg)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -54,7 +55,7 @@ def start_server(data: Path, config: dict) -> tuple[subprocess.Popen, str]:
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def request(name: str, out: Path, script: str, entrypoint: list[str] | None = None) -> dict:
@@ -145,7 +146,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     isolation = banner.rsplit("isolation: ", 1)[1].split(")")[0] if "isolation: " in banner else "?"
 
-    ms = lambda v: f"{v * 1000:8.1f} ms"  # noqa: E731
+    def ms(v: float) -> str:
+        return f"{v * 1000:8.1f} ms"
     med_b = statistics.median(complete)
     med_c = statistics.median(bare)
     rows = [

@@ -248,6 +248,17 @@ def unique_name(prefix: str = "job") -> str:
     return f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10_000_000}-{_counter[0]}"
 
 
+def stop_quietly(sm: Any, name: str) -> None:
+    """Stop a job unless it has ended already (a minimal job may finish before the stop arrives)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        sm.stop_training_job(TrainingJobName=name)
+    except ClientError as exc:
+        error = exc.response["Error"]
+        assert error["Code"] == "ValidationException" and "is in status" in error["Message"], error
+
+
 def minimal_request(name: str, **overrides: Any) -> dict[str, Any]:
     """A valid CreateTrainingJob request that runs nothing heavy."""
     req: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ServerProcess, minimal_request, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_until
 
 NOT_FOUND = "Requested resource not found."
 
@@ -105,7 +105,7 @@ def test_duplicate_name(server: ServerProcess) -> None:
     arn = other.create_training_job(**minimal_request(name))["TrainingJobArn"]
     assert arn == f"arn:aws:sagemaker:eu-west-1:000000000000:training-job/{name}"
     for client in (sm, other):
-        client.stop_training_job(TrainingJobName=name)
+        stop_quietly(client, name)
 
 
 def test_stop_and_delete_follow_the_status(server: ServerProcess) -> None:

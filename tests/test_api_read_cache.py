@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from conftest import minimal_request, unique_name
+from conftest import minimal_request, stop_quietly, unique_name, wait_until
 
 from trainforge.api.app import ReadCache
 from trainforge.store.db import Database
@@ -41,16 +41,26 @@ def test_sqlite_version_moves_with_a_commit_of_another_connection(tmp_path: Path
 def test_describe_reflects_every_change_while_polled(server: Any) -> None:
     sm = server.client()
     name = unique_name("cache")
-    sm.create_training_job(**minimal_request(name))
-    first = sm.describe_training_job(TrainingJobName=name)
-    again = sm.describe_training_job(TrainingJobName=name)
+    sleeping = {"TrainingImage": "trainforge/command:latest", "TrainingInputMode": "File",
+                "ContainerEntrypoint": ["/bin/sh", "-c"], "ContainerArguments": ["exec sleep 60"]}
+    sm.create_training_job(**minimal_request(name, AlgorithmSpecification=sleeping))
+    seen = []
+
+    def training() -> bool:  # every poll sees the job's progress, never an older answer
+        seen.append(sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"])
+        return seen[-1] == "Training"
+
+    wait_until(training, timeout=60, interval=0.01, message="Training")
+    assert seen[0] in ("Starting", "Pending", "Downloading", "Training")
+    first, again = (sm.describe_training_job(TrainingJobName=name) for _ in range(2))
     for doc in (first, again):
         doc.pop("ResponseMetadata")
     assert again == first
     sm.stop_training_job(TrainingJobName=name)
     stopped = sm.describe_training_job(TrainingJobName=name)
-    assert stopped["TrainingJobStatus"] in ("Stopping", "Stopped")
-    assert stopped["TrainingJobStatus"] != first["TrainingJobStatus"]
-    other = unique_name("cache")  # another caller's body is another key
+    assert stopped["TrainingJobStatus"] in ("Stopping", "Stopped") and stopped["SecondaryStatus"] != "Training"
+    assert stopped["LastModifiedTime"] > first["LastModifiedTime"]
+    other = unique_name("cache")  # another body is another key
     sm.create_training_job(**minimal_request(other))
     assert sm.describe_training_job(TrainingJobName=other)["TrainingJobName"] == other
+    stop_quietly(sm, other)

@@ -18,7 +18,7 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.exceptions import ClientError, WaiterError
-from conftest import ServerProcess, minimal_request, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_until
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
 CREATE = MODEL.operation_model("CreateTrainingJob").input_shape
@@ -294,7 +294,7 @@ def test_create_then_describe_returns_every_member(fs_server: Any) -> None:
         tags = sm.list_tags(ResourceArn=arn)["Tags"]
         assert sorted(tags, key=lambda t: t["Key"]) == sorted(req["Tags"], key=lambda t: t["Key"])
     finally:
-        _stop_quietly(sm, req["TrainingJobName"])
+        stop_quietly(sm, req["TrainingJobName"])
 
 
 def test_create_with_instance_groups_and_algorithm_name(fs_server: Any) -> None:
@@ -312,7 +312,7 @@ def test_create_with_instance_groups_and_algorithm_name(fs_server: Any) -> None:
         listed = sm.list_training_jobs(NameContains=req["TrainingJobName"])
         assert [x["TrainingJobName"] for x in listed["TrainingJobSummaries"]] == [req["TrainingJobName"]]
     finally:
-        _stop_quietly(sm, req["TrainingJobName"])
+        stop_quietly(sm, req["TrainingJobName"])
 
 
 @pytest.mark.parametrize("path", sorted(UNSUPPORTED))
@@ -328,13 +328,6 @@ def test_member_trainforge_cannot_honour_is_refused(server: Any, path: str) -> N
     with pytest.raises(ClientError) as exc:
         sm.describe_training_job(TrainingJobName=req["TrainingJobName"])
     assert _error(exc) == ("ValidationException", "Requested resource not found.")
-
-
-def _stop_quietly(sm: Any, name: str) -> None:
-    try:
-        sm.stop_training_job(TrainingJobName=name)
-    except ClientError as exc:  # it may have ended already (e.g. its inputs do not exist)
-        assert exc.response["Error"]["Code"] == "ValidationException"
 
 
 def test_create_with_dataset_source_is_refused_and_stores_nothing(server: Any) -> None:

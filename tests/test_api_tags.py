@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import minimal_request, unique_name, wait_until
+from conftest import minimal_request, stop_quietly, unique_name, wait_until
 
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -110,7 +110,7 @@ def test_tags_go_away_with_the_job(server: Any) -> None:
     sm = server.client()
     name = unique_name("tagdel")
     arn = sm.create_training_job(**minimal_request(name, Tags=[{"Key": "k", "Value": "v"}]))["TrainingJobArn"]
-    sm.stop_training_job(TrainingJobName=name)
+    stop_quietly(sm, name)
     wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("Stopped", "Completed",
                                                                                               "Failed"),
                timeout=30, interval=0.1, message="job to end")
@@ -119,4 +119,4 @@ def test_tags_go_away_with_the_job(server: Any) -> None:
     arn2 = sm.create_training_job(**minimal_request(name))["TrainingJobArn"]
     assert arn2 == arn
     assert sm.list_tags(ResourceArn=arn)["Tags"] == []
-    sm.stop_training_job(TrainingJobName=name)
+    stop_quietly(sm, name)
