@@ -96,7 +96,9 @@ def _reference(jobs: list[dict[str, Any]], params: dict[str, Any]) -> list[str]:
     return [d["TrainingJobName"] for d in rows]
 
 
-def _all_pages(sm: Any, params: dict[str, Any], page_size: int) -> tuple[list[str], list[dict[str, Any]]]:
+def all_pages(sm: Any, params: dict[str, Any], page_size: int, bound: int = N_JOBS + 1
+              ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Every page of a listing: the names and the summaries, checking that a page with a token is full."""
     names: list[str] = []
     summaries: list[dict[str, Any]] = []
     token = None
@@ -111,7 +113,7 @@ def _all_pages(sm: Any, params: dict[str, Any], page_size: int) -> tuple[list[st
         summaries += rows
         if not token:
             return names, summaries
-        assert len(names) <= N_JOBS + 1, "pagination does not end"
+        assert len(names) <= bound, "pagination does not end"
 
 
 def _populate(sm: Any, prefix: str) -> list[str]:
@@ -189,7 +191,7 @@ def test_list_every_filter_sort_and_page(server_factory: Callable[..., ServerPro
                     want = _reference(jobs, params)
                     # Small pages: every listing takes several (27 for all the jobs, 3 or 4 when filtered).
                     page_size = 10 if not flt else max(1, min(100, len(want) // 3))
-                    got, summaries = _all_pages(sm, params, page_size)
+                    got, summaries = all_pages(sm, params, page_size)
                     assert got == want, (params, page_size)
                     for s in summaries[:3]:
                         d = by_name[s["TrainingJobName"]]
@@ -200,7 +202,7 @@ def test_list_every_filter_sort_and_page(server_factory: Callable[..., ServerPro
                         assert s["LastModifiedTime"] == d["LastModifiedTime"]
                         assert s.get("TrainingPlanArn") == d["ResourceConfig"].get("TrainingPlanArn")
         everything = _reference(jobs, {"SortBy": "Name"})
-        assert _all_pages(sm, {"NameContains": prefix, "SortBy": "Name"}, 100)[0] == everything
+        assert all_pages(sm, {"NameContains": prefix, "SortBy": "Name"}, 100)[0] == everything
         assert len(everything) == N_JOBS + 1
         # Defaults: CreationTime, Ascending, 10 per page.
         default = sm.list_training_jobs()

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from conftest import ServerProcess, minimal_request, wait_until
 from sqlalchemy import insert, text
-from test_api_store import database_url, occupy_the_only_slot, stop_and_wait  # noqa: F401
+from test_api_store import all_pages, database_url, occupy_the_only_slot, stop_and_wait  # noqa: F401
 
 SORTS = ("Name", "CreationTime", "Status")
 ORDERS = ("Ascending", "Descending")
@@ -40,22 +40,6 @@ def reference(jobs: list[dict[str, Any]], substring: str, sort_by: str, order: s
     return [d["TrainingJobName"] for d in sorted(rows, key=key, reverse=order == "Descending")]
 
 
-def all_pages(sm: Any, params: dict[str, Any], page_size: int, bound: int) -> list[str]:
-    names: list[str] = []
-    token = None
-    while True:
-        page = sm.list_training_jobs(MaxResults=page_size, **params, **({"NextToken": token} if token else {}))
-        rows = page["TrainingJobSummaries"]
-        token = page.get("NextToken")
-        if token:
-            # A page with a token is full: never an empty (or short) page while matches remain.
-            assert len(rows) == page_size, (params, len(rows))
-        names += [r["TrainingJobName"] for r in rows]
-        if not token:
-            return names
-        assert len(names) <= bound, "pagination does not end"
-
-
 def summaries(sm: Any) -> list[dict[str, Any]]:
     """Every job as the reference needs it (name, creation time, status), from the list itself."""
     return [{"TrainingJobName": s["TrainingJobName"], "CreationTime": s["CreationTime"],
@@ -72,7 +56,7 @@ def check_substrings(sm: Any, jobs: list[dict[str, Any]], substrings: list[str])
                 # Pages of a third of the matches (at least 1): every match set takes several pages.
                 page_size = max(1, min(100, len(want) // 3))
                 got = all_pages(sm, {"NameContains": sub, "SortBy": sort_by, "SortOrder": order}, page_size,
-                                len(jobs) + 1)
+                                len(jobs) + 1)[0]
                 assert got == want, (sub, sort_by, order, page_size)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from conftest import instance_records, unique_name, wait_until
 from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
+from test_runtime_recovery import assert_both_models_uploaded, kill_the_leader_after_its_training
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -132,23 +133,10 @@ def test_finishing_agent_is_forked_too(server_factory: Any, tmp_path: Path) -> N
     """An agent killed after its training ended is replaced through the fork server (``--finish``)."""
     srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
     assert srv.proc is not None
-    gate = tmp_path / "gate"
-    script = (f'h=$(hostname); if [ "$h" = algo-2 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi; '
-              f'echo "$h" > /opt/ml/model/$h')
-    name = unique_name("finishfork")
-    req = shell_job(name, script, tmp_path / "out")
-    req["ResourceConfig"]["InstanceCount"] = 2
-    sm = srv.client()
-    sm.create_training_job(**req)
-    leader = wait_until(lambda: next(srv.data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1/outcome.json"), None),
-                        timeout=30, message="the leader's training to end").parent
-    first = json.loads((leader / "instance.json").read_text())["agent_pid"]
-    os.kill(first, signal.SIGKILL)
+    sm, name, leader, first, gate = kill_the_leader_after_its_training(srv, tmp_path, "finishfork")
     second = wait_until(lambda: (pid := json.loads((leader / "instance.json").read_text())["agent_pid"]) != first
                         and pid, timeout=30, message="the finishing agent")
     fields = _stat(int(second))
     assert fields is None or int(fields[1]) in fork_servers(srv.proc.pid)  # it may have ended already
     gate.write_text("go")
-    desc = wait_finished(sm, name)
-    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"algo-1": b"algo-1\n", "algo-2": b"algo-2\n"}
+    assert_both_models_uploaded(wait_finished(sm, name))

@@ -57,15 +57,14 @@ def test_agent_killed_fails_the_job_with_a_reason(server_factory: Any, tmp_path:
     wait_until(lambda: not agent_pids(srv.data_dir, name), timeout=10, message="no agent left")
 
 
-@pytest.mark.parametrize("restart_server", [False, True], ids=["server-up", "server-restarted"])
-def test_agent_killed_after_training_is_finished_by_a_new_agent(
-        server_factory: Any, tmp_path: Path, restart_server: bool) -> None:
-    """The leader's agent dies while it waits to upload (its training ended): the upload is resumed."""
-    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+def kill_the_leader_after_its_training(srv: Any, tmp_path: Path, prefix: str) -> tuple[Any, str, Path, int, Path]:
+    """A 2-instance job whose algo-2 trains until ``gate`` exists; algo-1's agent is killed with -9
+    once its training has ended (it then waits for algo-2 before uploading). Returns (client, job
+    name, algo-1's instance directory, the killed agent's pid, gate)."""
     gate = tmp_path / "gate"
     script = (f'h=$(hostname); if [ "$h" = algo-2 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi; '
               f'echo "$h" > /opt/ml/model/$h')
-    name = unique_name("finish")
+    name = unique_name(prefix)
     req = shell_job(name, script, tmp_path / "out")
     req["ResourceConfig"]["InstanceCount"] = 2
     sm = srv.client()
@@ -73,16 +72,28 @@ def test_agent_killed_after_training_is_finished_by_a_new_agent(
     leader = wait_until(lambda: next(srv.data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1/outcome.json"), None),
                         timeout=30, message="the leader's training to end").parent
     first_agent = json.loads((leader / "instance.json").read_text())["agent_pid"]
-    os.kill(first_agent, signal.SIGKILL)  # it was waiting for algo-2 before uploading
+    os.kill(first_agent, signal.SIGKILL)
+    return sm, name, leader, first_agent, gate
+
+
+def assert_both_models_uploaded(desc: dict[str, Any]) -> None:
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"algo-1": b"algo-1\n", "algo-2": b"algo-2\n"}
+
+
+@pytest.mark.parametrize("restart_server", [False, True], ids=["server-up", "server-restarted"])
+def test_agent_killed_after_training_is_finished_by_a_new_agent(
+        server_factory: Any, tmp_path: Path, restart_server: bool) -> None:
+    """The leader's agent dies while it waits to upload (its training ended): the upload is resumed."""
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
+    sm, name, leader, first_agent, gate = kill_the_leader_after_its_training(srv, tmp_path, "finish")
     if restart_server:
         srv.kill()
     gate.write_text("go")
     if restart_server:
         srv.start()
         sm = srv.client()
-    desc = wait_finished(sm, name, timeout=60)
-    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"algo-1": b"algo-1\n", "algo-2": b"algo-2\n"}
+    assert_both_models_uploaded(wait_finished(sm, name, timeout=60))
     assert json.loads((leader / "instance.json").read_text())["agent_pid"] != first_agent
     assert any("a new agent uploads and reports" in m for m in log_messages(srv, name))
     wait_until(lambda: not agent_pids(srv.data_dir, name), timeout=10, message="no agent left")

@@ -39,7 +39,8 @@ MAX_LINE = 16 * 1024 * 1024
 _CLOSE_FDS_UP_TO = 4096
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (/proc stat field 22): tells it from a recycled PID."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -133,7 +134,7 @@ class ForkServer:
             self._answer({"id": ident, "error": f"{type(exc).__name__}: {exc}"})
             return
         self.children.add(pid)
-        self._answer({"id": ident, "pid": pid, "start_ticks": _start_ticks(pid)})
+        self._answer({"id": ident, "pid": pid, "start_ticks": start_ticks(pid)})
 
     def _answer(self, answer: dict[str, Any]) -> None:
         data = (json.dumps(answer) + "\n").encode()

@@ -21,19 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from trainforge.agent.forkserver import start_ticks
 from trainforge.backends.forkserver import ForkServerClient, ForkServerUnavailable
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # Field 22 (starttime) comes after the parenthesised command name, which may contain spaces.
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])
-
 
 # ``python -S``: the agent needs only the standard library to start user code (site-packages are
 # loaded on demand, see trainforge.sitepaths); the package's own directory goes first on sys.path.
@@ -107,7 +96,7 @@ class LocalBackend:
             )
         with self._lock:
             self._children[proc.pid] = proc
-        return {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "instance_dir": str(spec_path.parent)}
+        return {"pid": proc.pid, "start_ticks": start_ticks(proc.pid), "instance_dir": str(spec_path.parent)}
 
     def reap(self) -> None:
         """Collect the exit status of agents that ended (no zombies left behind)."""
@@ -123,7 +112,7 @@ class LocalBackend:
             return False
         self.reap()
         pid = int(handle["pid"])
-        ticks = _start_ticks(pid)
+        ticks = start_ticks(pid)
         if ticks is None:
             return False
         if handle.get("start_ticks") is not None and ticks != handle["start_ticks"]:
