@@ -206,11 +206,24 @@ class JobStore:
     ) -> list[Any]:
         """One page of summaries in keyset order; ``after`` is the sort key of the last row seen."""
         keys = SORT_COLUMNS[sort_by]
-        if sort_by == "Status" and status and after is not None:
-            # The status is fixed by the filter: keyset on the name alone, which the index serves as a
-            # range (a row-value range starting at the status makes SQLite sort the whole remainder).
-            keys, after = keys[1:], after[1:]
+        if sort_by == "Status" and status:
+            # The status is fixed by the filter: order and keyset on the name alone, which the index
+            # serves as a range (a row-value range starting at the status makes SQLite sort the whole
+            # remainder).
+            keys, after = keys[1:], (after[1:] if after is not None else None)
         conds = [jobs.c.account_id == account_id, jobs.c.region == region]
+        if after is not None and sort_by == "CreationTime":
+            # The keyset bounds creation_time: say so as a plain range, so that SQLite seeks to it (a
+            # row value beside another bound on the same column is only tested row by row, and each
+            # page then rereads all the pages before it). The token's time is that of a row that
+            # matched this very query, so it lies inside CreationTimeAfter / CreationTimeBefore:
+            # that bound is implied, and dropped.
+            if descending:
+                created_before = None
+                conds.append(jobs.c.creation_time <= after[0])
+            else:
+                created_after = None
+                conds.append(jobs.c.creation_time >= after[0])
         if name_contains:
             escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             if self.db.is_sqlite:  # SQLite's LIKE ignores ASCII case (names are ASCII): no lower() per row
@@ -259,6 +272,11 @@ class JobStore:
                 # (InProgress among 100,000 finished jobs) costs a full scan, ~110 ms, against 0.1 ms
                 # through ix_jobs_status (status, creation_time) and a sort of equal times by name.
                 return _sqlite_table_hint(conn, stmt, "INDEXED BY ix_jobs_status")
+            if status and self.db.is_sqlite:
+                # Name order within a fixed status: ix_jobs_status_name yields the rows in that order.
+                # Left alone, SQLite takes ix_jobs_status for a first page with a time filter and sorts
+                # every row of the status (~17 ms for 16,000 rows) to return 100.
+                return _sqlite_table_hint(conn, stmt, "INDEXED BY ix_jobs_status_name")
             return list(conn.execute(stmt))
 
     # --- instances ---------------------------------------------------------------------------
