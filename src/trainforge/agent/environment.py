@@ -101,7 +101,7 @@ def training_env(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:
     idc = layout.input_data_config(request)
     groups = rc["instance_groups"]
     current_group = rc["current_group_name"]
-    group_hosts = next((g["hosts"] for g in groups if g["instance_group_name"] == current_group), [])
+    group_hosts: list[str] = next((g["hosts"] for g in groups if g["instance_group_name"] == current_group), [])
     if "sagemaker_distribution_instance_groups" in framework_params:
         dist_groups = list(framework_params["sagemaker_distribution_instance_groups"] or [])
     else:

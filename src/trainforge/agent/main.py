@@ -136,6 +136,15 @@ class Agent:
             return None
         return os.path.join(instance_dir, "agent-outbox.jsonl")
 
+    def _stderr_line(self, message: str) -> None:
+        """One line of the agent's own in the job's log (stream stderr)."""
+        if self.reporter is not None:
+            self.reporter.log(message, "stderr")
+
+    def _downloading(self, message: str) -> None:
+        if self.reporter is not None:
+            self.reporter.status("Downloading", message)
+
     def _on_gone(self) -> None:
         self.gone.set()
         self.stopper.request("Stopped", grace=GONE_GRACE)
@@ -200,7 +209,7 @@ class Agent:
             argv = direct.command
             reporter.log(INVOKING + " ".join(argv))
         # before the process starts: what is in LocalPath now (restored checkpoints) is the baseline
-        start_sync(spec, paths, inputs, lambda m: reporter.log(m, "stderr"))
+        start_sync(spec, paths, inputs, self._stderr_line)
         try:
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts)
         except OSError as exc:  # the entrypoint cannot be executed at all
@@ -290,8 +299,8 @@ class Agent:
         reporter = self.reporter
         assert reporter is not None
         box, _thread = run_staging(lambda: stage(
-            self.spec, paths, progress=lambda m: reporter.status("Downloading", m),
-            log=lambda m: reporter.log(m, "stderr"), on_error=self._on_data_error), self.stopper.wake)
+            self.spec, paths, progress=self._downloading,
+            log=self._stderr_line, on_error=self._on_data_error), self.stopper.wake)
         while not box:
             if self.stopper.reason is not None:
                 return Outcome("stopped", None, None, self.stopper.reason)
@@ -363,7 +372,7 @@ class Agent:
         try:
             use_job_credentials(spec)
             artifacts = outputs.upload(spec, paths, include_model=success,
-                                       log=lambda m: reporter.log(m, "stderr"))
+                                       log=self._stderr_line)
         except Exception as exc:  # noqa: BLE001
             if not success:  # best effort for a failed job's output data
                 reporter.log(f"[trainforge] could not upload the output data: {exc}", "stderr")

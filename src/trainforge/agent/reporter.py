@@ -171,7 +171,8 @@ class Reporter:
             self._acknowledge(answer)
 
     def _batch(self) -> list[tuple[int, dict[str, Any]]]:
-        batch, size = [], 0
+        batch: list[tuple[int, dict[str, Any]]] = []
+        size = 0
         for item in self._pending:
             if len(batch) >= MAX_BATCH_EVENTS or (batch and size >= MAX_BATCH_BYTES):
                 break

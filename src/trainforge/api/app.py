@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -169,8 +169,8 @@ def _parse_body(body: bytes) -> dict[str, Any]:
 
 
 def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
-              on_startup: list[Callable[[], Awaitable[None] | None]],
-              on_shutdown: list[Callable[[], Awaitable[None] | None]]) -> Starlette:
+              on_startup: Sequence[Callable[[], Awaitable[None] | None]],
+              on_shutdown: Sequence[Callable[[], Awaitable[None] | None]]) -> Starlette:
     routes = [Route("/", endpoint.handle, methods=["POST"]), *extra_routes]
 
     async def health(_: Request) -> Response:

@@ -108,7 +108,7 @@ class Scheduler:
 
     def _pending(self, job: JobRow, need: Resources, now: float) -> None:
         limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds")
-        expired = bool(limit) and now - job.creation_time > float(limit)
+        expired = limit is not None and bool(limit) and now - job.creation_time > float(limit)
         wait = max_wait(job.request)
         if wait is not None and now - job.creation_time > wait:
             with self.store.locked(job.id) as (conn, locked):

@@ -102,7 +102,7 @@ class TrainingJobs:
         sort_by = params.get("SortBy") or "CreationTime"
         descending = (params.get("SortOrder") or "Ascending") == "Descending"
         limit = params.get("MaxResults") or 10
-        filters = {
+        filters: dict[str, Any] = {
             "name_contains": params.get("NameContains"),
             "status": params.get("StatusEquals"),
             "created_after": _epoch(params.get("CreationTimeAfter")),

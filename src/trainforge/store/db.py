@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,11 +144,11 @@ class Prepared:
         self.db = db
         self.compiled = stmt.compile(dialect=db.read_engine.dialect)
         self.sql = str(self.compiled)
-        self.columns = [c.key for c in stmt.selected_columns]
+        self.columns = [str(c.key) for c in stmt.selected_columns]
 
     def first(self, **values: Any) -> dict[str, Any] | None:
         params = self.compiled.construct_params(values)
-        args: Sequence[Any] | dict[str, Any] = (
+        args: Sequence[Any] | Mapping[str, Any] = (
             [params[k] for k in self.compiled.positiontup or ()] if self.compiled.positional else params)
         with self.db.raw_read() as conn:
             cur = conn.cursor()

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from trainforge.store.db import Database
 from trainforge.store.name_index import NameIndex
@@ -131,12 +132,14 @@ class JobStore:
         row.setdefault("token", secrets.token_hex(24))
         try:
             with self.db.write() as conn:
-                job_id = conn.execute(insert(jobs).values(**row)).inserted_primary_key[0]
+                key = conn.execute(insert(jobs).values(**row)).inserted_primary_key
+                assert key is not None
+                job_id = key[0]
                 if tag_list:
                     _put_tags(conn, row["account_id"], row["region"], row["arn"], tag_list)
         except IntegrityError as exc:
             raise DuplicateName(values["name"]) from exc
-        scalars = {k: row.get(k) for k in _SCALARS if k != "id"}
+        scalars: dict[str, Any] = {k: row.get(k) for k in _SCALARS if k != "id"}
         return JobRow(id=job_id, **scalars, request=values["request"], state=values["state"])
 
     def get(self, account_id: str, region: str, name: str) -> JobRow | None:
@@ -335,7 +338,7 @@ class JobStore:
     def log_page(self, streams: Sequence[str], *, after_id: int | None = None, before_id: int | None = None,
                  start_ms: int | None = None, end_ms: int | None = None, contains: str | None = None,
                  limit: int = 10000, newest_first: bool = False) -> list[dict[str, Any]]:
-        conds = [log_events.c.stream.in_(list(streams))]
+        conds: list[ColumnElement[bool]] = [log_events.c.stream.in_(list(streams))]
         if after_id is not None:
             conds.append(log_events.c.id > after_id)
         if before_id is not None:
