@@ -190,6 +190,8 @@ def main() -> None:
                  "target <= 0.5 s per GiB", f"{local / (nbytes / GiB):.3f} s per GiB"),
                 (label, "Pipe read, s3://", f"{pipe_s3:.2f} s", f"{mbps(pipe_s3):.0f} MiB/s",
                  f"cat local files: {mbps(cat):.0f} MiB/s", f"{cat / pipe_s3:.0%} of cat (target >= 70%)"),
+                (label, "Pipe read, s3:// vs File mode, s3://", f"{pipe_s3:.2f} s", f"{mbps(pipe_s3):.0f} MiB/s",
+                 f"File mode, s3:// (endpoint ceiling): {mbps(ours):.0f} MiB/s", f"{ours / pipe_s3:.0%} of File mode"),
                 (label, "Pipe read, file:// (splice)", f"{pipe_file:.2f} s", f"{mbps(pipe_file):.0f} MiB/s",
                  f"cat local files: {mbps(cat):.0f} MiB/s", f"{cat / pipe_file:.0%} of cat (target >= 70%)"),
             ]

@@ -192,3 +192,32 @@ def test_pipe_source_failure_is_reported(s3: Any, bucket: str, tmp_path: Path) -
         text = " | ".join(map(str, errors))
         assert "missing" in text and "not valid gzip" in text
         assert session.error is not None
+
+
+def test_pipe_ranged_parts_byte_exact_within_the_window(s3: Any, bucket: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainforge.data import pipe
+
+    # small parts and window so that a few objects take many ranged GETs and fill the window
+    monkeypatch.setattr(pipe, "PART", 64 * 1024)
+    monkeypatch.setattr(pipe, "WINDOW_BYTES", 256 * 1024)
+    peak = [0]
+    fill = pipe._Prefetcher._fill
+
+    def watched(self: Any) -> None:
+        fill(self)
+        peak[0] = max(peak[0], self.ahead)
+        assert self.ahead <= pipe.WINDOW_BYTES or len(self.queue) == 1
+
+    monkeypatch.setattr(pipe._Prefetcher, "_fill", watched)
+    objs = {f"r/{i}": os.urandom(200_000 + 65_536 * i + i) for i in range(4)}
+    objs["r/tiny"] = b"x"
+    put(s3, bucket, objs)
+    ml = tmp_path / "ml"
+    req = request(channel("a", f"s3://{bucket}/r/"), channel("b", f"s3://{bucket}/r/", RecordWrapperType="RecordIO"),
+                  mode="Pipe")
+    with stage(req, ml) as session:
+        assert read_epochs(ml, "a", 2) == [b"".join(objs[k] for k in sorted(objs))] * 2
+        assert read_epochs(ml, "b", 1) == [b"".join(record(objs[k]) for k in sorted(objs))]
+        assert session.error is None
+    assert 0 < peak[0] <= 256 * 1024

@@ -133,3 +133,36 @@ def test_resolver_checks_every_file_against_the_roots(tmp_path: Path) -> None:
             resolver.resolve(str(bad))
     assert resolver.resolve(f"{root}/d/../d/ok") == root / "d" / "ok"
     assert resolver.resolve(f"{root}/d/..") == root
+
+
+def test_fast_get_takes_a_whole_object_answer_to_a_full_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some endpoints (rclone) answer a Range covering the whole object with 200, not 206."""
+    import http.server
+    import threading
+
+    body = os.urandom(5000)
+    hits: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            hits.append(self.headers.get("Range"))
+            # the Range is ignored: always the whole object, with 200
+            head = f'HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: "e"\r\n\r\n'
+            self.wfile.write(head.encode() + body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{server.server_address[1]}")
+    objectstore.reset_client()
+    try:
+        loc = objectstore.as_location("s3://b/k")
+        assert objectstore.read_range(loc, 0, len(body) - 1, etag='"e"') == body
+        assert hits == [f"bytes=0-{len(body) - 1}"], "one request: the fast path took the 200"
+        with pytest.raises(ObjectStoreError, match="received"):  # a 200 is not bytes 10..19
+            objectstore.read_range(loc, 10, 19)
+    finally:
+        server.shutdown()
+        server.server_close()
+        objectstore.reset_client()

@@ -139,8 +139,11 @@ def read_range(uri: str | Location, start: int, end: int, *, etag: str | None = 
     try:
         body = get_stream(loc, start=start, end=end, etag=etag)
         try:
-            return body.read()
+            data: bytes = body.read()
         finally:
             body.close()
     except Exception as exc:
         raise s3_error(exc, loc, "read") from exc
+    if len(data) != end - start + 1:  # a shorter object, or a server that ignored the Range
+        raise ObjectStoreError(f"cannot read {loc.uri}: bytes {start}-{end} asked, {len(data)} received")
+    return data

@@ -189,8 +189,21 @@ def _fast_get(state: _State, loc: Location, start: int | None, end: int | None, 
         resp = state.pool.request("GET", url, headers=dict(req.headers.items()), preload_content=False)
     except Exception:  # noqa: BLE001 - the boto3 path retries and reports
         return None
-    if resp.status == 206 or (resp.status == 200 and start is None):
+    if resp.status == 206 or (resp.status == 200 and _whole_answer(resp, start, end)):
         return _Body(resp)
     resp.drain_conn()
     resp.release_conn()
     return None
+
+
+def _whole_answer(resp: Any, start: int | None, end: int | None) -> bool:
+    """Whether a 200 (the whole object) answers the request exactly.
+
+    A server may answer a Range that covers the whole object with 200 instead of 206 (rclone
+    does): the body is then the bytes asked for when the range starts at 0 and the object's
+    length is ``end + 1``. Anything else falls back to boto3.
+    """
+    if start is None or end is None:
+        return start in (None, 0)
+    length = resp.headers.get("Content-Length")
+    return start == 0 and length is not None and length.isdigit() and int(length) == end + 1
