@@ -20,7 +20,7 @@ def input_config_error(request: dict[str, Any]) -> str | None:
         seen.add(name)
         mode = raw.get("InputMode") or job_mode
         ds = raw.get("DataSource") or {}
-        s3 = ds.get("S3DataSource")
+        s3: dict[str, Any] = ds.get("S3DataSource") or {}
         fs = ds.get("FileSystemDataSource")
         if s3 and fs:
             return f"Channel '{name}': specify only one of S3DataSource and FileSystemDataSource."

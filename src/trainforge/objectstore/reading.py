@@ -89,7 +89,7 @@ def open_read(uri: str | Location, *, allowed_roots: Iterable[str] | None = None
         body = get_stream(loc, start=start or None)
     except Exception as exc:
         raise s3_error(exc, loc, "read") from exc
-    return _BodyReader(body)
+    return _BodyReader(body)  # type: ignore[return-value]  # file-like enough: read, readinto, close
 
 
 class _BodyReader:

@@ -220,7 +220,7 @@ class _Engine:
             while True:
                 if self.cancel.is_set():
                     return offset
-                if buf is not None:
+                if buf is not None and readinto is not None:
                     got = readinto(buf)
                     view = buf[:got]
                 else:
