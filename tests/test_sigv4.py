@@ -650,3 +650,26 @@ def test_e2e_account_isolation(secured_server: Any) -> None:
     # and the region of the credential scope is part of the identity too
     a_elsewhere = sagemaker_client(secured_server, AKID, SECRET, region="eu-west-1")
     assert a_elsewhere.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_e2e_a_cached_describe_is_still_authenticated(secured_server: Any) -> None:
+    """DescribeTrainingJob answers are reused while the store is unchanged (api/app.py CachedAnswers):
+    the same body still needs a valid signature, and another account still sees nothing."""
+    a = sagemaker_client(secured_server, AKID, SECRET)
+    a.create_training_job(**minimal_request("sigv4-cached"))
+    described = [a.describe_training_job(TrainingJobName="sigv4-cached") for _ in range(3)]
+    assert {d["TrainingJobArn"] for d in described} == {
+        f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT}:training-job/sigv4-cached"}
+    assert len({d["ResponseMetadata"]["RequestId"] for d in described}) == 3
+    headers = described[-1]["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert int(headers["content-length"]) > 0
+    response = client_error(sagemaker_client(secured_server, AKID, "wrong-secret").describe_training_job,
+                            TrainingJobName="sigv4-cached")
+    assert response["Error"]["Code"] == "InvalidSignatureException"
+    response = client_error(sagemaker_client(secured_server, AKID_B, SECRET_B).describe_training_job,
+                            TrainingJobName="sigv4-cached")
+    assert response["Error"]["Message"] == "Requested resource not found."
+    response = client_error(sagemaker_client(secured_server, AKID, SECRET, region="eu-west-1").describe_training_job,
+                            TrainingJobName="sigv4-cached")
+    assert response["Error"]["Message"] == "Requested resource not found."

@@ -10,10 +10,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.applications import Starlette
-
 from trainforge.api.agent_api import agent_routes
-from trainforge.api.app import AwsJsonEndpoint, build_app, sagemaker_handlers
+from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, sagemaker_handlers
 from trainforge.api.errors import ValidationError
 from trainforge.api.sigv4 import Authenticator
 from trainforge.api.validation import warm
@@ -56,7 +54,7 @@ class Server:
     store: JobStore
     jobs: TrainingJobs
     scheduler: Scheduler
-    app: Starlette
+    app: CachedAnswers
 
 
 def build(config: Config, *, start_scheduler: bool = True) -> Server:

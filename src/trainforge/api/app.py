@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +36,10 @@ Handler = Callable[[Caller, dict[str, Any]], dict[str, Any]]
 # Answers that depend only on the stored state and the request (no clock): reused while the
 # store has not changed at all (see ReadCache).
 _CACHED = frozenset({"DescribeTrainingJob"})
+_CACHED_TARGETS = frozenset((SAGEMAKER_PREFIX + op).encode() for op in _CACHED)
+_JSON_11_BYTES = JSON_11.encode()
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
 class ReadCache:
@@ -104,6 +109,18 @@ class AwsJsonEndpoint:
         self.logs = logs
         self.cache = ReadCache(store_version) if store_version is not None else None
 
+    def cached(self, scope: dict[str, Any], raw_headers: list[tuple[bytes, bytes]], target: bytes,
+               body: bytes) -> bytes | None:
+        """The cached answer to this request, after authenticating it as the full path does."""
+        if self.cache is None:
+            return None
+        account_id, region = self.authenticate(
+            "POST", scope.get("raw_path", b"/").decode("latin-1"), scope.get("query_string", b"").decode(
+                "latin-1"), Headers(raw=raw_headers), body)
+        if self.cache.version() is None:
+            return None
+        return self.cache.get((account_id, region, target.decode()[len(SAGEMAKER_PREFIX):], body))
+
     async def handle(self, request: Request) -> Response:
         try:
             return await self._dispatch(request)
@@ -156,6 +173,59 @@ class AwsJsonEndpoint:
         return encoded_response(content)
 
 
+class CachedAnswers:
+    """ASGI in front of Starlette: a request whose answer the read cache holds is answered here,
+    without Starlette's request, routing and response objects (a poller's path: 56 -> ~25 µs).
+    Everything else goes on to ``app`` untouched, the body replayed when it was read; so does any
+    request the cache cannot answer, and any error (the full path then answers it in AWS's format)."""
+
+    def __init__(self, endpoint: AwsJsonEndpoint, app: ASGIApp) -> None:
+        self.endpoint = endpoint
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        cache = self.endpoint.cache
+        if cache is None or scope["type"] != "http" or scope["path"] != "/" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        raw = scope["headers"]
+        target = next((v for k, v in raw if k == b"x-amz-target"), None)
+        if target not in _CACHED_TARGETS:
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= self.endpoint.max_body:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body"))
+        body = b"".join(chunks)
+        answer = None
+        if not more and size <= self.endpoint.max_body:
+            try:
+                answer = self.endpoint.cached(scope, raw, target, body)
+            except errors.ServiceError:
+                answer = None
+        if answer is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", _JSON_11_BYTES), (b"content-length", str(len(answer)).encode()),
+                (b"x-amzn-requestid", request_id().encode())]})
+            await send({"type": "http.response.body", "body": answer})
+            return None
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": more}
+
+        return await self.app(scope, replay, send)
+
+
 def _parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
@@ -170,7 +240,7 @@ def _parse_body(body: bytes) -> dict[str, Any]:
 
 def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
               on_startup: Sequence[Callable[[], Awaitable[None] | None]],
-              on_shutdown: Sequence[Callable[[], Awaitable[None] | None]]) -> Starlette:
+              on_shutdown: Sequence[Callable[[], Awaitable[None] | None]]) -> CachedAnswers:
     routes = [Route("/", endpoint.handle, methods=["POST"]), *extra_routes]
 
     async def health(_: Request) -> Response:
@@ -191,7 +261,7 @@ def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
             if res is not None:
                 await res
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return CachedAnswers(endpoint, Starlette(routes=routes, lifespan=lifespan))  # type: ignore[arg-type]
 
 
 def sagemaker_handlers(jobs: Any, tags: Any) -> dict[str, Handler]:
