@@ -38,6 +38,9 @@ Handler = Callable[[Caller, dict[str, Any]], dict[str, Any]]
 _CACHED = frozenset({"DescribeTrainingJob"})
 _CACHED_TARGETS = frozenset((SAGEMAKER_PREFIX + op).encode() for op in _CACHED)
 _JSON_11_BYTES = JSON_11.encode()
+# Left in the ASGI scope by CachedAnswers for the full path: (account, region), the store version.
+_SCOPE_CALLER = "trainforge.caller"
+_SCOPE_VERSION = "trainforge.read_version"
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
@@ -111,15 +114,18 @@ class AwsJsonEndpoint:
 
     def cached(self, scope: dict[str, Any], raw_headers: list[tuple[bytes, bytes]], target: bytes,
                body: bytes) -> bytes | None:
-        """The cached answer to this request, after authenticating it as the full path does."""
-        if self.cache is None:
-            return None
-        account_id, region = self.authenticate(
+        """The cached answer to this request, after authenticating it as the full path does. What
+        it found out is left in ``scope`` for the full path, which then neither authenticates
+        again nor reads the store's version again (:meth:`_dispatch`)."""
+        assert self.cache is not None
+        caller = self.authenticate(
             "POST", scope.get("raw_path", b"/").decode("latin-1"), scope.get("query_string", b"").decode(
                 "latin-1"), Headers(raw=raw_headers), body)
-        if self.cache.version() is None:
+        version = self.cache.version()
+        scope[_SCOPE_CALLER], scope[_SCOPE_VERSION] = caller, version
+        if version is None:
             return None
-        return self.cache.get((account_id, region, target.decode()[len(SAGEMAKER_PREFIX):], body))
+        return self.cache.get((*caller, target.decode()[len(SAGEMAKER_PREFIX):], body))
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -138,8 +144,9 @@ class AwsJsonEndpoint:
         if len(body) > self.max_body:
             raise errors.PayloadTooLarge(f"Request body exceeds the limit of {self.max_body} bytes.")
         target = request.headers.get("x-amz-target", "")
-        account_id, region = self.authenticate(
-            request.method, request.scope.get("raw_path", b"/").decode("latin-1"), request.scope.get(
+        scope = request.scope
+        account_id, region = scope.get(_SCOPE_CALLER) or self.authenticate(
+            request.method, scope.get("raw_path", b"/").decode("latin-1"), scope.get(
                 "query_string", b"").decode("latin-1"), request.headers, body)
         caller = Caller(account_id, region)
         if target.startswith(SAGEMAKER_PREFIX):
@@ -148,13 +155,9 @@ class AwsJsonEndpoint:
             op, handlers, service = target[len(LOGS_PREFIX):], self.logs, "logs"
         else:
             raise errors.UnknownOperation(f"Unknown target {target!r}" if target else "Missing X-Amz-Target header")
-        cache_key = None
-        if service == "sagemaker" and op in _CACHED and self.cache is not None:
-            cache_key = (account_id, region, op, body)
-            version = self.cache.version()
-            hit = self.cache.get(cache_key) if version is not None else None
-            if hit is not None:
-                return encoded_response(hit)
+        # A request the cache could answer was looked up by CachedAnswers already (it missed):
+        # the answer computed here is kept for the next one, under the version it saw before.
+        version = scope.get(_SCOPE_VERSION) if service == "sagemaker" and op in _CACHED else None
         handler = handlers.get(op)
         if handler is None:
             raise errors.UnknownOperation(
@@ -168,8 +171,8 @@ class AwsJsonEndpoint:
         else:
             result = await run_in_threadpool(handler, caller, params)
         content = orjson.dumps(result)
-        if cache_key is not None and self.cache is not None:
-            self.cache.put(cache_key, content, version)
+        if version is not None and self.cache is not None:
+            self.cache.put((account_id, region, op, body), content, version)
         return encoded_response(content)
 
 

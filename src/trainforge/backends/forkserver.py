@@ -21,8 +21,28 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
-FORKSERVER_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-                   "from trainforge.agent.forkserver import run; sys.exit(run())")
+
+
+def boot(module: str, call: str) -> str:
+    """A ``python -S -c`` program: this package first on sys.path, then ``sys.exit(<call>)`` from
+    ``module`` (site-packages are loaded on demand, see trainforge.sitepaths)."""
+    name = call.split("(", 1)[0]
+    return f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); from {module} import {name}; sys.exit({call})"
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of the processes the backend starts: the server's, without PYTHONSTARTUP."""
+    env = dict(os.environ)
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def agent_args(spec_path: Path, finish: bool) -> list[str]:
+    """The agent's command-line arguments (``--finish``: upload and report only)."""
+    return [*(["--finish"] if finish else []), str(spec_path)]
+
+
+FORKSERVER_BOOT = boot("trainforge.agent.forkserver", "run()")
 READY_TIMEOUT = 60.0  # its start under load (an interpreter and the agent's imports)
 ANSWER_TIMEOUT = 30.0  # per answer; a fork takes milliseconds
 # Requests written before their answers are read: the answers (~70 bytes each) must fit in the pipe
@@ -57,8 +77,7 @@ class ForkServerClient:
 
     def launch(self, requests: list[tuple[list[str], Path, Path]]) -> list[dict[str, Any] | OSError]:
         """Start one agent per ``(args, log_path, cwd)``; a handle or the error, per request."""
-        env = dict(os.environ)
-        env.pop("PYTHONSTARTUP", None)
+        env = child_environment()
         results: list[dict[str, Any] | OSError] = []
         with self._lock:
             for i in range(0, len(requests), BATCH):
@@ -121,11 +140,9 @@ class ForkServerClient:
             return
         if self._proc is not None:
             self._discard()
-        env = dict(os.environ)
-        env.pop("PYTHONSTARTUP", None)
         self._proc = subprocess.Popen(
             [sys.executable, "-S", "-c", FORKSERVER_BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            start_new_session=True, close_fds=True, env=env, cwd="/", bufsize=0)
+            start_new_session=True, close_fds=True, env=child_environment(), cwd="/", bufsize=0)
         self._ready = False
         self._buffer.clear()
 

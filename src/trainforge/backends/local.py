@@ -22,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from trainforge.agent.forkserver import start_ticks
-from trainforge.backends.forkserver import ForkServerClient, ForkServerUnavailable
+from trainforge.backends.forkserver import (
+    ForkServerClient,
+    ForkServerUnavailable,
+    agent_args,
+    boot,
+    child_environment,
+)
 
-# ``python -S``: the agent needs only the standard library to start user code (site-packages are
-# loaded on demand, see trainforge.sitepaths); the package's own directory goes first on sys.path.
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
-AGENT_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-              "from trainforge.agent.main import main; sys.exit(main(sys.argv[1:]))")
+# ``python -S``: the agent needs only the standard library to start user code.
+AGENT_BOOT = boot("trainforge.agent.main", "main(sys.argv[1:])")
 
 
 class LocalBackend:
@@ -54,15 +57,9 @@ class LocalBackend:
         if self._forkserver is not None:
             self._forkserver.close()
 
-    def launch(self, spec_path: Path, log_path: Path, finish: bool = False) -> dict[str, Any]:
-        """Start an agent; with ``finish``, one that only uploads and reports (agent ``--finish``)."""
-        result = self.launch_many([(spec_path, log_path, finish)])[0]
-        if isinstance(result, OSError):
-            raise result
-        return result
-
     def launch_many(self, agents: list[tuple[Path, Path, bool]]) -> list[dict[str, Any] | OSError]:
-        """Start one agent per ``(spec_path, log_path, finish)``: its handle, or why it did not start."""
+        """Start one agent per ``(spec_path, log_path, finish)``: its handle, or why it did not start.
+        With ``finish``, an agent that only uploads and reports (agent ``--finish``)."""
         if self._forkserver is None:
             results: list[dict[str, Any] | OSError] = []
             for spec_path, log_path, finish in agents:
@@ -71,8 +68,8 @@ class LocalBackend:
                 except OSError as exc:
                     results.append(exc)
             return results
-        answers = self._forkserver.launch([([*(["--finish"] if finish else []), str(spec_path)], log_path,
-                                            spec_path.parent) for spec_path, log_path, finish in agents])
+        answers = self._forkserver.launch([(agent_args(spec_path, finish), log_path, spec_path.parent)
+                                           for spec_path, log_path, finish in agents])
         results = []
         for answer, (spec_path, log_path, finish) in zip(answers, agents):
             if isinstance(answer, ForkServerUnavailable):  # nothing started: a process of its own
@@ -86,13 +83,11 @@ class LocalBackend:
         return results
 
     def _popen(self, spec_path: Path, log_path: Path, finish: bool) -> dict[str, Any]:
-        env = dict(os.environ)
-        env.pop("PYTHONSTARTUP", None)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-S", "-c", AGENT_BOOT, *(["--finish"] if finish else []), str(spec_path)],
+                [sys.executable, "-S", "-c", AGENT_BOOT, *agent_args(spec_path, finish)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env=env, cwd=str(spec_path.parent),
+                start_new_session=True, close_fds=True, env=child_environment(), cwd=str(spec_path.parent),
             )
         with self._lock:
             self._children[proc.pid] = proc

@@ -111,11 +111,7 @@ class LocalResolver:
         real_dir = self._dirs.get(directory)
         if real_dir is None:
             real_dir = self._dirs[directory] = os.path.realpath(directory)
-        try:
-            is_link = os.path.islink(path)
-        except OSError:
-            is_link = True
-        plain = name not in ("", ".", "..") and not is_link
+        plain = name not in ("", ".", "..") and not os.path.islink(path)
         real = os.path.join(real_dir, name) if plain else os.path.realpath(path)
         if self.roots is None or any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots):
             return Path(real)
@@ -123,12 +119,9 @@ class LocalResolver:
         raise ObjectStoreError(f"{self.what} {path} is outside the allowed local roots: {shown}")
 
 
-def check_file(loc: Location, roots: Iterable[str] | None, what: str,
-               resolver: LocalResolver | None = None) -> Path:
+def check_file(loc: Location, roots: Iterable[str] | None, what: str) -> Path:
     if loc.scheme != "file":
         return Path()
-    if resolver is not None:
-        return resolver.resolve(loc.key)
     return resolve_inside(loc.key, roots, what)
 
 

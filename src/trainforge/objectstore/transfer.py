@@ -33,6 +33,11 @@ from .reading import list_entries
 from .s3 import get_stream, s3_client, s3_error
 
 
+def _sibling_tmp(dest: Path) -> Path:
+    """A hidden name beside ``dest``, to write under and then rename to ``dest``."""
+    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+
+
 def _link(src: Path, dest: Path) -> None:
     """A hard link at ``dest`` (atomic by nature); an existing ``dest`` is replaced atomically."""
     try:
@@ -43,7 +48,7 @@ def _link(src: Path, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.link(src, dest)
     except FileExistsError:
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+        tmp = _sibling_tmp(dest)
         os.link(src, tmp)
         os.replace(tmp, dest)
 
@@ -57,7 +62,7 @@ def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
         except OSError:
             pass
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+    tmp = _sibling_tmp(dest)
     try:
         with open(src, "rb") as fi, open(tmp, "wb") as fo:
             try:
@@ -198,7 +203,7 @@ class _Engine:
                 self._fail(ObjectStoreError(f"cannot download {args[0].source.uri}: {exc}"))
 
     def _file(self, t: Transfer) -> None:
-        src = check_file(t.source, self.roots, "input file", self.resolver)
+        src = self.resolver.resolve(t.source.key)  # a file:// source: its key is the path
         if t.size is None:
             t.size = src.stat().st_size
         place_local(src, t.dest, link=self.link)

@@ -99,7 +99,7 @@ class Launcher:
                 except Exception as exc:
                     log.exception("launching %s failed", p.job.name)
                     fail(p.job, exc, p.now)
-        self._start_agents(started)
+        self.start_agents([(p.job, host, spec_path, False) for p in started for host, spec_path in p.agents])
         return [p.job for p in started]
 
     # -- files --------------------------------------------------------------------------------------
@@ -161,20 +161,20 @@ class Launcher:
         self.store.save(conn, locked)
         return True
 
-    def _start_agents(self, started: list[Prepared]) -> None:
-        """Outside any transaction: starting agents must not hold the store's write lock."""
-        agents = [(p, host, spec_path) for p in started for host, spec_path in p.agents]
+    def start_agents(self, agents: list[tuple[JobRow, str, Path, bool]]) -> None:
+        """Start one agent per ``(job, host, spec path, finish)`` and record its handle. Outside any
+        transaction: starting agents must not hold the store's write lock."""
         if not agents:
             return
-        results = self.backend.launch_many([(spec_path, spec_path.parent / "agent.log", False)
-                                            for _, _, spec_path in agents])
+        results = self.backend.launch_many([(spec_path, spec_path.parent / "agent.log", finish)
+                                            for _, _, spec_path, finish in agents])
         handles = []
-        for (p, host, _), result in zip(agents, results):
+        for (job, host, _, _), result in zip(agents, results):
             if isinstance(result, BaseException):
                 # no handle: the liveness check ends the instance as a platform failure
-                log.error("could not start the agent of %s/%s: %s", p.job.name, host, result)
+                log.error("could not start the agent of %s/%s: %s", job.name, host, result)
                 continue
-            handles.append((p.job.id, host, orjson.dumps(result).decode()))
+            handles.append((job.id, host, orjson.dumps(result).decode()))
         if handles:
             with self.store.db.write() as conn:
                 for job_id, host, handle in handles:

@@ -107,8 +107,8 @@ class Scheduler:
             self.launcher.launch(admitted, time.time(), self._fail_launch)
 
     def _pending(self, job: JobRow, need: Resources, now: float) -> None:
-        limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds")
-        expired = limit is not None and bool(limit) and now - job.creation_time > float(limit)
+        limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds") or 0
+        expired = bool(limit) and now - job.creation_time > float(limit)
         wait = max_wait(job.request)
         if wait is not None and now - job.creation_time > wait:
             with self.store.locked(job.id) as (conn, locked):
@@ -211,18 +211,11 @@ class Scheduler:
                     if row["state"] == "running" and row["host"] not in finishing:
                         self.backend.signal(_handle(row), signal.SIGTERM)
             self.store.save(conn, locked)
-            job_dir = self.job_dir(locked)
-        for host in finishing:  # outside the transaction, as in _launch
+        for host in finishing:
             log.warning("the agent of %s/%s died after its training ended: starting one to finish it",
                         job.name, host)
-            try:
-                handle = self.backend.launch(job_dir / host / "spec.json", job_dir / host / "agent.log",
-                                             finish=True)
-            except OSError as exc:  # the next tick ends the instance as a platform failure
-                log.error("could not start the finishing agent of %s/%s: %s", job.name, host, exc)
-                continue
-            with self.store.db.write() as conn:
-                self.store.update_instance(conn, job.id, host, handle=orjson.dumps(handle).decode())
+        # Without a new handle, the next tick ends the instance as a platform failure.
+        self.launcher.start_agents([(job, host, self.job_dir(job) / host / "spec.json", True) for host in finishing])
         self.wake()
 
     def _can_finish(self, job: JobRow, host: str) -> bool:

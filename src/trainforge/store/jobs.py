@@ -261,26 +261,24 @@ class JobStore:
         order = [k.desc() if descending else k.asc() for k in keys]
         with self.db.read() as conn:
             candidates = self.name_index.candidates(conn, name_contains) if name_contains else None
+            hint = None  # SQLite has no statistics: the plans it needs are named
             if candidates is not None:
                 # A rare substring (SQLite): read the few rows the trigram index names, by rowid, and
                 # sort them; every other condition (the LIKE too) still applies. Without NOT INDEXED,
                 # SQLite would walk a sort index and test each entry against the id list.
                 conds.append(jobs.c.id.in_(text("SELECT value FROM json_each(:candidates)")
                                            .bindparams(candidates=dumps(candidates)).columns(column("value"))))
-                stmt = select(*SUMMARY_COLUMNS).where(and_(*conds)).order_by(*order).limit(limit)
-                return _sqlite_table_hint(conn, stmt, "NOT INDEXED")
-            stmt = select(*SUMMARY_COLUMNS).where(and_(*conds)).order_by(*order).limit(limit)
-            if status and sort_by == "CreationTime" and self.db.is_sqlite:
-                # SQLite (no statistics) walks ix_jobs_created and tests each row's status: a rare status
+                hint = "NOT INDEXED"
+            elif status and self.db.is_sqlite:
+                # Left alone, SQLite walks ix_jobs_created and tests each row's status: a rare status
                 # (InProgress among 100,000 finished jobs) costs a full scan, ~110 ms, against 0.1 ms
                 # through ix_jobs_status (status, creation_time) and a sort of equal times by name.
-                return _sqlite_table_hint(conn, stmt, "INDEXED BY ix_jobs_status")
-            if status and self.db.is_sqlite:
-                # Name order within a fixed status: ix_jobs_status_name yields the rows in that order.
-                # Left alone, SQLite takes ix_jobs_status for a first page with a time filter and sorts
+                # Name order within a fixed status: ix_jobs_status_name yields the rows in that order,
+                # where ix_jobs_status (SQLite's choice for a first page with a time filter) sorts
                 # every row of the status (~17 ms for 16,000 rows) to return 100.
-                return _sqlite_table_hint(conn, stmt, "INDEXED BY ix_jobs_status_name")
-            return list(conn.execute(stmt))
+                hint = "INDEXED BY " + ("ix_jobs_status" if sort_by == "CreationTime" else "ix_jobs_status_name")
+            stmt = select(*SUMMARY_COLUMNS).where(and_(*conds)).order_by(*order).limit(limit)
+            return _sqlite_table_hint(conn, stmt, hint) if hint else list(conn.execute(stmt))
 
     # --- instances ---------------------------------------------------------------------------
     @staticmethod
