@@ -26,12 +26,13 @@ CreateTrainingJob rules (source: the model's documentation strings unless stated
 | KeepAlivePeriodInSeconds not with InstanceGroups nor managed spot (developer guide, warm pools) | sentence |
 | channel names unique | sentence |
 | DataSource: exactly one of S3DataSource / FileSystemDataSource / DatasetSource | sentence |
+| DatasetSource refused (no SageMaker hub here: the data plane reads S3 and file systems) | sentence |
 | AugmentedManifestFile only when the channel's mode (InputMode, else TrainingInputMode) is Pipe | sentence |
-| AttributeNames only with AugmentedManifestFile | sentence |
+| AugmentedManifestFile needs AttributeNames; AttributeNames only with AugmentedManifestFile | sentence |
 | CompressionType Gzip only in Pipe mode (AWS rejects File mode; FastFile likewise) | *AWS*: ``Invalid compression type for channel train: File mode only supports NONE, got Gzip instead`` |
 | RecordWrapperType RecordIO only in Pipe mode ("In File mode, leave this field unset or set it to None") | same form |
 | FileSystemDataSource: FileSystemId configured in ``file_systems``; DirectoryPath absolute | sentence naming the config key |
-| then the data plane's own refusals (``data.input_config_error``) | its message |
+| FileSystemDataSource only in File mode, and without ShuffleConfig (what the data plane can stage) | sentence |
 | MaxWaitTimeInSeconds only with EnableManagedSpotTraining | *AWS*: ``Invalid MaxWaitTimeInSeconds. It is only supported when EnableManagedSpotTraining is set to true`` |
 | EnableManagedSpotTraining requires MaxWaitTimeInSeconds, ≥ MaxRuntimeInSeconds (when given) | sentence |
 | MaxRuntimeInSeconds ≤ 28 days ("The maximum value is 28 days") | validation format |
@@ -105,11 +106,6 @@ def check_create(params: dict[str, Any], config: Config, fits: Fits | None = Non
     job = params.get("ServerlessJobConfig") or {}
     if job.get("JobType") == "Evaluation" and job.get("EvaluationType") is None:
         raise _constraint(None, "serverlessJobConfig.evaluationType", "Member must not be null")
-    from trainforge.data import input_config_error  # last: the data plane's own refusals
-
-    reason = input_config_error(params)
-    if reason:
-        raise _fail(reason)
 
 
 def _algorithm(params: dict[str, Any], serverless: bool) -> None:
@@ -200,11 +196,17 @@ def _channels(params: dict[str, Any], config: Config) -> None:
         if len(kinds) != 1:
             raise _fail(f"The DataSource of channel '{name}' must specify exactly one of S3DataSource, "
                         f"FileSystemDataSource or DatasetSource{'' if not kinds else ', not ' + ' and '.join(kinds)}.")
+        if kinds == ["DatasetSource"]:
+            raise _fail(f"Channel '{name}': a DataSource needs S3DataSource or FileSystemDataSource.")
         s3 = source.get("S3DataSource")
         if s3 is not None:
-            if s3.get("S3DataType") == "AugmentedManifestFile" and mode != "Pipe":
-                raise _fail(f"AugmentedManifestFile can only be used if the Channel's input mode is Pipe: channel "
-                            f"'{name}' uses {mode} mode.")
+            if s3.get("S3DataType") == "AugmentedManifestFile":
+                if mode != "Pipe":
+                    raise _fail(f"AugmentedManifestFile can only be used if the Channel's input mode is Pipe: "
+                                f"channel '{name}' uses {mode} mode.")
+                if not s3.get("AttributeNames"):
+                    raise _fail(f"Channel '{name}': AttributeNames are required with S3DataType "
+                                "'AugmentedManifestFile'.")
             if s3.get("AttributeNames") and s3.get("S3DataType") != "AugmentedManifestFile":
                 raise _fail(f"AttributeNames of channel '{name}' can only be used with S3DataType "
                             f"AugmentedManifestFile, not {s3.get('S3DataType')}.")
@@ -223,6 +225,10 @@ def _channels(params: dict[str, Any], config: Config) -> None:
             if not str(fs.get("DirectoryPath", "")).startswith("/"):
                 raise _fail(f"DirectoryPath '{fs.get('DirectoryPath')}' of channel '{name}' must be an absolute "
                             "path in the file system.")
+            if mode != "File":
+                raise _fail(f"Channel '{name}': FileSystemDataSource supports only File input mode, not {mode}.")
+            if channel.get("ShuffleConfig"):
+                raise _fail(f"Channel '{name}': ShuffleConfig is not supported with FileSystemDataSource.")
 
 
 def _stopping(params: dict[str, Any]) -> None:
