@@ -79,6 +79,8 @@ PROFILING_INTERVALS = (100, 200, 500, 1000, 5000, 60000)
 MAX_PROFILER_RULES = 20  # ProfilerRuleConfigurations max in the model
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_LIKE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_RULE_NAMES_UNIQUE = ("RuleConfigurationName must be unique relative to other rule configuration names: '{}' is "
+                      "used more than once.")
 
 
 def _fail(message: str) -> ValidationError:
@@ -248,9 +250,7 @@ def _stopping(params: dict[str, Any]) -> None:
 
 def _debugger(params: dict[str, Any]) -> None:
     rules = (params.get("DebugRuleConfigurations") or []) + (params.get("ProfilerRuleConfigurations") or [])
-    _unique((r.get("RuleConfigurationName") for r in rules),
-            "RuleConfigurationName must be unique relative to other rule configuration names: '{}' is used more "
-            "than once.")
+    _unique((r.get("RuleConfigurationName") for r in rules), _RULE_NAMES_UNIQUE)
     collections = (params.get("DebugHookConfig") or {}).get("CollectionConfigurations") or []
     _unique((cc.get("CollectionName") for cc in collections if cc.get("CollectionName") is not None),
             "CollectionName must be unique in DebugHookConfig.CollectionConfigurations: '{}' is used more than once.")
@@ -379,8 +379,7 @@ def check_update(params: dict[str, Any], job_request: dict[str, Any], job_status
             raise _fail("ProfilerRuleConfigurations cannot be added while DisableProfiler is true.")
         existing = [r.get("RuleConfigurationName") for r in (job_request.get("ProfilerRuleConfigurations") or [])]
         names = [r.get("RuleConfigurationName") for r in rules]
-        _unique(existing + names, "RuleConfigurationName must be unique relative to other rule configuration "
-                "names: '{}' is used more than once.")
+        _unique(existing + names, _RULE_NAMES_UNIQUE)
         if len(existing) + len(names) > MAX_PROFILER_RULES:
             raise _fail(f"A training job can have at most {MAX_PROFILER_RULES} ProfilerRuleConfigurations; it has "
                         f"{len(existing)} and the update adds {len(names)}.")
