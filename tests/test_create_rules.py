@@ -425,9 +425,14 @@ def test_update_profiler_rules(config: Config) -> None:
     with pytest.raises(ValidationError, match="DisableProfiler"):
         check_update({"TrainingJobName": "j", "ProfilerConfig": {"DisableProfiler": True},
                       "ProfilerRuleConfigurations": [rule("x")]}, job, "InProgress")
-    with pytest.raises(ValidationError, match="outside"):
+    with pytest.raises(ValidationError, match="at 'profilerConfig.s3OutputPath': .* outside"):
         check_update({"TrainingJobName": "j", "ProfilerConfig": {"S3OutputPath": "file:///etc/x"}}, job, "InProgress",
                      config=config)
+    bad_rule = {**rule("x"), "S3OutputPath": "s3://Bad_Bucket/r"}
+    with pytest.raises(ValidationError, match="at 'profilerRuleConfigurations.1.member.s3OutputPath': bucket name"):
+        check_update({"TrainingJobName": "j", "ProfilerRuleConfigurations": [bad_rule]}, job, "InProgress",
+                     config=config)
+    check_update({"TrainingJobName": "j", "ProfilerRuleConfigurations": [bad_rule]}, job, "InProgress")  # no config
 
 
 def test_update_keep_alive_only_with_warm_pool() -> None:

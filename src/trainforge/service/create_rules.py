@@ -372,8 +372,8 @@ def check_update(params: dict[str, Any], job_request: dict[str, Any], job_status
                     f"{job_status}.")
     if profiler is not None:
         _profiling_interval(profiler)
-        if profiler.get("S3OutputPath") is not None and config is not None:
-            check_uri(profiler["S3OutputPath"], "profilerConfig.s3OutputPath", config)
+    if config is not None:
+        _uris(params, config)  # of UpdateTrainingJob's members, ProfilerConfig's and the rules' have URIs
     if rules:
         if (profiler or {}).get("DisableProfiler"):
             raise _fail("ProfilerRuleConfigurations cannot be added while DisableProfiler is true.")
@@ -383,10 +383,6 @@ def check_update(params: dict[str, Any], job_request: dict[str, Any], job_status
         if len(existing) + len(names) > MAX_PROFILER_RULES:
             raise _fail(f"A training job can have at most {MAX_PROFILER_RULES} ProfilerRuleConfigurations; it has "
                         f"{len(existing)} and the update adds {len(names)}.")
-        if config is not None:
-            for i, rule in enumerate(rules, 1):
-                if rule.get("S3OutputPath") is not None:
-                    check_uri(rule["S3OutputPath"], f"profilerRuleConfigurations.{i}.member.s3OutputPath", config)
     if resources is not None:
         if (job_request.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds") is None:
             raise _fail("KeepAlivePeriodInSeconds can only be updated for a training job created with a warm pool "
