@@ -179,6 +179,13 @@ def test_one_data_source_per_channel(config: Config) -> None:
     refused(config, request(InputDataConfig=[{"ChannelName": "x", "DataSource": {}}]), "exactly one of")
 
 
+def test_dataset_source_refused(config: Config) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:000000000000:hub-content/hub/DataSet/d/1.0.0"
+    dataset = {"DatasetSource": {"DatasetArn": arn}}
+    refused(config, request(InputDataConfig=[{"ChannelName": "hub", "DataSource": dataset}]),
+            "^Channel 'hub': a DataSource needs S3DataSource or FileSystemDataSource.$")
+
+
 def test_augmented_manifest_only_in_pipe_mode(config: Config) -> None:
     c = channel()
     c["DataSource"]["S3DataSource"].update(S3DataType="AugmentedManifestFile", AttributeNames=["source-ref"])
@@ -189,6 +196,13 @@ def test_augmented_manifest_only_in_pipe_mode(config: Config) -> None:
     pipe_job = request(InputDataConfig=[c])
     pipe_job["AlgorithmSpecification"]["TrainingInputMode"] = "Pipe"
     ok(config, pipe_job)
+
+
+def test_augmented_manifest_needs_attribute_names(config: Config) -> None:
+    c = channel(InputMode="Pipe")
+    c["DataSource"]["S3DataSource"]["S3DataType"] = "AugmentedManifestFile"
+    refused(config, request(InputDataConfig=[c]),
+            "^Channel 'train': AttributeNames are required with S3DataType 'AugmentedManifestFile'.$")
 
 
 def test_attribute_names_only_with_augmented_manifest(config: Config) -> None:
@@ -219,6 +233,18 @@ def test_file_system_must_be_configured(config: Config) -> None:
     refused(config, request(InputDataConfig=[fs_channel("fs-99999999")]),
             "FileSystemId 'fs-99999999' of channel 'train' is not configured.*'file_systems'")
     refused(config, request(InputDataConfig=[fs_channel(path="data")]), "must be an absolute path")
+
+
+def test_file_system_only_in_file_mode_without_shuffle(config: Config) -> None:
+    for mode in ("Pipe", "FastFile"):
+        refused(config, request(InputDataConfig=[{**fs_channel(), "InputMode": mode}]),
+                f"^Channel 'train': FileSystemDataSource supports only File input mode, not {mode}.$")
+    pipe_job = request(InputDataConfig=[fs_channel()])
+    pipe_job["AlgorithmSpecification"]["TrainingInputMode"] = "Pipe"
+    refused(config, pipe_job, "supports only File input mode, not Pipe")
+    ok(config, request(InputDataConfig=[{**fs_channel(), "InputMode": "File"}]))
+    refused(config, request(InputDataConfig=[{**fs_channel(), "ShuffleConfig": {"Seed": 7}}]),
+            "^Channel 'train': ShuffleConfig is not supported with FileSystemDataSource.$")
 
 
 # ---- stopping condition -------------------------------------------------------------------------
@@ -399,9 +425,14 @@ def test_update_profiler_rules(config: Config) -> None:
     with pytest.raises(ValidationError, match="DisableProfiler"):
         check_update({"TrainingJobName": "j", "ProfilerConfig": {"DisableProfiler": True},
                       "ProfilerRuleConfigurations": [rule("x")]}, job, "InProgress")
-    with pytest.raises(ValidationError, match="outside"):
+    with pytest.raises(ValidationError, match="at 'profilerConfig.s3OutputPath': .* outside"):
         check_update({"TrainingJobName": "j", "ProfilerConfig": {"S3OutputPath": "file:///etc/x"}}, job, "InProgress",
                      config=config)
+    bad_rule = {**rule("x"), "S3OutputPath": "s3://Bad_Bucket/r"}
+    with pytest.raises(ValidationError, match="at 'profilerRuleConfigurations.1.member.s3OutputPath': bucket name"):
+        check_update({"TrainingJobName": "j", "ProfilerRuleConfigurations": [bad_rule]}, job, "InProgress",
+                     config=config)
+    check_update({"TrainingJobName": "j", "ProfilerRuleConfigurations": [bad_rule]}, job, "InProgress")  # no config
 
 
 def test_update_keep_alive_only_with_warm_pool() -> None:

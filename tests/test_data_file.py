@@ -12,7 +12,7 @@ import pytest
 from conftest import wait_until
 
 from trainforge import objectstore
-from trainforge.data import DataError, input_config_error, stage_inputs
+from trainforge.data import DataError, stage_inputs
 from trainforge.data.channels import parse_channels
 from trainforge.data.sources import assign, list_items
 
@@ -227,16 +227,3 @@ def test_fastfile_files_appear_whole(s3: Any, bucket: str, tmp_path: Path) -> No
     assert tree(d) == {k[3:]: v for k, v in objs.items()}
     assert session.error is None
     session.close()
-
-
-def test_create_time_validation() -> None:
-    def err(ch: dict[str, Any], mode: str = "File") -> str | None:
-        return input_config_error(request(ch, mode=mode))
-
-    assert err(channel("c", "s3://b/m", data_type="AugmentedManifestFile", attrs=["a"]))
-    assert err(channel("c", "s3://b/m", data_type="AugmentedManifestFile", attrs=["a"]), "Pipe") is None
-    assert "Gzip" in err(channel("c", "s3://b/p", CompressionType="Gzip"))
-    assert err(channel("c", "s3://b/p", CompressionType="Gzip"), "Pipe") is None
-    assert "RecordIO" in err(channel("c", "s3://b/p", RecordWrapperType="RecordIO", mode="FastFile"))
-    assert "AttributeNames" in err(channel("c", "s3://b/p", attrs=["x"]))
-    assert "unique" in input_config_error(request(channel("c", "s3://b/p"), channel("c", "s3://b/q")))

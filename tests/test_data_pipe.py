@@ -19,7 +19,9 @@ from test_data_file import channel, put, request
 
 from trainforge import objectstore
 from trainforge.data import DataError, stage_inputs
+from trainforge.data import recordio
 from trainforge.data.channels import parse_channels
+from trainforge.data.pipe import recordio_header, recordio_record
 from trainforge.data.sources import assign, list_items
 
 READER = r"""
@@ -221,3 +223,22 @@ def test_pipe_ranged_parts_byte_exact_within_the_window(s3: Any, bucket: str, tm
         assert read_epochs(ml, "b", 1) == [b"".join(record(objs[k]) for k in sorted(objs))]
         assert session.error is None
     assert 0 < peak[0] <= 256 * 1024
+
+
+class _Oversized(bytes):
+    """A few bytes that claim one byte more than a record can hold (without allocating 512 MiB)."""
+
+    def __len__(self) -> int:
+        return recordio.MAX_RECORD + 1
+
+
+def test_recordio_framing_and_record_limit() -> None:
+    for n in range(9):  # every padding length
+        data = os.urandom(n)
+        assert recordio_record(data, "x") == record(data)
+        assert recordio_header(n, "x") + data == record(data)[:8 + n]
+    too_large = f"RecordIO: line 3 is too large for one record \\({recordio.MAX_RECORD + 1} bytes"
+    with pytest.raises(DataError, match=too_large):
+        recordio_record(_Oversized(b"abc"), "line 3")
+    with pytest.raises(DataError, match=too_large):
+        recordio_header(recordio.MAX_RECORD + 1, "line 3")

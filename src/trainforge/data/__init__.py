@@ -9,8 +9,6 @@ What the agent calls (see each module's doc for the exact semantics):
   ``(host directory, /opt/ml/input/data/<channel>, read_only)`` for the agent to bind-mount.
 - :func:`restore_checkpoints` and :class:`CheckpointSync` (``checkpoints.py``) — CheckpointConfig
   restore before training; CheckpointConfig and TensorBoardOutputConfig sync while it runs.
-- :func:`input_config_error` (``validate.py``) — for CreateTrainingJob: the channel
-  combinations SageMaker refuses, as a ValidationException message (or None).
 - :func:`volume_error` (``volume.py``) — while training: VolumeSizeInGB against what the
   instance has written under /opt/ml (the agent polls it).
 - :class:`DataError` — every failure; its message is the job's FailureReason.
@@ -22,9 +20,8 @@ from .checkpoints import CheckpointSync, DirectorySync, container_path, restore_
 from .errors import DataError
 from .filesystems import FileSystemMount, file_system_mounts
 from .staging import InputSession, stage_inputs
-from .validate import input_config_error
 from .volume import disk_usage, volume_error
 
 __all__ = ["CheckpointSync", "DataError", "DirectorySync", "FileSystemMount", "InputSession",
-           "container_path", "disk_usage", "file_system_mounts", "input_config_error",
-           "restore_checkpoints", "stage_inputs", "volume_error"]
+           "container_path", "disk_usage", "file_system_mounts", "restore_checkpoints", "stage_inputs",
+           "volume_error"]

@@ -261,7 +261,7 @@ class PipeFeeder:
                 data = prefetch.next() if isinstance(a, Location) else a
                 if self.gzip and isinstance(a, Location):
                     data = b"".join(_gunzip(iter([data]), str(a.uri)))
-                parts.append(self._frame(data, str(item.line_no)) if self.recordio else data)
+                parts.append(recordio_record(data, str(item.line_no)) if self.recordio else data)
             self._write(fd, b"".join(parts))
             return
         assert item.location is not None
@@ -296,10 +296,7 @@ class PipeFeeder:
             self._write(fd, recordio.padding(item.size))
         else:
             data = b"".join(_bounded(chunks, uri))
-            self._write(fd, self._frame(data, uri))
-
-    def _frame(self, data: bytes, what: str) -> bytes:
-        return recordio_header(len(data), what) + data + recordio.padding(len(data))
+            self._write(fd, recordio_record(data, uri))
 
     # ------------------------------------------------------------------------------------
     def _wait_writable(self, fd: int) -> None:
@@ -352,11 +349,24 @@ class PipeFeeder:
 
 
 def recordio_header(size: int, what: str) -> bytes:
+    """The header of a ``size``-byte record streamed after it (``recordio.header``)."""
     try:
         return recordio.header(size)
     except ValueError as exc:
-        raise DataError(f"RecordIO: {what} is too large for one record ({size} bytes; at most "
-                        f"{recordio.MAX_RECORD})") from exc
+        raise _too_large(what, size) from exc
+
+
+def recordio_record(data: bytes, what: str) -> bytes:
+    """``data`` as one whole record (``recordio.encode``)."""
+    try:
+        return recordio.encode(data)
+    except ValueError as exc:
+        raise _too_large(what, len(data)) from exc
+
+
+def _too_large(what: str, size: int) -> DataError:
+    return DataError(f"RecordIO: {what} is too large for one record ({size} bytes; at most "
+                     f"{recordio.MAX_RECORD})")
 
 
 def _bounded(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:

@@ -26,12 +26,13 @@ CreateTrainingJob rules (source: the model's documentation strings unless stated
 | KeepAlivePeriodInSeconds not with InstanceGroups nor managed spot (developer guide, warm pools) | sentence |
 | channel names unique | sentence |
 | DataSource: exactly one of S3DataSource / FileSystemDataSource / DatasetSource | sentence |
+| DatasetSource refused (no SageMaker hub here: the data plane reads S3 and file systems) | sentence |
 | AugmentedManifestFile only when the channel's mode (InputMode, else TrainingInputMode) is Pipe | sentence |
-| AttributeNames only with AugmentedManifestFile | sentence |
+| AugmentedManifestFile needs AttributeNames; AttributeNames only with AugmentedManifestFile | sentence |
 | CompressionType Gzip only in Pipe mode (AWS rejects File mode; FastFile likewise) | *AWS*: ``Invalid compression type for channel train: File mode only supports NONE, got Gzip instead`` |
 | RecordWrapperType RecordIO only in Pipe mode ("In File mode, leave this field unset or set it to None") | same form |
 | FileSystemDataSource: FileSystemId configured in ``file_systems``; DirectoryPath absolute | sentence naming the config key |
-| then the data plane's own refusals (``data.input_config_error``) | its message |
+| FileSystemDataSource only in File mode, and without ShuffleConfig (what the data plane can stage) | sentence |
 | MaxWaitTimeInSeconds only with EnableManagedSpotTraining | *AWS*: ``Invalid MaxWaitTimeInSeconds. It is only supported when EnableManagedSpotTraining is set to true`` |
 | EnableManagedSpotTraining requires MaxWaitTimeInSeconds, ≥ MaxRuntimeInSeconds (when given) | sentence |
 | MaxRuntimeInSeconds ≤ 28 days ("The maximum value is 28 days") | validation format |
@@ -78,6 +79,8 @@ PROFILING_INTERVALS = (100, 200, 500, 1000, 5000, 60000)
 MAX_PROFILER_RULES = 20  # ProfilerRuleConfigurations max in the model
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_LIKE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_RULE_NAMES_UNIQUE = ("RuleConfigurationName must be unique relative to other rule configuration names: '{}' is "
+                      "used more than once.")
 
 
 def _fail(message: str) -> ValidationError:
@@ -105,11 +108,6 @@ def check_create(params: dict[str, Any], config: Config, fits: Fits | None = Non
     job = params.get("ServerlessJobConfig") or {}
     if job.get("JobType") == "Evaluation" and job.get("EvaluationType") is None:
         raise _constraint(None, "serverlessJobConfig.evaluationType", "Member must not be null")
-    from trainforge.data import input_config_error  # last: the data plane's own refusals
-
-    reason = input_config_error(params)
-    if reason:
-        raise _fail(reason)
 
 
 def _algorithm(params: dict[str, Any], serverless: bool) -> None:
@@ -200,11 +198,17 @@ def _channels(params: dict[str, Any], config: Config) -> None:
         if len(kinds) != 1:
             raise _fail(f"The DataSource of channel '{name}' must specify exactly one of S3DataSource, "
                         f"FileSystemDataSource or DatasetSource{'' if not kinds else ', not ' + ' and '.join(kinds)}.")
+        if kinds == ["DatasetSource"]:
+            raise _fail(f"Channel '{name}': a DataSource needs S3DataSource or FileSystemDataSource.")
         s3 = source.get("S3DataSource")
         if s3 is not None:
-            if s3.get("S3DataType") == "AugmentedManifestFile" and mode != "Pipe":
-                raise _fail(f"AugmentedManifestFile can only be used if the Channel's input mode is Pipe: channel "
-                            f"'{name}' uses {mode} mode.")
+            if s3.get("S3DataType") == "AugmentedManifestFile":
+                if mode != "Pipe":
+                    raise _fail(f"AugmentedManifestFile can only be used if the Channel's input mode is Pipe: "
+                                f"channel '{name}' uses {mode} mode.")
+                if not s3.get("AttributeNames"):
+                    raise _fail(f"Channel '{name}': AttributeNames are required with S3DataType "
+                                "'AugmentedManifestFile'.")
             if s3.get("AttributeNames") and s3.get("S3DataType") != "AugmentedManifestFile":
                 raise _fail(f"AttributeNames of channel '{name}' can only be used with S3DataType "
                             f"AugmentedManifestFile, not {s3.get('S3DataType')}.")
@@ -223,6 +227,10 @@ def _channels(params: dict[str, Any], config: Config) -> None:
             if not str(fs.get("DirectoryPath", "")).startswith("/"):
                 raise _fail(f"DirectoryPath '{fs.get('DirectoryPath')}' of channel '{name}' must be an absolute "
                             "path in the file system.")
+            if mode != "File":
+                raise _fail(f"Channel '{name}': FileSystemDataSource supports only File input mode, not {mode}.")
+            if channel.get("ShuffleConfig"):
+                raise _fail(f"Channel '{name}': ShuffleConfig is not supported with FileSystemDataSource.")
 
 
 def _stopping(params: dict[str, Any]) -> None:
@@ -242,9 +250,7 @@ def _stopping(params: dict[str, Any]) -> None:
 
 def _debugger(params: dict[str, Any]) -> None:
     rules = (params.get("DebugRuleConfigurations") or []) + (params.get("ProfilerRuleConfigurations") or [])
-    _unique((r.get("RuleConfigurationName") for r in rules),
-            "RuleConfigurationName must be unique relative to other rule configuration names: '{}' is used more "
-            "than once.")
+    _unique((r.get("RuleConfigurationName") for r in rules), _RULE_NAMES_UNIQUE)
     collections = (params.get("DebugHookConfig") or {}).get("CollectionConfigurations") or []
     _unique((cc.get("CollectionName") for cc in collections if cc.get("CollectionName") is not None),
             "CollectionName must be unique in DebugHookConfig.CollectionConfigurations: '{}' is used more than once.")
@@ -366,22 +372,17 @@ def check_update(params: dict[str, Any], job_request: dict[str, Any], job_status
                     f"{job_status}.")
     if profiler is not None:
         _profiling_interval(profiler)
-        if profiler.get("S3OutputPath") is not None and config is not None:
-            check_uri(profiler["S3OutputPath"], "profilerConfig.s3OutputPath", config)
+    if config is not None:
+        _uris(params, config)  # of UpdateTrainingJob's members, ProfilerConfig's and the rules' have URIs
     if rules:
         if (profiler or {}).get("DisableProfiler"):
             raise _fail("ProfilerRuleConfigurations cannot be added while DisableProfiler is true.")
         existing = [r.get("RuleConfigurationName") for r in (job_request.get("ProfilerRuleConfigurations") or [])]
         names = [r.get("RuleConfigurationName") for r in rules]
-        _unique(existing + names, "RuleConfigurationName must be unique relative to other rule configuration "
-                "names: '{}' is used more than once.")
+        _unique(existing + names, _RULE_NAMES_UNIQUE)
         if len(existing) + len(names) > MAX_PROFILER_RULES:
             raise _fail(f"A training job can have at most {MAX_PROFILER_RULES} ProfilerRuleConfigurations; it has "
                         f"{len(existing)} and the update adds {len(names)}.")
-        if config is not None:
-            for i, rule in enumerate(rules, 1):
-                if rule.get("S3OutputPath") is not None:
-                    check_uri(rule["S3OutputPath"], f"profilerRuleConfigurations.{i}.member.s3OutputPath", config)
     if resources is not None:
         if (job_request.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds") is None:
             raise _fail("KeepAlivePeriodInSeconds can only be updated for a training job created with a warm pool "
