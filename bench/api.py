@@ -168,8 +168,7 @@ def bulk_load(data_dir: Path, n: int) -> float:
         if end is not None:
             transitions[-1]["EndTime"] = end
             transitions.append({"Status": secondary, "StartTime": end, "EndTime": end, "StatusMessage": status})
-            state.update(TrainingEndTime=end, TrainingTimeInSeconds=int(duration),
-                         BillableTimeInSeconds=int(duration))
+            state.update(TrainingTimeInSeconds=int(duration), BillableTimeInSeconds=int(duration))
         request = request_body(name)
         plan = PLAN if i % 50 == 7 else None
         if plan:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -289,3 +290,122 @@ def test_sigkill_after_acknowledged_creates_loses_nothing(server_factory: Callab
         except ClientError as exc:
             assert exc.response["Error"]["Code"] == "ValidationException"
     stop_and_wait(sm, blocker)
+
+
+# --- migrations --------------------------------------------------------------------------------
+def _raw_describe(sm: Any, name: str) -> bytes:
+    """DescribeTrainingJob's body as the server sent it (botocore's parse drops the members' order)."""
+    bodies: list[bytes] = []
+
+    def keep(http_response: Any, **_: Any) -> None:
+        bodies.append(http_response.content)
+
+    sm.meta.events.register("after-call.sagemaker.DescribeTrainingJob", keep)
+    try:
+        sm.describe_training_job(TrainingJobName=name)
+    finally:
+        sm.meta.events.unregister("after-call.sagemaker.DescribeTrainingJob", keep)
+    return bodies[0]
+
+
+def test_migration_0004_moves_scheduling_state_out_of_the_document(
+        server_factory: Callable[..., ServerProcess], tmp_path: Path, database_url: str | None) -> None:
+    """Jobs stored at revision 0003 kept the scheduler's values (``_deadline``, ``_deadline_reason``,
+    ``_finishing``) and TrainingEndTime in their state document; after 0004 the same values come from
+    columns: the scheduler acts on them, and DescribeTrainingJob answers the same bytes as before."""
+    import orjson
+    from sqlalchemy import insert, select
+
+    from trainforge.store.db import Database
+    from trainforge.store.jobs import JobStore
+    from trainforge.store.schema import jobs as jobs_table
+
+    data_dir = tmp_path / "data"
+    url = database_url or f"sqlite:///{data_dir / 'trainforge.db'}"
+    db = Database(url)
+    db.migrate("0003")
+    now = time.time()
+
+    def transitions(*statuses: str) -> list[dict[str, Any]]:
+        return [{"Status": s, "StartTime": now - 60 + i, "StatusMessage": s} for i, s in enumerate(statuses)]
+
+    # Ended after training: its end time is in the document and in training_end_time; one host had a
+    # finishing agent.
+    trained = {"SecondaryStatusTransitions": transitions("Starting", "Training", "Failed"),
+               "_deadline": now + 3600.123456789, "_deadline_reason": "MaxRuntimeExceeded",
+               "TrainingStartTime": now - 58.5, "_finishing": ["algo-2"], "FailureReason": "AlgorithmError",
+               "TrainingEndTime": now - 10.25, "TrainingTimeInSeconds": 48, "BillableTimeInSeconds": 48}
+    # Stopped while queued: an end time (training_end_time) but no training, so none in the document.
+    queued = {"SecondaryStatusTransitions": transitions("Starting", "Stopping", "Stopped")}
+    # A spot job still training whose MaxWaitTimeInSeconds deadline passed while the server was down.
+    spot = {"SecondaryStatusTransitions": transitions("Starting", "Training"),
+            "_deadline": now - 120.5, "_deadline_reason": "MaxWaitTimeExceeded",
+            "TrainingStartTime": now - 58}
+    prefix = "mig" + uuid.uuid4().hex[:6]
+    spot_name = f"{prefix}-spot"
+    old = {f"{prefix}-trained": ("Failed", "done", trained, now - 10.25),
+           f"{prefix}-queued": ("Stopped", "done", queued, now - 30.5),
+           spot_name: ("InProgress", "running", spot, None)}
+    spot_request = {"EnableManagedSpotTraining": True,
+                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 60}}
+    with db.write() as conn:
+        conn.execute(insert(jobs_table), [{
+            "account_id": "000000000000", "region": "us-east-1", "name": name,
+            "arn": f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}", "status": status,
+            "secondary_status": state["SecondaryStatusTransitions"][-1]["Status"], "creation_time": now - 60,
+            "last_modified_time": now - 5, "training_end_time": end, "state": orjson.dumps(state).decode(),
+            "request": orjson.dumps(minimal_request(name, **(spot_request if name == spot_name else {})))
+            .decode(),
+            "phase": phase, "attempt": 1, "token": uuid.uuid4().hex,
+        } for name, (status, phase, state, end) in old.items()])
+    db.dispose()
+
+    srv = server_factory(database_url=database_url, data_dir=data_dir)  # migrates to head
+    sm = srv.client()
+    store = JobStore(Database(url))
+    try:
+        for name, (_, _, state, end) in old.items():
+            job = store.get("000000000000", "us-east-1", name)
+            assert job is not None
+            public = {k: v for k, v in state.items() if not k.startswith("_") and k != "TrainingEndTime"}
+            if name == spot_name:  # the scheduler has ended it since, as its moved deadline says
+                assert job.deadline == state["_deadline"] and job.deadline_reason == "MaxWaitTimeExceeded"
+                continue
+            assert list(job.state.items()) == list(public.items())
+            assert job.deadline == state.get("_deadline")
+            assert job.deadline_reason == state.get("_deadline_reason")
+            assert job.finishing_hosts == state.get("_finishing", [])
+            assert job.training_end_time == end
+            # Every member the document held is answered where and as it was (orjson keeps the order).
+            body = _raw_describe(sm, name)
+            assert _raw_describe(sm, name) == body  # the cached answer too
+            described = orjson.loads(body)
+            assert not [k for k in described if k.startswith("_")]
+            shown = {k: v for k, v in described.items() if k in state}
+            assert list(shown.items()) == [(k, v) for k, v in state.items() if not k.startswith("_")]
+            assert ("TrainingEndTime" in described) == ("TrainingEndTime" in state)
+
+        wait_until(lambda: sm.describe_training_job(TrainingJobName=spot_name)["TrainingJobStatus"]
+                   == "Stopped", timeout=30, interval=0.1, message="the overdue spot job to stop")
+        described = orjson.loads(_raw_describe(sm, spot_name))
+        assert described["SecondaryStatus"] == "MaxWaitTimeExceeded"
+        assert list(described)[list(described).index("TrainingEndTime") + 1] == "TrainingTimeInSeconds"
+        ends = {s["TrainingJobName"]: s.get("TrainingEndTime") for s in sm.list_training_jobs(
+            NameContains=prefix)["TrainingJobSummaries"]}
+        assert ends[f"{prefix}-trained"].timestamp() == pytest.approx(now - 10.25, abs=1e-3)
+        assert ends[f"{prefix}-queued"].timestamp() == pytest.approx(now - 30.5, abs=1e-3)
+        assert ends[spot_name] is not None
+    finally:
+        store.db.dispose()
+        srv.stop()
+
+    # And back: revision 0003 finds the values in the documents again.
+    db = Database(url)
+    db.migrate("0003", down=True)
+    with db.read() as conn:
+        states = {name: orjson.loads(text) for name, text in conn.execute(
+            select(jobs_table.c.name, jobs_table.c.state).where(jobs_table.c.name.like(f"{prefix}-%")))}
+    db.dispose()
+    assert states[f"{prefix}-trained"] == trained and states[f"{prefix}-queued"] == queued
+    assert {k: states[spot_name][k] for k in ("_deadline", "_deadline_reason")} == {
+        "_deadline": spot["_deadline"], "_deadline_reason": "MaxWaitTimeExceeded"}

@@ -52,8 +52,8 @@ def max_wait(request: dict[str, Any]) -> float | None:
 def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
     """MaxRuntimeInSeconds bounds all attempts together (the first attempt fixes it); with managed
     spot training, MaxWaitTimeInSeconds bounds the whole job from its creation, whichever ends first."""
-    if "_deadline" in job.state:
-        return float(job.state["_deadline"]), str(job.state.get("_deadline_reason", "MaxRuntimeExceeded"))
+    if job.deadline is not None:
+        return job.deadline, job.deadline_stop_reason
     request = job.request
     max_runtime = float((request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
     wait = max_wait(request)
@@ -151,10 +151,9 @@ class Launcher:
         locked = JobRow.from_db(row) if row is not None else None
         if locked is None or locked.phase != "queued" or locked.attempt != p.job.attempt:
             return False
-        if "_deadline" in locked.state and float(locked.state["_deadline"]) != p.deadline:
+        if locked.deadline is not None and locked.deadline != p.deadline:
             return False
-        locked.state["_deadline"] = p.deadline
-        locked.state["_deadline_reason"] = p.deadline_reason
+        locked.deadline, locked.deadline_reason = p.deadline, p.deadline_reason
         locked.phase = "running"
         lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=p.now)
         self.store.replace_instances(conn, locked.id, p.rows)

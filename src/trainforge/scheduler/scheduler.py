@@ -166,8 +166,7 @@ class Scheduler:
         insts = self.store.read_instances(job.id)
         dead = [i for i in insts if i["state"] == "running" and i["attempt"] == job.attempt
                 and not self.backend.alive(_handle(i))]
-        deadline = float(job.state.get("_deadline") or 0)
-        overdue = deadline and now > deadline + self.config.stop_grace_seconds + 30
+        overdue = job.deadline is not None and now > job.deadline + self.config.stop_grace_seconds + 30
         if not dead and not overdue:
             return
         finishing: list[str] = []
@@ -183,7 +182,7 @@ class Scheduler:
                 self.backend.kill_group(_handle(row))
                 if not overdue and self._can_finish(locked, row["host"]):
                     # Its training had ended (outcome.json): a new agent uploads and reports.
-                    locked.state.setdefault("_finishing", []).append(row["host"])
+                    locked.finishing_hosts.append(row["host"])
                     finishing.append(row["host"])
                     continue
                 ended = True
@@ -203,7 +202,7 @@ class Scheduler:
                         row.update(state="exited", outcome="stopped", ended_at=now)
                         self.store.update_instance(conn, job.id, row["host"], state="exited",
                                                    outcome="stopped", ended_at=now)
-                locked.stop_reason = locked.stop_reason or locked.state.get("_deadline_reason", "MaxRuntimeExceeded")
+                locked.stop_reason = locked.stop_reason or locked.deadline_stop_reason
             if all(r["state"] == "exited" for r in current.values()):
                 conclude(locked, list(current.values()), now)
             elif ended:  # a peer is gone: the others stop (their reports are answered "stop" too)
@@ -223,7 +222,7 @@ class Scheduler:
         the agent recorded how (``outcome.json``), so only the upload and the report are missing."""
         from trainforge.agent.outputs import read_outcome
 
-        if host in job.state.get("_finishing", []):
+        if host in job.finishing_hosts:
             return False
         return read_outcome(str(self.job_dir(job) / host)) is not None
 

@@ -82,13 +82,11 @@ def finish(job: JobRow, secondary: str, *, failure_reason: str | None = None, no
     job.phase = "done"
     if failure_reason:
         job.state["FailureReason"] = failure_reason[:1024]
+    job.training_end_time = now
     start = job.state.get("TrainingStartTime")
     if start is not None:
-        job.state["TrainingEndTime"] = now
-        job.training_end_time = now
         seconds = max(1, round(now - start))
+        # DescribeTrainingJob shows TrainingEndTime just before this member (training_jobs.py).
         job.state["TrainingTimeInSeconds"] = seconds
         # Both figures are per instance (AWS: multiply by InstanceCount for the compute billed).
         job.state["BillableTimeInSeconds"] = seconds
-    else:
-        job.training_end_time = now

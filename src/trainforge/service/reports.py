@@ -113,7 +113,7 @@ class Reports:
                     job.state["ModelArtifacts"] = {"S3ModelArtifacts": ev["model_artifacts"]}
                 if ev.get("stop_reason") == "MaxRuntimeExceeded" and job.stop_reason is None:
                     # the agent's deadline: MaxRuntimeInSeconds, or MaxWaitTimeInSeconds for spot jobs
-                    job.stop_reason = job.state.get("_deadline_reason", "MaxRuntimeExceeded")
+                    job.stop_reason = job.deadline_stop_reason
         if final:
             job.state["FinalMetricDataList"] = list(final.values())
         self.store.append_logs(conn, logs)

@@ -190,7 +190,13 @@ def describe_document(job: JobRow) -> dict[str, Any]:
     doc: dict[str, Any] = {k: v for k, v in job.request.items() if k in _DESCRIBE_MEMBERS}
     for key, default in _DESCRIBE_DEFAULTS.items():
         doc.setdefault(key, default)
-    doc.update({k: v for k, v in job.state.items() if k in _DESCRIBE_MEMBERS})
+    for key, value in job.state.items():
+        if key == "TrainingTimeInSeconds" and job.training_end_time is not None:
+            # A job that had started training: finish() gave it TrainingTimeInSeconds, and its end
+            # time (a column) comes just before, where the state held it before migration 0004.
+            doc["TrainingEndTime"] = job.training_end_time
+        if key in _DESCRIBE_MEMBERS:
+            doc[key] = value
     doc["TrainingJobName"] = job.name
     doc["TrainingJobArn"] = job.arn
     doc["TrainingJobStatus"] = job.status

@@ -70,7 +70,8 @@ class Database:
         # is closed when its thread ends (worker threads come and go: nothing else may hold it).
         self._local = threading.local()
 
-    def migrate(self) -> None:
+    def migrate(self, revision: str = "head", *, down: bool = False) -> None:
+        """Upgrade the schema to ``revision`` (with ``down``: downgrade it to ``revision``)."""
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
@@ -78,7 +79,7 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self._write_lock, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            (command.downgrade if down else command.upgrade)(cfg, revision)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -6,7 +6,7 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,6 +65,9 @@ class JobRow:
     stop_reason: str | None
     attempt: int
     token: str
+    deadline: float | None = None
+    deadline_reason: str | None = None
+    finishing_hosts: list[str] = field(default_factory=list)
 
     @classmethod
     def from_db(cls, row: Any) -> JobRow:
@@ -76,13 +79,20 @@ class JobRow:
             **{k: m[k] for k in _SCALARS},
             request=loads(m["request"]) or {},
             state=loads(m["state"]) or {},
+            finishing_hosts=loads(m["finishing_hosts"]) or [],
         )
+
+    @property
+    def deadline_stop_reason(self) -> str:
+        """The stop reason when the deadline passes (MaxWaitTimeExceeded for a spot job whose wait
+        ends before its run time)."""
+        return self.deadline_reason or "MaxRuntimeExceeded"
 
 
 _SCALARS = (
     "id", "account_id", "region", "name", "arn", "status", "secondary_status", "creation_time",
     "last_modified_time", "training_end_time", "warm_pool_status", "training_plan_arn", "phase",
-    "stop_reason", "attempt", "token",
+    "stop_reason", "attempt", "token", "deadline", "deadline_reason",
 )
 
 SORT_COLUMNS = {
@@ -172,7 +182,8 @@ class JobStore:
                 last_modified_time=job.last_modified_time, training_end_time=job.training_end_time,
                 warm_pool_status=job.warm_pool_status, request=dumps(job.request),
                 state=dumps(job.state), phase=job.phase, stop_reason=job.stop_reason,
-                attempt=job.attempt,
+                attempt=job.attempt, deadline=job.deadline, deadline_reason=job.deadline_reason,
+                finishing_hosts=dumps(job.finishing_hosts) if job.finishing_hosts else None,
             )
         )
 

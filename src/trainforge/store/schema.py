@@ -32,18 +32,28 @@ jobs = Table(
     Column("secondary_status", String(32), nullable=False),
     Column("creation_time", Float, nullable=False),
     Column("last_modified_time", Float, nullable=False),
+    # When the job ended (DescribeTrainingJob shows it only if training had started; see
+    # service/training_jobs.py); null while it runs.
     Column("training_end_time", Float),
     Column("warm_pool_status", String(32)),
     Column("training_plan_arn", String(2048)),
     # The CreateTrainingJob request as received (without Tags), JSON.
     Column("request", Text, nullable=False),
-    # Members owned by the service (transitions, failure reason, artifacts, times...), JSON.
+    # Members of DescribeTrainingJob owned by the service (transitions, failure reason, artifacts,
+    # times...), JSON; what only the scheduler reads has columns of its own.
     Column("state", Text, nullable=False),
     # Scheduler phase: queued | launching | running | finalizing | done.
     Column("phase", String(16), nullable=False),
     # Why a stop was asked for: Stopped | MaxRuntimeExceeded | MaxWaitTimeExceeded (null = none).
     Column("stop_reason", String(32)),
     Column("attempt", Integer, nullable=False, default=1),
+    # When the agents stop training, fixed by the first launch for every attempt (migration 0004),
+    # and the stop reason it gives: MaxRuntimeExceeded | MaxWaitTimeExceeded. Null until launched.
+    Column("deadline", Float),
+    Column("deadline_reason", String(32)),
+    # Hosts whose dead agent was replaced by one that finishes the instance (at most once per host):
+    # a JSON array of host names, null = none.
+    Column("finishing_hosts", Text),
     # Secret the job's agents present to the control plane.
     Column("token", String(64), nullable=False),
     UniqueConstraint("account_id", "region", "name", name="uq_jobs_name"),
