@@ -136,8 +136,9 @@ def namespace_argv(spec: dict[str, Any], paths: Paths, argv: list[str], cwd: str
     setup = [unshare, "--mount", "--uts", "--propagation", "private"] + (["--net"] if net else [])
     pid_namespace = [unshare, "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
                      "--", "/bin/sh", "-c", INIT, "trainforge-init"]
-    return setup + ["--", "/bin/sh", "-c", PROLOGUE, "trainforge-instance", paths.host_ml, hosts_file,
-                    spec["host"], "1" if net else "0", cwd, str(len(mounts))] + extra + pid_namespace + list(argv)
+    prologue = ["/bin/sh", "-c", PROLOGUE, "trainforge-instance", paths.host_ml, hosts_file, spec["host"],
+                "1" if net else "0", cwd, str(len(mounts))] + extra
+    return setup + ["--"] + prologue + pid_namespace + list(argv)
 
 
 def check_available(spec: dict[str, Any]) -> None:
