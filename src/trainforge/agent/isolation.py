@@ -16,7 +16,8 @@ command's process tree and nothing else (the prologue's ``mount``/``ip`` helpers
 exists). Stopping (``Instance.terminate``) therefore waits, polling with a bound, until PID 1
 has a child, then sends SIGTERM once to every process of the namespace but PID 1, and stops
 there (processes the training code starts afterwards, e.g. to save its model, are not
-signalled). Why it cannot be done with one signal at the moment the stop arrives:
+signalled; as with ``docker stop``, a wrapper that gets SIGTERM before it started the real
+program ends at once, and PID 1 with it). Why it cannot be done with one signal at the moment the stop arrives:
 
 - before ``unshare`` has forked there is no process of the instance to signal, and ``unshare``
   itself blocks SIGTERM while it waits for its child: a signal sent to it is lost;
@@ -34,8 +35,8 @@ Either way the job ends promptly without waiting out the grace. The poll is boun
 grace: if the namespace never gets that far, SIGKILL follows as always.
 
 ``setpriv --pdeathsig`` and ``unshare --kill-child`` tie the instance's life to the agent's: an
-agent killed with -9 leaves no orphan (the prologue's step keeps ``setpriv``'s death signal
-across its ``exec``\ s).
+agent killed with -9 leaves no orphan (the death signal set by ``setpriv`` survives the
+``exec`` calls of the prologue's chain, up to the ``unshare`` whose child is PID 1).
 
 ``none``: a plain subprocess in its own session / process group; stopping signals the group.
 The group exists as soon as the process does (``Popen`` returns only after the child called
