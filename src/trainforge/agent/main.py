@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import environment, isolation, layout, runner
+from trainforge.agent import environment, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
 from trainforge.agent.direct import finish as finish_direct
 from trainforge.agent.direct import plan as plan_direct
@@ -123,10 +123,8 @@ class Agent:
         if self._exited_marked or not os.path.isdir(self.spec.get("instance_dir") or ""):
             return
         self._exited_marked = True
-        from trainforge.agent import outputs
-
         try:
-            outputs.write_exited_marker(Paths.of(self.spec), exit_code)
+            instance_files.write_exited(self.spec["instance_dir"], exit_code)
         except (OSError, KeyError) as exc:
             print(f"trainforge agent: cannot write the .exited marker: {exc}", file=sys.stderr)
 
@@ -134,7 +132,7 @@ class Agent:
         instance_dir = self.spec.get("instance_dir")
         if not instance_dir or not os.path.isdir(instance_dir):
             return None
-        return os.path.join(instance_dir, "agent-outbox.jsonl")
+        return instance_files.outbox_path(instance_dir)
 
     def _stderr_line(self, message: str) -> None:
         """One line of the agent's own in the job's log (stream stderr)."""
@@ -245,26 +243,21 @@ class Agent:
         return self._upload(paths, outcome)
 
     def _record_outcome(self, paths: Paths, outcome: Outcome) -> None:
-        from trainforge.agent import outputs
-
         try:
-            outputs.write_outcome(paths, outcome.as_dict())
+            instance_files.write_outcome(paths.instance_dir, outcome)
         except OSError as exc:
             print(f"trainforge agent: cannot write outcome.json: {exc}", file=sys.stderr)
 
     def _finish_instance(self) -> tuple[Outcome, str | None]:
         """Started again after the agent died between the end of training and its exit report."""
-        from trainforge.agent import outputs
-
         reporter = self.reporter
         assert reporter is not None
         paths = Paths.of(self.spec)
         self._exited_marked = True  # the first agent wrote the marker when the training ended
-        recorded = outputs.read_outcome(paths.instance_dir)
-        if recorded is None:
+        outcome = instance_files.read_outcome(paths.instance_dir)
+        if outcome is None:
             return Outcome("platform", None, "InternalServerError: the trainforge agent of "
                            f"{self.spec['host']} died and its instance cannot be finished"), None
-        outcome = Outcome.from_dict(recorded)
         self._write_state(paths, None)
         reporter.log(f"[trainforge] the agent of {self.spec['host']} exited before finishing; a new agent "
                      f"uploads and reports the instance's end (training ended: {outcome.outcome}, "
@@ -383,15 +376,13 @@ class Agent:
         return outcome, artifacts
 
     def _write_state(self, paths: Paths, instance: isolation.Instance | None) -> None:
-        """``instance_dir/instance.json``: who to kill if this agent dies (for reconciliation);
-        without ``instance`` (a finishing agent) there is no training process left to kill."""
-        state: dict[str, Any] = {"agent_pid": os.getpid(), "started": time.time()}
-        if instance is not None:
-            state.update(pid=instance.pid, pgid=instance.pid,
-                         isolation="namespace" if instance.namespace else "none")
+        """``instance.json``: who to kill if this agent dies (for reconciliation)."""
         try:
-            with open(os.path.join(paths.instance_dir, "instance.json"), "w", encoding="utf-8") as f:
-                json.dump(state, f)
+            if instance is None:
+                instance_files.write_state(paths.instance_dir, os.getpid())
+            else:
+                instance_files.write_state(paths.instance_dir, os.getpid(), instance.pid,
+                                           "namespace" if instance.namespace else "none")
         except OSError:
             pass
 
