@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from trainforge.agent import instance_files
 from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.service import lifecycle
 from trainforge.store.jobs import JobRow, JobStore
@@ -133,10 +134,8 @@ class Launcher:
             shape = self.capacity.shape(itype)
             spec = {**common, "host": host, "instance_type": itype, "instance_group": group,
                     "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": shape.gpus}
-            spec_path = inst_dir / "spec.json"
-            fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(spec))
+            spec_path = inst_dir / instance_files.SPEC
+            instance_files.write_spec(inst_dir, spec)
             prepared.agents.append((host, spec_path))
             prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt,
                                   "backend": self.backend.name, "handle": None, "next_seq": 0, "state": "running",
@@ -165,7 +164,7 @@ class Launcher:
         transaction: starting agents must not hold the store's write lock."""
         if not agents:
             return
-        results = self.backend.launch_many([(spec_path, spec_path.parent / "agent.log", finish)
+        results = self.backend.launch_many([(spec_path, spec_path.parent / instance_files.AGENT_LOG, finish)
                                             for _, _, spec_path, finish in agents])
         handles = []
         for (job, host, _, _), result in zip(agents, results):
