@@ -18,8 +18,7 @@ from conftest import wait_until
 from test_data_file import channel, put, request
 
 from trainforge import objectstore
-from trainforge.data import DataError, stage_inputs
-from trainforge.data import recordio
+from trainforge.data import DataError, recordio, stage_inputs
 from trainforge.data.channels import parse_channels
 from trainforge.data.pipe import recordio_header, recordio_record
 from trainforge.data.sources import assign, list_items
