@@ -8,6 +8,7 @@ from typing import Any
 from trainforge.api.errors import ResourceLimitExceeded, ValidationError
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.training_jobs import Caller, check_tag_keys
+from trainforge.service.unsupported import check_supported
 from trainforge.store.jobs import JobStore
 
 MAX_TAGS = 50
@@ -30,6 +31,7 @@ class Tags:
         return arn
 
     def add(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        check_supported("AddTags", params)
         arn = self._resource(caller, params["ResourceArn"])
         tag_list = params["Tags"]
         check_tag_keys(tag_list)
