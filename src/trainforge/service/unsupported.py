@@ -83,7 +83,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
     "AddTags": _paths({"": "ResourceArn Tags", "Tags[]": "Key Value"}),
 }
 
-_PRESENT: Callable[[Any], bool] = lambda v: True  # noqa: E731  (any value: the member is not implemented)
+_PRESENT: Callable[[Any], bool] = lambda v: True  # any value: the member is not implemented
 
 # (member path, values refused, why): implemented members whose values need a missing feature, and
 # the reason given for members left out of IMPLEMENTED (any other member gets _NOT_IMPLEMENTED).
