@@ -1,4 +1,5 @@
-"""Members trainforge cannot honour are refused with a clear error; rules say they were not run."""
+"""Members trainforge cannot honour are refused with a clear error (those outside the allowlist, today's or a
+newer model's, included); rules say they were not run."""
 
 from __future__ import annotations
 
