@@ -31,8 +31,8 @@ class Tags:
         return arn
 
     def add(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        arn = self._resource(caller, params["ResourceArn"])  # an unknown resource is answered first
         check_supported("AddTags", params)
-        arn = self._resource(caller, params["ResourceArn"])
         tag_list = params["Tags"]
         check_tag_keys(tag_list)
         existing = {r.key for r in self.store.list_tags(caller.account_id, caller.region, arn, None, MAX_TAGS + 1)}

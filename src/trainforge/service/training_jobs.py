@@ -152,8 +152,8 @@ class TrainingJobs:
 
     # --- Update ------------------------------------------------------------------------------
     def update(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        job = self.get(caller, params["TrainingJobName"])  # an unknown job is answered first, as AWS does
         check_supported("UpdateTrainingJob", params)  # e.g. warm pools and remote debugging, as at create
-        job = self.get(caller, params["TrainingJobName"])
         with self.store.locked(job.id) as (conn, locked):
             if locked is None:
                 raise job_not_found()
