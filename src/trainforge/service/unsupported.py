@@ -42,7 +42,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
         "InputDataConfig[]": ("ChannelName DataSource ContentType CompressionType RecordWrapperType InputMode "
                               "ShuffleConfig"),
         "InputDataConfig[].ShuffleConfig": "Seed",
-        # DatasetSource is interpreted to be refused, by the data plane's own rule (data/validate.py).
+        # DatasetSource is interpreted to be refused, by a create rule naming the channel (no SageMaker hub here).
         "InputDataConfig[].DataSource": "S3DataSource FileSystemDataSource DatasetSource",
         "InputDataConfig[].DataSource.DatasetSource": "DatasetArn",
         "InputDataConfig[].DataSource.S3DataSource": ("S3DataType S3Uri S3DataDistributionType AttributeNames "
