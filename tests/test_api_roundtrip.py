@@ -1,9 +1,11 @@
 """CreateTrainingJob → DescribeTrainingJob through boto3 against a real server.
 
-The requests below set every member of CreateTrainingJob's input shape, at every depth. Some members
-exclude each other (TrainingImage / AlgorithmName, InstanceType / InstanceGroups, one DataSource per
-channel), so the coverage is spread over a few requests; ``test_requests_cover_every_member`` walks
-botocore's model and fails when a botocore update adds a member none of them sets.
+The requests below set every member of CreateTrainingJob's input shape that trainforge implements, at
+every depth. Some members exclude each other (TrainingImage / AlgorithmName, InstanceType /
+InstanceGroups, one DataSource per channel), so the coverage is spread over a few requests;
+``test_requests_cover_every_member`` checks that they set every member trainforge implements, and that
+the server refuses every other member of botocore's model (whichever botocore runs the tests, a newer
+one's additions included).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_until
+from test_api_unsupported import sample_value, shape_at
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
 CREATE = MODEL.operation_model("CreateTrainingJob").input_shape
@@ -236,17 +239,51 @@ def namespaces_available() -> bool:
     return probe.returncode == 0
 
 
-def test_requests_cover_every_member() -> None:
-    wanted = model_paths(CREATE)
-    covered: set[str] = set()
-    for make in (*ACCEPTED, request_with_dataset):
-        covered |= value_paths(make("x"), CREATE)
-    for path, value in UNSUPPORTED.items():
-        covered |= value_paths(request_with("x", path, value), CREATE)
-    missing = sorted(wanted - covered)
-    assert not missing, f"members of CreateTrainingJob no test request sets: {missing}"
-    # And the members describe cannot return are exactly the ones the model leaves out.
-    assert {m for m in CREATE.members if m not in DESCRIBE.members} == NOT_DESCRIBED
+def _parent(path: str) -> str:
+    """``A.B[].C`` -> ``A.B``; ``A`` -> ``""`` (the request)."""
+    return path.rpartition(".")[0].removesuffix("[]").removesuffix("{}")
+
+
+def _set_member(request: dict[str, Any], path: str, value: Any) -> str:
+    """Set ``path`` in ``request`` (through the first element of lists); returns the path with indexes."""
+    node: Any = request
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node[part.removesuffix("[]")]
+        if part.endswith("[]"):
+            node = node[0]
+    node[leaf] = copy.deepcopy(value)
+    return path.replace("[]", "[0]")
+
+
+def test_requests_cover_every_member(server: Any) -> None:
+    """Model-update-proof coverage: every member trainforge implements (``unsupported.IMPLEMENTED``) is
+    set by the requests above, and every other member of the model, whichever botocore this runs
+    with, is refused by the server naming it."""
+    from trainforge.service.unsupported import IMPLEMENTED
+
+    implemented = IMPLEMENTED["CreateTrainingJob"]
+    requests = [make("x") for make in (*ACCEPTED, request_with_dataset)]
+    covered = set().union(*(value_paths(r, CREATE) for r in requests))
+    missing = sorted(implemented - covered)
+    assert not missing, f"implemented members of CreateTrainingJob no test request sets: {missing}"
+    # The outermost members left out of the allowlist (their own members cannot come without them).
+    outermost = sorted(p for p in model_paths(CREATE) - implemented if not _parent(p) or _parent(p) in implemented)
+    assert {"VpcConfig", "ServerlessJobConfig", "ResourceConfig.TrainingPlanArn"} <= set(outermost)
+    sm = server.client()
+    for path in outermost:
+        request = copy.deepcopy(next(r for r in requests if not _parent(path) or _parent(path) in value_paths(r, CREATE)))
+        request["TrainingJobName"] = name = unique_name("refused")
+        shown = _set_member(request, path, sample_value(shape_at(CREATE, path)))
+        with pytest.raises(ClientError) as exc:
+            sm.create_training_job(**request)
+        code, message = _error(exc)
+        assert code == "ValidationException" and f"{shown} is not supported by trainforge: " in message, (path, message)
+        with pytest.raises(ClientError) as exc:
+            sm.describe_training_job(TrainingJobName=name)
+        assert _error(exc) == ("ValidationException", "Requested resource not found."), path
+    # And the implemented members describe cannot return are exactly the ones the model leaves out.
+    assert {m for m in CREATE.members if m in implemented and m not in DESCRIBE.members} == NOT_DESCRIBED
 
 
 def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:

@@ -71,8 +71,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     capacity = CapacityModel(config)
 
     def create_rules(params: dict[str, Any]) -> None:
+        check_supported("CreateTrainingJob", params)  # first: no rule interprets a member trainforge lacks
         check_create(params, config, fits=capacity.never_fits)
-        check_supported(params)
         if params.get("EnableNetworkIsolation") and isolation != "namespace":
             raise ValidationError(
                 "EnableNetworkIsolation is not available on this trainforge server: it cannot create network "

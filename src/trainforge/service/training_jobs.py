@@ -99,6 +99,7 @@ class TrainingJobs:
 
     # --- List --------------------------------------------------------------------------------
     def list(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        check_supported("ListTrainingJobs", params)  # a filter it does not know would be ignored
         sort_by = params.get("SortBy") or "CreationTime"
         descending = (params.get("SortOrder") or "Ascending") == "Descending"
         limit = params.get("MaxResults") or 10
@@ -151,7 +152,8 @@ class TrainingJobs:
 
     # --- Update ------------------------------------------------------------------------------
     def update(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-        job = self.get(caller, params["TrainingJobName"])
+        job = self.get(caller, params["TrainingJobName"])  # an unknown job is answered first, as AWS does
+        check_supported("UpdateTrainingJob", params)  # e.g. warm pools and remote debugging, as at create
         with self.store.locked(job.id) as (conn, locked):
             if locked is None:
                 raise job_not_found()
@@ -160,7 +162,6 @@ class TrainingJobs:
                     f"The request was rejected because the training job is in status {locked.status}.")
             check_update(params, locked.request, locked.status, secondary_status=locked.secondary_status,
                          config=self.config)
-            check_supported(params)  # e.g. warm pools and remote debugging, refused at create too
             for member in _UPDATABLE:
                 if member in params:
                     locked.request[member] = params[member]
