@@ -95,9 +95,16 @@ def fetch_credentials(endpoint: str, token: str) -> tuple[int, dict[str, Any]]:
 
 
 def spec_token(data_dir: Path, name: str, attempt: int = 1) -> str:
-    spec = wait_until(lambda: next(data_dir.glob(f"jobs/*/*/{name}/attempt-{attempt}/algo-1/spec.json"), None),
-                      timeout=30, message=f"attempt {attempt}'s spec")
-    return str(json.loads(spec.read_text())["token"])
+    """The agents' token, from the instance's spec.json once it is written whole."""
+    def token() -> str | None:
+        for spec in data_dir.glob(f"jobs/*/*/{name}/attempt-{attempt}/algo-1/spec.json"):
+            try:
+                return str(json.loads(spec.read_text())["token"])
+            except (OSError, ValueError):
+                return None
+        return None
+
+    return str(wait_until(token, timeout=30, message=f"attempt {attempt}'s spec"))
 
 
 def refused(call: Any, **kwargs: Any) -> str:
