@@ -173,7 +173,8 @@ class Instance:
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
         self.popen = subprocess.Popen(
             full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            cwd=paths.host("code"), start_new_session=True)
+            cwd=paths.host("code"), start_new_session=True,
+            umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
         self.pid = self.popen.pid
         self._own_ns = _pid_namespace("self")
         self._ns: str | None = None

@@ -16,7 +16,7 @@ from trainforge.api.errors import ResourceInUse, ValidationError, job_not_found
 from trainforge.awsmodel import operation
 from trainforge.config import Config
 from trainforge.service import lifecycle
-from trainforge.service.create_rules import check_update
+from trainforge.service.create_rules import check_role, check_update
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.unsupported import check_supported, rule_statuses
 from trainforge.store.jobs import DuplicateName, JobRow, JobStore
@@ -65,6 +65,7 @@ class TrainingJobs:
     # --- Create ------------------------------------------------------------------------------
     def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         self._check_create(params)
+        check_role(params.get("RoleArn", ""), self.config, caller.account_id)
         check_tag_keys(params.get("Tags") or [])
         name = params["TrainingJobName"]
         request = {k: v for k, v in params.items() if k != "Tags"}
