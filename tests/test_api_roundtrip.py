@@ -18,7 +18,7 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.exceptions import ClientError, WaiterError
-from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_for_job
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
 CREATE = MODEL.operation_model("CreateTrainingJob").input_shape
@@ -371,8 +371,7 @@ def test_update_training_job_is_described(server: Any) -> None:
         for member in ("AlgorithmSpecification", "ResourceConfig", "OutputDataConfig", "StoppingCondition"):
             assert after[member] == before[member]
         # RemoteDebugConfig changes only while the job downloads or trains.
-        wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-                   timeout=60, interval=0.1, message="Training")
+        wait_for_job(sm, name, "Training", secondary=True, timeout=60)
         sm.update_training_job(TrainingJobName=name, RemoteDebugConfig={"EnableRemoteDebug": False})
         assert sm.describe_training_job(TrainingJobName=name)["RemoteDebugConfig"] == {"EnableRemoteDebug": False}
     finally:
@@ -383,8 +382,7 @@ def test_waiter_returns_after_stop(server: Any) -> None:
     sm = server.client()
     name = unique_name("waiter")
     sm.create_training_job(**_sleeping_job(server, name))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=60, interval=0.1, message="Training")
+    wait_for_job(sm, name, "Training", secondary=True, timeout=60)
     outcome: dict[str, Any] = {}
 
     def wait() -> None:

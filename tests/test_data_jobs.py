@@ -17,14 +17,12 @@ import struct
 import sys
 import tarfile
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_until
+from conftest import minimal_request, unique_name, wait_for_job, wait_until
 
-FINISHED = ("Completed", "Failed", "Stopped")
 
 READER = r"""
 import base64, hashlib, json, os, sys, time
@@ -61,11 +59,6 @@ host = os.environ.get("SM_CURRENT_HOST", "algo-1")
 with open(os.path.join(os.environ["SM_MODEL_DIR"], f"digest-{host}.json"), "w") as f:
     json.dump(out, f)
 """
-
-
-def wait_finished(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_until(lambda: (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"]
-                      in FINISHED and d, timeout=timeout, interval=0.1, message=f"{name} to finish")
 
 
 def read_model(s3: Any, uri: str) -> dict[str, bytes]:
@@ -110,13 +103,6 @@ def runner(server_factory: Any, tmp_path: Path) -> Any:
     return server_factory({"allowed_local_roots": [str(tmp_path)]})
 
 
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"dj-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
 def test_every_source_and_mode_through_a_job(runner: Any, s3: Any, bucket: str, tmp_path: Path) -> None:
     objs = {f"data/{k}": v for k, v in {"a.csv": b"alpha\n", "b/c.csv": b"charlie\n" * 3,
                                         "d.bin": bytes(range(256)) * 9}.items()}
@@ -146,7 +132,7 @@ def test_every_source_and_mode_through_a_job(runner: Any, s3: Any, bucket: str, 
     name = unique_name("channels")
     sm = runner.client()
     sm.create_training_job(**reader_job(name, bucket, channels))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     digest = json.loads(read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])["digest-algo-1.json"])
     files = {k[len("data/"):]: sha(v) for k, v in objs.items()}
@@ -186,7 +172,7 @@ def test_sharded_three_instances(runner: Any, s3: Any, bucket: str) -> None:
                                                ShuffleConfig={"Seed": 5})])
     req["ResourceConfig"] = {**req["ResourceConfig"], "InstanceCount": 3, "InstanceType": "ml.t3.medium"}
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name, timeout=180)
+    desc = wait_for_job(sm, name, timeout=180)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     model = read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])
     digests = [json.loads(model[f"digest-algo-{i}.json"]) for i in (1, 2, 3)]
@@ -206,7 +192,7 @@ def test_path_escape_and_volume_overflow_fail_cleanly(runner: Any, s3: Any, buck
     name = unique_name("escape")
     sm.create_training_job(**reader_job(name, bucket, [
         s3_channel("train", f"s3://{bucket}/esc.json", "File", data_type="ManifestFile")]))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "outside the channel directory" in desc["FailureReason"]
     assert not list(tmp_path.rglob("escaped.txt")) and not list(Path(runner.data_dir).rglob("escaped.txt"))
@@ -219,7 +205,7 @@ def test_path_escape_and_volume_overflow_fail_cleanly(runner: Any, s3: Any, buck
     req = reader_job(name, bucket, [s3_channel("train", f"file://{big}", "File")])
     req["ResourceConfig"] = {**req["ResourceConfig"], "VolumeSizeInGB": 1}
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "storage volume of 1 GB" in desc["FailureReason"] and "VolumeSizeInGB" in desc["FailureReason"]
 
@@ -251,9 +237,9 @@ def test_stopped_job_resumes_from_its_checkpoint(runner: Any, s3: Any, bucket: s
     wait_until(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="ckpt/run/").get("KeyCount", 0) > 0,
                timeout=60, message="checkpoint synced up while training")
     sm.stop_training_job(TrainingJobName=first)
-    assert wait_finished(sm, first)["TrainingJobStatus"] == "Stopped"
+    assert wait_for_job(sm, first)["TrainingJobStatus"] == "Stopped"
     second = unique_name("ckpt2")
     sm.create_training_job(**job(second))
-    desc = wait_finished(sm, second)
+    desc = wait_for_job(sm, second)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])["resumed-from"] == b"step-300"

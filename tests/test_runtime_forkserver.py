@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from conftest import instance_records, unique_name, wait_until
-from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
+from conftest import alive, instance_records, unique_name, wait_for_job, wait_until
+from test_runtime_jobs import log_messages, read_model, shell_job
 from test_runtime_recovery import assert_both_models_uploaded, kill_the_leader_after_its_training
 
 
@@ -71,13 +71,13 @@ def test_agent_is_forked_detached_and_survives_its_fork_server(server_factory: A
     wait_until(lambda: not _alive(forkserver), timeout=10, message="the fork server to die")
     assert _alive(agent)
     gate.write_text("go")
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"m": b"m\n"}
     # the next job gets a new fork server
     second = unique_name("forked")
     sm.create_training_job(**shell_job(second, "echo second", tmp_path / "out"))
-    desc = wait_finished(sm, second)
+    desc = wait_for_job(sm, second)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert "second" in log_messages(srv, second)
     assert [p for p in fork_servers(srv.proc.pid) if p != forkserver]
@@ -98,7 +98,7 @@ def test_fork_server_outlives_a_killed_server_only_while_its_agents_run(server_f
     assert _alive(agent) and _alive(forkserver)  # it still reaps the agent
     srv.start()
     gate.write_text("go")
-    desc = wait_finished(srv.client(), name)
+    desc = wait_for_job(srv.client(), name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     wait_until(lambda: not _alive(agent), timeout=30, message="the agent to exit")
     wait_until(lambda: not _alive(forkserver), timeout=30, message="the old fork server to exit")
@@ -119,7 +119,7 @@ def test_agents_start_the_same_with_and_without_the_fork_server(server_factory: 
         sm = srv.client()
         sm.create_training_job(**shell_job(name, f"cat /proc/self/status > {out}; echo m > /opt/ml/model/m",
                                            tmp_path / "out"))
-        desc = wait_finished(sm, name)
+        desc = wait_for_job(sm, name)
         assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
         seen[forkserver] = signal_lines(out)
         assert bool(fork_servers(pid)) == (forkserver == "1")
@@ -139,4 +139,4 @@ def test_finishing_agent_is_forked_too(server_factory: Any, tmp_path: Path) -> N
     fields = _stat(int(second))
     assert fields is None or int(fields[1]) in fork_servers(srv.proc.pid)  # it may have ended already
     gate.write_text("go")
-    assert_both_models_uploaded(wait_finished(sm, name))
+    assert_both_models_uploaded(wait_for_job(sm, name))
