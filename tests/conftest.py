@@ -6,6 +6,7 @@ Everything here is a real process talking HTTP: the tests use boto3 / awscli aga
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -351,6 +353,20 @@ def stop_quietly(sm: Any, name: str) -> None:
     except ClientError as exc:
         error = exc.response["Error"]
         assert error["Code"] == "ValidationException" and "is in status" in error["Message"], error
+
+
+def read_model(uri: str) -> dict[str, bytes]:
+    """The files of a job's model archive (``file://`` or ``s3://`` on moto), by name."""
+    if uri.startswith("s3://"):
+        bucket, key = uri[len("s3://"):].split("/", 1)
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+        archive = tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    else:
+        assert uri.startswith("file://"), uri
+        archive = tarfile.open(uri[len("file://"):])
+    with archive:
+        return {m.name.lstrip("./"): archive.extractfile(m).read()  # type: ignore[union-attr]
+                for m in archive.getmembers() if m.isfile()}
 
 
 def minimal_request(name: str, **overrides: Any) -> dict[str, Any]:

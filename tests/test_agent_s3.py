@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from conftest import read_model
 from test_agent_harness import (
     ControlPlane,
     agent_log,
@@ -54,9 +55,7 @@ def test_s3_channel_code_and_outputs_use_the_jobs_credentials(tmp_path: Path, co
     ev = control.exit_event()
     assert ev["outcome"] == "ok", (ev, agent_log(spec))
     assert ev["model_artifacts"] == f"s3://{bucket}/out/job-1/output/model.tar.gz"
-    body = s3.get_object(Bucket=bucket, Key="out/job-1/output/model.tar.gz")["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        model = json.loads(tar.extractfile("model.json").read())  # type: ignore[union-attr]
+    model = json.loads(read_model(ev["model_artifacts"])["model.json"])
     assert model == {"files": ["part-0.csv", "part-1.csv", "part-2.csv"], "argv": ["--epochs", "1"],
                      "listed": 3, "secret_in_env": False}
     # the agent (staging, code, upload) and the training process fetched the job's credentials

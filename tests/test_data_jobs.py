@@ -10,18 +10,16 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import io
 import json
 import os
 import struct
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_for_job, wait_until
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 
 
 READER = r"""
@@ -59,13 +57,6 @@ host = os.environ.get("SM_CURRENT_HOST", "algo-1")
 with open(os.path.join(os.environ["SM_MODEL_DIR"], f"digest-{host}.json"), "w") as f:
     json.dump(out, f)
 """
-
-
-def read_model(s3: Any, uri: str) -> dict[str, bytes]:
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        return {m.name.lstrip("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
 def s3_channel(name: str, uri: str, mode: str, *, data_type: str = "S3Prefix", dist: str = "FullyReplicated",
@@ -134,7 +125,7 @@ def test_every_source_and_mode_through_a_job(runner: Any, s3: Any, bucket: str, 
     sm.create_training_job(**reader_job(name, bucket, channels))
     desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    digest = json.loads(read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])["digest-algo-1.json"])
+    digest = json.loads(read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["digest-algo-1.json"])
     files = {k[len("data/"):]: sha(v) for k, v in objs.items()}
     assert digest["s3file"] == {"mode": "File", "files": files}
     assert digest["fastfile"] == {"mode": "FastFile", "files": files}
@@ -174,7 +165,7 @@ def test_sharded_three_instances(runner: Any, s3: Any, bucket: str) -> None:
     sm.create_training_job(**req)
     desc = wait_for_job(sm, name, timeout=180)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    model = read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])
+    model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])
     digests = [json.loads(model[f"digest-algo-{i}.json"]) for i in (1, 2, 3)]
     sets = [set(d["train"]["files"]) for d in digests]
     assert set().union(*sets) == {k[len("shard/"):] for k in objs}
@@ -242,4 +233,4 @@ def test_stopped_job_resumes_from_its_checkpoint(runner: Any, s3: Any, bucket: s
     sm.create_training_job(**job(second))
     desc = wait_for_job(sm, second)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    assert read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])["resumed-from"] == b"step-300"
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["resumed-from"] == b"step-300"

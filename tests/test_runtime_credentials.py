@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import minimal_request, unique_name, wait_for_job
-from test_runtime_jobs import read_model, shell_job
+from conftest import minimal_request, read_model, unique_name, wait_for_job
+from test_runtime_jobs import shell_job
 
 ROLE = "arn:aws:iam::000000000000:role/TrainerRole"
 PROBE = """

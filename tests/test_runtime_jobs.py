@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import textwrap
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_for_job, wait_until
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.3.0-cpu-py311"
 
@@ -21,12 +20,6 @@ def log_messages(srv: Any, name: str) -> list[str]:
                                         logStreamNamePrefix=f"{name}/")["logStreams"]
     return [e["message"] for s in streams for e in logs.get_log_events(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)["events"]]
-
-
-def read_model(uri: str) -> dict[str, bytes]:
-    assert uri.startswith("file://"), uri
-    with tarfile.open(uri[len("file://"):]) as tar:
-        return {m.name.lstrip("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
 def shell_job(name: str, script: str, out: Path, **overrides: Any) -> dict[str, Any]:
@@ -91,9 +84,7 @@ def test_script_mode_job_completes_with_contract_metrics_and_logs(runner: Any, t
     assert desc["BillableTimeInSeconds"] >= 1
     uri = desc["ModelArtifacts"]["S3ModelArtifacts"]
     assert uri == f"s3://{bucket}/out/{name}/output/model.tar.gz"
-    body = s3.get_object(Bucket=bucket, Key=f"out/{name}/output/model.tar.gz")["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        model = json.loads(tar.extractfile("model.json").read())
+    model = json.loads(read_model(uri)["model.json"])
     assert model["argv"] == ["--epochs", "3", "--lr", "0.1"]
     assert model["files"] == ["part-0.csv", "part-1.csv", "part-2.csv"] and model["bytes"] == 33
     assert model["hps"]["epochs"] == 3 and model["host"] == "algo-1"

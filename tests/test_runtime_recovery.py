@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import instance_records, minimal_request, unique_name, wait_for_job, wait_until
-from test_runtime_jobs import log_messages, read_model, shell_job
+from conftest import instance_records, minimal_request, read_model, unique_name, wait_for_job, wait_until
+from test_runtime_jobs import log_messages, shell_job
 
 
 def agent_pids(data_dir: Path, name: str) -> list[int]:
@@ -144,7 +144,14 @@ def test_fifty_jobs_on_four_instance_slots(server_factory: Any, tmp_path: Path) 
 
 
 def test_minimal_request_is_a_valid_job(server: Any) -> None:
+    """conftest's minimal request runs to the end: the server completes it and stores its (empty) model."""
     name = unique_name("min")
     sm = server.client()
-    sm.create_training_job(**minimal_request(name))
-    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobName"] == name
+    out = f"file://{server.data_dir}/outputs"  # an allowed local root of the server
+    sm.create_training_job(**minimal_request(name, OutputDataConfig={"S3OutputPath": out}))
+    desc = wait_for_job(sm, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert [t["Status"] for t in desc["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert desc["ModelArtifacts"]["S3ModelArtifacts"] == f"{out}/{name}/output/model.tar.gz"
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {}
