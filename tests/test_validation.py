@@ -1,41 +1,41 @@
 """Request validation against botocore's SageMaker model (``trainforge.api.validation``).
 
 The exhaustive test walks CreateTrainingJob's input shape: for every constrained member (required,
-length, range, enum, pattern, list and map sizes, list elements, map keys and values) it builds an
-otherwise valid request with ONE bad value and checks the exact message, computed here from the
-model's metadata (paths and constraint sentences written independently of the implementation).
+length, range, enum, pattern, list and map sizes, list elements, map keys and values) it draws an
+otherwise valid request with Hypothesis, puts ONE bad value in it and checks the exact message, built
+here from the model's raw metadata and AWS's wording. Whether a value satisfies a pattern is judged
+by ``model_samples.oracle``, never by the translator under test.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 from botocore.model import ListShape, MapShape, Shape, StructureShape
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from model_samples import UNREADABLE, breaking, matches, oracle, text, valid
 
 from trainforge.api import constraints
 from trainforge.api.errors import SerializationError, ValidationError
 from trainforge.api.validation import validate
 from trainforge.awsmodel import SUPPORTED_OPERATIONS, operation, service_model
 
-# Strings tried, in order, as valid (or invalid) samples for a pattern; the first that fits wins.
-CANDIDATES = [
-    "abc", "a", "train", "s3://bucket/key", "arn:aws:iam::123456789012:role/Role",
-    "arn:aws:sagemaker:us-east-1:123456789012:training-plan/plan-name-that-is-long-enough-to-pass",
-    "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/x",
-    "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/g",
-    "arn:aws:sagemaker:us-east-1:123456789012:model-package/p",
-    "arn:aws:sagemaker:us-east-1:aws:hub-content/hub/Model/m",
-    "arn:aws:sagemaker:us-east-1:aws:hub-content/hub/DataSet/d",
-    "arn:aws:lambda:us-east-1:123456789012:function:f", "fs-12345678", "sg-123", "A_B", "1",
-]
-INVALID_CANDIDATES = ["!", "a b!", "\n", "_", "-", "a" * 5 + "!"]
+# Derandomized: every run draws the same examples (until Hypothesis or the model changes). One
+# example per case is Hypothesis's simplest valid request; the whole-model test draws a few more.
+# No shrinking: the first example is already Hypothesis's simplest, and shrinking every failing case
+# of a broken validator would take many minutes.
+SAMPLED = settings(derandomize=True, database=None, max_examples=1, deadline=None, phases=[Phase.generate],
+                   suppress_health_check=[HealthCheck.too_slow])  # the machine may be loaded
+PATTERN = "Member must satisfy regular expression pattern: "
 
 
+# ---- the expected messages: the model's raw values in AWS's wording ----------------------------
 def lower(name: str) -> str:
     return name[0].lower() + name[1:]
 
@@ -60,52 +60,6 @@ def message(*entries: str) -> str:
     return f"{n} validation error{'s' if n != 1 else ''} detected: " + "; ".join(entries)
 
 
-def matches(shape: Shape, value: str) -> bool:
-    """Does ``value`` satisfy the shape's pattern (Java semantics, via the translator under test)."""
-    pattern = shape.metadata.get("pattern")
-    if pattern is None:
-        return True
-    m = constraints.compile_pattern(pattern)
-    return m is None or m(value) is not None
-
-
-def fits_string(shape: Shape, value: str) -> bool:
-    meta = shape.metadata
-    if "enum" in meta:
-        return value in meta["enum"]
-    return meta.get("min", 0) <= len(value) <= meta.get("max", 10**9) and matches(shape, value)
-
-
-def sample_string(shape: Shape) -> str:
-    meta = shape.metadata
-    if meta.get("enum"):
-        return meta["enum"][0]
-    for cand in CANDIDATES:
-        if fits_string(shape, cand):
-            return cand
-    raise AssertionError(f"no valid sample for {shape.name} {meta}")
-
-
-def valid(shape: Shape, depth: int = 0) -> Any:
-    """A minimal value satisfying every constraint of the shape."""
-    meta = shape.metadata
-    if isinstance(shape, StructureShape):
-        return {name: valid(shape.members[name], depth + 1) for name in shape.required_members}
-    if isinstance(shape, ListShape):
-        return [valid(shape.member, depth + 1) for _ in range(meta.get("min", 0))]
-    if isinstance(shape, MapShape):
-        return {}
-    if shape.type_name == "string":
-        return sample_string(shape)
-    if shape.type_name in ("integer", "long"):
-        return max(meta.get("min", 1), 1) if meta.get("max", 10**12) >= 1 else meta["max"]
-    if shape.type_name == "boolean":
-        return True
-    if shape.type_name == "timestamp":
-        return 1700000000.5
-    raise AssertionError(shape.type_name)
-
-
 def rules(shape: Shape) -> list[str]:
     """Every constraint of a scalar shape, in the bracket order AWS prints (max, min, pattern, enum)."""
     meta, out = shape.metadata, []
@@ -115,84 +69,113 @@ def rules(shape: Shape) -> list[str]:
     if "min" in meta:
         out.append(f"Member must have {kind} greater than or equal to {meta['min']}")
     if "pattern" in meta:
-        out.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+        out.append(PATTERN + meta["pattern"])
     if "enum" in meta:
         out.append(f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]")
     return out
 
 
-def invalid_string(shape: Shape) -> str | None:
-    """A string breaking only the pattern (within the length bounds), if any exists."""
-    meta = shape.metadata
-    for cand in INVALID_CANDIDATES:
-        if meta.get("min", 0) <= len(cand) <= meta.get("max", 10**9) and not matches(shape, cand):
-            return cand
-    return None
+def pattern_entry(shape: Shape, value: str, path: str) -> list[str]:
+    """The pattern entry a bad-length string also gets when it breaks the pattern too."""
+    pattern = shape.metadata.get("pattern")
+    return [] if pattern is None or matches(pattern, value) else [entry(value, path, PATTERN + pattern)]
 
 
-def scalar_cases(shape: Shape, path: str) -> Iterator[tuple[Any, list[str]]]:
-    """(bad value, expected entries) for each violable constraint of a scalar member."""
+# ---- one bad value per constraint ----------------------------------------------------------------
+# A case, given Hypothesis's draw, returns (bad value, expected entries).
+Draw = Callable[[st.SearchStrategy[Any]], Any]
+Case = Callable[[Draw], tuple[Any, list[str]]]
+
+
+def fixed(value: Any, expected: list[str], draw: Draw) -> tuple[Any, list[str]]:
+    return value, expected
+
+
+def too_short(shape: Shape, path: str, draw: Draw) -> tuple[Any, list[str]]:
+    least = shape.metadata["min"]
+    short = draw(valid(shape))[: least - 1]
+    return short, [entry(short, path, f"Member must have length greater than or equal to {least}"),
+                   *pattern_entry(shape, short, path)]
+
+
+def too_long(shape: Shape, path: str, draw: Draw) -> tuple[Any, list[str]]:
+    most = shape.metadata["max"]
+    good = draw(valid(shape))
+    long = good + "a" * (most + 1 - len(good))
+    return long, [entry(long, path, f"Member must have length less than or equal to {most}"),
+                  *pattern_entry(shape, long, path)]
+
+
+def list_of(shape: ListShape, path: str, size: int, draw: Draw) -> tuple[Any, list[str]]:
+    value = draw(st.lists(valid(shape.member), min_size=size, max_size=size))
+    bound = f"less than or equal to {shape.metadata['max']}" if size > shape.metadata.get("max", size) \
+        else f"greater than or equal to {shape.metadata['min']}"
+    return value, [entry(value, path, f"Member must have length {bound}")]
+
+
+def bad_element(shape: ListShape, path: str, case: Case, draw: Draw) -> tuple[Any, list[str]]:
+    bad, _ = case(draw)
+    others = max(shape.metadata.get("min", 1), 1) - 1
+    value = [bad, *draw(st.lists(valid(shape.member), min_size=others, max_size=others))]
+    return value, [entry(value, path, "Member must satisfy constraint: [" + ", ".join(rules(shape.member)) + "]")]
+
+
+def too_many_keys(shape: MapShape, path: str, draw: Draw) -> tuple[Any, list[str]]:
+    size = shape.metadata["max"] + 1
+    keys = draw(st.lists(valid(shape.key), min_size=size, max_size=size, unique=True))
+    value = dict(zip(keys, draw(st.lists(valid(shape.value), min_size=size, max_size=size)), strict=True))
+    return value, [entry(value, path, f"Member must have length less than or equal to {shape.metadata['max']}")]
+
+
+def bad_key_or_value(shape: MapShape, path: str, case: Case, is_key: bool, draw: Draw) -> tuple[Any, list[str]]:
+    bad, _ = case(draw)
+    value = {bad: draw(valid(shape.value))} if is_key else {draw(valid(shape.key)): bad}
+    what = "Map keys" if is_key else "Map value"
+    rule = ", ".join(rules(shape.key if is_key else shape.value))
+    return value, [entry(value, path, f"{what} must satisfy constraint: [{rule}]")]
+
+
+def scalar_cases(shape: Shape, path: str) -> Iterator[Case]:
+    """A case for each violable constraint of a scalar member."""
     meta = shape.metadata
     if shape.type_name == "string":
         if meta.get("enum"):
-            yield "NotAnEnumValue", [entry("NotAnEnumValue", path, rules(shape)[-1])]
+            yield partial(fixed, "NotAnEnumValue", [entry("NotAnEnumValue", path, rules(shape)[-1])])
             return
-        good = sample_string(shape)
         if meta.get("min", 0) > 0:
-            short = good[: meta["min"] - 1]
-            expected = [entry(short, path, f"Member must have length greater than or equal to {meta['min']}")]
-            if "pattern" in meta and not matches(shape, short):
-                expected.append(entry(short, path, f"Member must satisfy regular expression pattern: {meta['pattern']}"))
-            yield short, expected
+            yield partial(too_short, shape, path)
         if "max" in meta and meta["max"] < 5000:
-            long = good + "a" * (meta["max"] + 1 - len(good))
-            expected = [entry(long, path, f"Member must have length less than or equal to {meta['max']}")]
-            if "pattern" in meta and not matches(shape, long):
-                expected.append(entry(long, path, f"Member must satisfy regular expression pattern: {meta['pattern']}"))
-            yield long, expected
+            yield partial(too_long, shape, path)
         if "pattern" in meta:
-            bad = invalid_string(shape)
+            bad = breaking(meta["pattern"], meta.get("min", 0), meta.get("max", 2**31 - 1))
             if bad is not None:
-                yield bad, [entry(bad, path, f"Member must satisfy regular expression pattern: {meta['pattern']}")]
+                yield partial(fixed, bad, [entry(bad, path, PATTERN + meta["pattern"])])
     elif shape.type_name in ("integer", "long"):
-        if "min" in meta:
-            yield meta["min"] - 1, [entry(meta["min"] - 1, path, f"Member must have value greater than or equal to {meta['min']}")]
-        if "max" in meta:
-            yield meta["max"] + 1, [entry(meta["max"] + 1, path, f"Member must have value less than or equal to {meta['max']}")]
+        for bound, value, sentence in (("min", -1, "greater than or equal to"), ("max", 1, "less than or equal to")):
+            if bound in meta:
+                bad = meta[bound] + value
+                yield partial(fixed, bad, [entry(bad, path, f"Member must have value {sentence} {meta[bound]}")])
 
 
-def member_cases(shape: Shape, path: str) -> Iterator[tuple[Any, list[str]]]:
-    """(bad value, expected entries) for a member of any shape: its own constraints and its elements'."""
+def member_cases(shape: Shape, path: str) -> Iterator[Case]:
+    """A case for each constraint of a member of any shape: its own and its elements'."""
     meta = shape.metadata
     if isinstance(shape, ListShape):
-        element = valid(shape.member)
         if meta.get("min", 0) > 0:
-            short = [copy.deepcopy(element) for _ in range(meta["min"] - 1)]
-            yield short, [entry(short, path, f"Member must have length greater than or equal to {meta['min']}")]
+            yield partial(list_of, shape, path, meta["min"] - 1)
         if "max" in meta:
-            long = [copy.deepcopy(element) for _ in range(meta["max"] + 1)]
-            yield long, [entry(long, path, f"Member must have length less than or equal to {meta['max']}")]
-        if not isinstance(shape.member, (StructureShape, ListShape, MapShape)):
-            for bad, _ in scalar_cases(shape.member, path):
-                value = [bad] + [copy.deepcopy(element) for _ in range(max(meta.get("min", 1), 1) - 1)]
-                if "max" in meta and len(value) > meta["max"]:
-                    continue
-                text = "Member must satisfy constraint: [" + ", ".join(rules(shape.member)) + "]"
-                yield value, [entry(value, path, text)]
+            yield partial(list_of, shape, path, meta["max"] + 1)
+        if not isinstance(shape.member, (StructureShape, ListShape, MapShape)) \
+                and max(meta.get("min", 1), 1) <= meta.get("max", 1):
+            for case in scalar_cases(shape.member, path):
+                yield partial(bad_element, shape, path, case)
     elif isinstance(shape, MapShape):
-        key = sample_string(shape.key)
-        value = valid(shape.value)
         if "max" in meta and meta["max"] < 1000:
-            big = {f"{key}{i}" if fits_string(shape.key, f"{key}{i}") else key * (i + 1): value
-                   for i in range(meta["max"] + 1)}
-            assert len(big) == meta["max"] + 1
-            yield big, [entry(big, path, f"Member must have length less than or equal to {meta['max']}")]
-        for bad, _ in scalar_cases(shape.key, path):
-            m = {bad: value}
-            yield m, [entry(m, path, "Map keys must satisfy constraint: [" + ", ".join(rules(shape.key)) + "]")]
-        for bad, _ in scalar_cases(shape.value, path):
-            m = {key: bad}
-            yield m, [entry(m, path, "Map value must satisfy constraint: [" + ", ".join(rules(shape.value)) + "]")]
+            yield partial(too_many_keys, shape, path)
+        for case in scalar_cases(shape.key, path):
+            yield partial(bad_key_or_value, shape, path, case, True)
+        for case in scalar_cases(shape.value, path):
+            yield partial(bad_key_or_value, shape, path, case, False)
     else:
         yield from scalar_cases(shape, path)
 
@@ -208,27 +191,25 @@ def walk(shape: StructureShape, path: str = "", keys: tuple[Any, ...] = ()) -> I
             yield from walk(member.member, f"{p}.1.member", keys + (name, 0))
 
 
-def build(root: StructureShape, keys: tuple[Any, ...], value: Any, *, remove: bool = False) -> dict[str, Any]:
-    """A valid request with ``value`` at ``keys`` (or that member removed), ancestors created as needed."""
-    request = valid(root)
+def build(request: dict[str, Any], root: StructureShape, keys: tuple[Any, ...], value: Any, remove: bool,
+          draw: Draw) -> None:
+    """Put ``value`` at ``keys`` in the valid ``request`` (or remove that member), drawing ancestors."""
     node: Any = request
     shape: Shape = root
-    for i, key in enumerate(keys[:-1]):
+    for key in keys[:-1]:
         if isinstance(shape, StructureShape):
             child_shape = shape.members[key]
             if key not in node:
-                node[key] = valid(child_shape)
+                node[key] = draw(valid(child_shape))
             if isinstance(child_shape, ListShape) and not node[key]:
-                node[key] = [valid(child_shape.member)]
+                node[key] = [draw(valid(child_shape.member))]
             node, shape = node[key], child_shape
         else:  # list index
             node, shape = node[key], shape.member
-    last = keys[-1]
     if remove:
-        node.pop(last, None)
+        node.pop(keys[-1], None)
     else:
-        node[last] = value
-    return request
+        node[keys[-1]] = value
 
 
 CREATE = operation("CreateTrainingJob").input_shape
@@ -238,10 +219,10 @@ def create_cases() -> list[Any]:
     cases = []
     for keys, path, member, required in walk(CREATE):
         if required:
-            cases.append(pytest.param(keys, None, [entry(None, path, "Member must not be null")], True,
-                                      id=f"{path}:required"))
-        for n, (bad, expected) in enumerate(member_cases(member, path)):
-            cases.append(pytest.param(keys, bad, expected, False, id=f"{path}:{n}"))
+            cases.append(pytest.param(keys, partial(fixed, None, [entry(None, path, "Member must not be null")]),
+                                      True, id=f"{path}:required"))
+        for n, case in enumerate(member_cases(member, path)):
+            cases.append(pytest.param(keys, case, False, id=f"{path}:{n}"))
     return cases
 
 
@@ -258,13 +239,19 @@ def test_walk_reaches_nested_and_collection_members() -> None:
     assert len(CASES) > 150
 
 
-def test_minimal_request_is_valid() -> None:
-    validate("CreateTrainingJob", valid(CREATE))
+@SAMPLED
+@given(data=st.data())
+def test_minimal_request_is_valid(data: st.DataObject) -> None:
+    validate("CreateTrainingJob", data.draw(valid(CREATE)))
 
 
-@pytest.mark.parametrize("keys,bad,expected,remove", CASES)
-def test_every_constrained_member(keys: tuple[Any, ...], bad: Any, expected: list[str], remove: bool) -> None:
-    request = build(CREATE, keys, bad, remove=remove)
+@pytest.mark.parametrize("keys,case,remove", CASES)
+@SAMPLED
+@given(data=st.data())
+def test_every_constrained_member(keys: tuple[Any, ...], case: Case, remove: bool, data: st.DataObject) -> None:
+    request = data.draw(valid(CREATE))
+    bad, expected = case(data.draw)
+    build(request, CREATE, keys, bad, remove, data.draw)
     with pytest.raises(ValidationError) as info:
         validate("CreateTrainingJob", request)
     assert info.value.message == message(*expected)
@@ -489,6 +476,53 @@ def test_every_pattern_of_the_model_translates() -> None:
         if pattern:
             constraints.compile_pattern(pattern)
     assert constraints.SKIPPED_PATTERNS == {}
+
+
+def model_strings() -> list[tuple[str, int, int]]:
+    """(pattern, min, max) of every string shape of the model with a pattern, once each."""
+    model = service_model()
+    metas = (model.shape_for(name).metadata for name in model.shape_names)
+    return sorted({(m["pattern"], m.get("min", 0), m.get("max", 2**31 - 1)) for m in metas if m.get("pattern")})
+
+
+MODEL_STRINGS = model_strings()
+CHUNK = 16  # strings drawn per example of the test below (one test per string costs too much)
+
+
+def test_the_oracle_reads_the_patterns_of_the_model() -> None:
+    """Few patterns of the whole model may be unreadable here; none of the supported operations'."""
+    for pattern, _, _ in MODEL_STRINGS:
+        oracle(pattern)
+    assert len(UNREADABLE) <= 3, UNREADABLE
+    used = {pattern for op in SUPPORTED_OPERATIONS for pattern in patterns_of(operation(op).input_shape)}
+    assert not used & set(UNREADABLE), {p: UNREADABLE[p] for p in used & set(UNREADABLE)}
+
+
+def patterns_of(shape: Shape, seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    if shape.name in seen:
+        return
+    if "pattern" in shape.metadata:
+        yield shape.metadata["pattern"]
+    children = (list(shape.members.values()) if isinstance(shape, StructureShape) else
+                [shape.member] if isinstance(shape, ListShape) else
+                [shape.key, shape.value] if isinstance(shape, MapShape) else [])
+    for child in children:
+        yield from patterns_of(child, seen | {shape.name})
+
+
+@pytest.mark.parametrize("start", range(0, len(MODEL_STRINGS), CHUNK))
+@settings(SAMPLED, max_examples=2)
+@given(data=st.data())
+def test_the_translator_agrees_on_samples_of_every_model_pattern(start: int, data: st.DataObject) -> None:
+    """Every pattern of the model can be sampled; the translator accepts the samples and rejects the
+    breaking string the oracle rejects."""
+    for pattern, least, most in MODEL_STRINGS[start:start + CHUNK]:
+        sample = data.draw(text(pattern, least, most), label=pattern)
+        translated = constraints.compile_pattern(pattern)
+        assert translated is None or translated(sample) is not None, (pattern, sample)
+        bad = breaking(pattern, least, most)
+        if bad is not None:
+            assert translated is not None and translated(bad) is None, (pattern, bad)
 
 
 @pytest.mark.parametrize("pattern,good,bad", [
