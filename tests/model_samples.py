@@ -17,6 +17,7 @@ import warnings
 from functools import cache
 from typing import Any
 
+import hypothesis
 import pytest
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 from hypothesis import strategies as st
@@ -161,8 +162,17 @@ def _valid(shape: Shape) -> st.SearchStrategy[Any]:
         return text(meta.get("pattern"), meta.get("min", 0), meta.get("max", 2**31 - 1))
     if shape.type_name in ("integer", "long"):
         return st.integers(meta.get("min", 0), meta.get("max", 2**31 - 1))
+    if shape.type_name in ("float", "double"):
+        return st.floats(meta.get("min", 0), meta.get("max", 2.0**31), allow_nan=False, allow_infinity=False)
     if shape.type_name == "boolean":
         return st.booleans()
     if shape.type_name == "timestamp":
         return st.integers(0, 4102444800)
     raise AssertionError(shape.type_name)
+
+
+def sample(shape: Shape) -> Any:
+    """One small value of ``shape`` satisfying every constraint (the simplest ``valid`` finds), for
+    tests that need a value of a member outside a Hypothesis test."""
+    return hypothesis.find(valid(shape), lambda _: True,
+                           settings=hypothesis.settings(database=None, derandomize=True, max_examples=50))

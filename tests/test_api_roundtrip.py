@@ -21,7 +21,8 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_for_job, wait_until
-from test_api_unsupported import sample_value, shape_at
+from model_samples import sample
+from test_api_unsupported import shape_at
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
 CREATE = MODEL.operation_model("CreateTrainingJob").input_shape
@@ -274,7 +275,7 @@ def test_requests_cover_every_member(server: Any) -> None:
     for path in outermost:
         request = copy.deepcopy(next(r for r in requests if not _parent(path) or _parent(path) in value_paths(r, CREATE)))
         request["TrainingJobName"] = name = unique_name("refused")
-        shown = _set_member(request, path, sample_value(shape_at(CREATE, path)))
+        shown = _set_member(request, path, sample(shape_at(CREATE, path)))
         with pytest.raises(ClientError) as exc:
             sm.create_training_job(**request)
         code, message = _error(exc)

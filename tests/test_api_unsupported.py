@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-import re._constants as re_constants
-import re._parser as re_parser
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,8 +15,6 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from conftest import ServerProcess, minimal_request, stop_quietly, unique_name
-
-from trainforge.api.constraints import compile_pattern, java_to_python
 
 REFUSED = [
     ("VpcConfig", {"VpcConfig": {"SecurityGroupIds": ["sg-0123456789abcdef0"], "Subnets": ["subnet-0123456789abcdef0"]}}),
@@ -189,67 +184,3 @@ def shape_at(shape: Any, path: str) -> Any:
     return shape
 
 
-def sample_value(shape: Any) -> Any:
-    """A small value of ``shape`` that passes the model's validation (required members, bounds, enums,
-    patterns as the server translates them)."""
-    meta = shape.metadata
-    kind = shape.type_name
-    if kind == "structure":
-        return {name: sample_value(shape.members[name]) for name in shape.required_members}
-    if kind in ("list", "map"):
-        return [sample_value(shape.member) for _ in range(max(1, meta.get("min", 1)))] if kind == "list" else {}
-    if kind in ("integer", "long", "float", "double"):
-        return (float if kind in ("float", "double") else int)(max(1, meta.get("min", 1)))
-    if kind in ("boolean", "timestamp"):
-        return True if kind == "boolean" else 0
-    if shape.enum:
-        return shape.enum[0]
-    low, high = meta.get("min", 0), meta.get("max", 4096)
-    match = compile_pattern(meta["pattern"]) if "pattern" in meta else None
-    if match is None:
-        return "x" * max(1, low)
-    parsed = re_parser.parse(java_to_python(meta["pattern"]), re.ASCII)
-    for repeats in (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89):
-        text = _shortest(parsed, repeats)
-        if low <= len(text) <= high and match(text):
-            return text
-    raise AssertionError(f"no sample value for pattern {meta['pattern']}")
-
-
-_CANDIDATES = "a0A-_.:/ "
-
-
-def _in_class(char: str, items: Any) -> bool:
-    negate = bool(items) and items[0][0] is re_constants.NEGATE
-    found = False
-    for op, av in items[1:] if negate else items:
-        if op is re_constants.LITERAL:
-            found |= char == chr(av)
-        elif op is re_constants.RANGE:
-            found |= av[0] <= ord(char) <= av[1]
-        elif op is re_constants.CATEGORY:
-            found |= bool(re.fullmatch({"CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_WORD": r"\w",
-                                        "CATEGORY_NOT_WORD": r"\W", "CATEGORY_SPACE": r"\s",
-                                        "CATEGORY_NOT_SPACE": r"\S"}[str(av)], char, re.ASCII))
-    return found != negate
-
-
-def _shortest(parsed: Any, repeats: int) -> str:
-    """A string the parsed pattern could match: the first branch, each repetition ``repeats`` times
-    (within its bounds), a class's first candidate character it admits."""
-    out: list[str] = []
-    for op, av in parsed:
-        if op is re_constants.LITERAL:
-            out.append(chr(av))
-        elif op in (re_constants.NOT_LITERAL, re_constants.ANY, re_constants.IN):
-            items = [(re_constants.NEGATE, None), (re_constants.LITERAL, av)] if op is re_constants.NOT_LITERAL \
-                else [] if op is re_constants.ANY else av
-            out.append(next(c for c in _CANDIDATES if op is re_constants.ANY or _in_class(c, items)))
-        elif op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT):
-            low, high, sub = av
-            out.append(_shortest(sub, repeats) * min(high, max(low, repeats)))
-        elif op is re_constants.SUBPATTERN:
-            out.append(_shortest(av[-1], repeats))
-        elif op is re_constants.BRANCH:
-            out.append(_shortest(av[1][0], repeats))
-    return "".join(out)
