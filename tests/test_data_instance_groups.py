@@ -38,6 +38,7 @@ seen = {
     "group": os.environ["SM_CURRENT_INSTANCE_GROUP"],
     "ls": sorted(os.listdir(data)),
     "inputdataconfig": sorted(cfg),
+    "distribution": {ch: c["S3DistributionType"] for ch, c in cfg.items()},
     "sm_channels": json.loads(os.environ["SM_CHANNELS"]),
     "channel_vars": sorted(k for k in os.environ if k.startswith("SM_CHANNEL_")),
     "sm_input_data_config": sorted(json.loads(os.environ["SM_INPUT_DATA_CONFIG"])),
@@ -97,6 +98,8 @@ def test_instance_group_names_choose_who_gets_a_channel(server_factory: Any, s3:
             "bpipe", "bshard", "common"]
         assert b["channel_vars"] == ["SM_CHANNEL_BPIPE", "SM_CHANNEL_BSHARD", "SM_CHANNEL_COMMON"]
         assert "bshard" in b["ls"]
+        assert b["distribution"] == {"bpipe": "ShardedByS3Key", "bshard": "ShardedByS3Key",
+                                     "common": "FullyReplicated"}
         assert not [e for e in b["ls"] if e.startswith("afast")], b["ls"]
         assert b["files"]["common"] == everywhere
     # group b's two instances share the sharded channels' objects: disjointly and completely

@@ -62,7 +62,7 @@ def input_data_config(spec: dict[str, Any]) -> dict[str, dict[str, str]]:
         s3 = (channel.get("DataSource") or {}).get("S3DataSource") or {}
         entry = {
             "TrainingInputMode": channel_mode(request, channel),
-            "S3DistributionType": s3.get("S3DistributionType") or "FullyReplicated",
+            "S3DistributionType": s3.get("S3DataDistributionType") or "FullyReplicated",
             "RecordWrapperType": channel.get("RecordWrapperType") or "None",
         }
         if channel.get("ContentType"):
