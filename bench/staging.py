@@ -108,7 +108,7 @@ def request(uri: str, mode: str) -> dict[str, object]:
 def stage_file_mode(uri: str, ml: Path, roots: list[str]) -> None:
     from trainforge.data import stage_inputs
 
-    stage_inputs(request(uri, "File"), ml, 0, ["algo-1"], progress=lambda m: None, log=lambda m: None,
+    stage_inputs(request(uri, "File"), ml, progress=lambda m: None, log=lambda m: None,
                  allowed_roots=roots, file_systems={}).close()
 
 
@@ -119,7 +119,7 @@ def pipe_read(uri: str, ml: Path, roots: list[str], repeat: int) -> float:
     """
     from trainforge.data import stage_inputs
 
-    session = stage_inputs(request(uri, "Pipe"), ml, 0, ["algo-1"], progress=lambda m: None,
+    session = stage_inputs(request(uri, "Pipe"), ml, progress=lambda m: None,
                            log=lambda m: None, allowed_roots=roots, file_systems={})
     times = []
     try:

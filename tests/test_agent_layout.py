@@ -32,7 +32,7 @@ def spec_for(tmp_path: Path, isolation: str = "namespace", **req: Any) -> dict[s
         {"ChannelName": "validation", "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/v"}}},
         {"ChannelName": "train", "InputMode": "Pipe", "ContentType": "text/csv", "RecordWrapperType": "RecordIO",
          "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/t",
-                                         "S3DistributionType": "ShardedByS3Key"}}},
+                                         "S3DataDistributionType": "ShardedByS3Key"}}},
     ])
     inst = tmp_path / "job" / "algo-2"
     return {"job_name": "job-1", "job_arn": "arn:aws:sagemaker:us-east-1:000000000000:training-job/job-1",

@@ -51,7 +51,7 @@ def test_file_mode_s3prefix_with_progress(s3: Any, bucket: str, tmp_path: Path) 
     objs["train/nested/deep/x.bin"] = os.urandom(objectstore.MULTIPART_THRESHOLD + 1)
     put(s3, bucket, objs)
     messages: list[str] = []
-    session = stage_inputs(request(channel("train", f"s3://{bucket}/train")), tmp_path / "ml", 0, ["algo-1"],
+    session = stage_inputs(request(channel("train", f"s3://{bucket}/train")), tmp_path / "ml",
                            progress=messages.append, log=print, allowed_roots=[], file_systems={})
     session.close()
     got = tree(tmp_path / "ml/input/data/train")
@@ -67,12 +67,12 @@ def test_file_mode_from_file_uri_hard_links(tmp_path: Path) -> None:
     for i in range(5):
         (src / "a" / f"{i}.txt").write_text(str(i))
     ml = tmp_path / "ml"
-    stage_inputs(request(channel("train", f"file://{src}")), ml, 0, ["algo-1"], progress=lambda m: None,
+    stage_inputs(request(channel("train", f"file://{src}")), ml, progress=lambda m: None,
                  log=print, allowed_roots=[str(tmp_path / "data")], file_systems={}).close()
     assert tree(ml / "input/data/train") == {f"a/{i}.txt": str(i).encode() for i in range(5)}
     assert (ml / "input/data/train/a/0.txt").stat().st_ino == (src / "a/0.txt").stat().st_ino
     with pytest.raises(DataError, match="outside the allowed local roots"):
-        stage_inputs(request(channel("train", f"file://{src}")), tmp_path / "ml2", 0, ["algo-1"],
+        stage_inputs(request(channel("train", f"file://{src}")), tmp_path / "ml2",
                      progress=lambda m: None, log=print, allowed_roots=[str(tmp_path / "other")], file_systems={})
 
 
@@ -82,7 +82,7 @@ def test_manifest_file_from_s3_and_file(s3: Any, bucket: str, tmp_path: Path) ->
     s3.put_object(Bucket=bucket, Key="m/train.manifest", Body=json.dumps(manifest).encode())
     ml = tmp_path / "ml"
     req = request(channel("train", f"s3://{bucket}/m/train.manifest", data_type="ManifestFile"))
-    stage_inputs(req, ml, 0, ["algo-1"], progress=lambda m: None, log=print, allowed_roots=[],
+    stage_inputs(req, ml, progress=lambda m: None, log=print, allowed_roots=[],
                  file_systems={}).close()
     assert tree(ml / "input/data/train") == {"a/1.jpg": b"one", "b/2.jpg": b"two"}
     # the same with file:// everywhere
@@ -91,7 +91,7 @@ def test_manifest_file_from_s3_and_file(s3: Any, bucket: str, tmp_path: Path) ->
     (src / "x" / "f").write_bytes(b"F")
     (tmp_path / "local.manifest").write_text(json.dumps([{"prefix": f"file://{src}/"}, "x/f"]))
     req = request(channel("t2", f"file://{tmp_path}/local.manifest", data_type="ManifestFile"))
-    stage_inputs(req, ml, 0, ["algo-1"], progress=lambda m: None, log=print, allowed_roots=[str(tmp_path)],
+    stage_inputs(req, ml, progress=lambda m: None, log=print, allowed_roots=[str(tmp_path)],
                  file_systems={}).close()
     assert tree(ml / "input/data/t2") == {"x/f": b"F"}
     # a missing entry is a clear failure
@@ -99,7 +99,7 @@ def test_manifest_file_from_s3_and_file(s3: Any, bucket: str, tmp_path: Path) ->
                   Body=json.dumps([{"prefix": f"s3://{bucket}/imgs/"}, "nope.jpg"]).encode())
     with pytest.raises(DataError, match="nope.jpg"):
         stage_inputs(request(channel("bad", f"s3://{bucket}/m/bad.manifest", data_type="ManifestFile")),
-                     ml, 0, ["algo-1"], progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
+                     ml, progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
 
 
 def test_sharded_by_s3_key_three_hosts(s3: Any, bucket: str, tmp_path: Path) -> None:
@@ -109,7 +109,8 @@ def test_sharded_by_s3_key_three_hosts(s3: Any, bucket: str, tmp_path: Path) -> 
     got = []
     for i in range(3):
         ml = tmp_path / hosts[i]
-        stage_inputs(request(channel("train", f"s3://{bucket}/d/", dist="ShardedByS3Key")), ml, i, hosts,
+        req = request(channel("train", f"s3://{bucket}/d/", dist="ShardedByS3Key"))
+        stage_inputs(req, ml, hosts[i], parse_channels(req, hosts),
                      progress=lambda m: None, log=print, allowed_roots=[], file_systems={}).close()
         got.append(tree(ml / "input/data/train"))
     names = [set(g) for g in got]
@@ -122,7 +123,7 @@ def test_sharded_by_s3_key_three_hosts(s3: Any, bucket: str, tmp_path: Path) -> 
 
 def test_empty_prefix_fails_like_sagemaker(bucket: str, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="No S3 objects found under S3 URL"):
-        stage_inputs(request(channel("train", f"s3://{bucket}/nothing/")), tmp_path / "ml", 0, ["algo-1"],
+        stage_inputs(request(channel("train", f"s3://{bucket}/nothing/")), tmp_path / "ml",
                      progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
 
 
@@ -130,8 +131,8 @@ def test_more_hosts_than_objects_gives_empty_channel_and_warning(s3: Any, bucket
     put(s3, bucket, {"few/a": b"a", "few/b": b"b"})
     logs: list[str] = []
     hosts = ["algo-1", "algo-2", "algo-3"]
-    stage_inputs(request(channel("train", f"s3://{bucket}/few/", dist="ShardedByS3Key")), tmp_path / "ml", 2,
-                 hosts, progress=lambda m: None, log=logs.append, allowed_roots=[], file_systems={}).close()
+    req = request(channel("train", f"s3://{bucket}/few/", dist="ShardedByS3Key"))
+    stage_inputs(req, tmp_path / "ml", "algo-3", parse_channels(req, hosts), progress=lambda m: None, log=logs.append, allowed_roots=[], file_systems={}).close()
     assert tree(tmp_path / "ml/input/data/train") == {}
     assert (tmp_path / "ml/input/data/train").is_dir()
     assert any("algo-3 receives an empty channel" in m for m in logs)
@@ -141,8 +142,9 @@ def test_shuffle_is_deterministic_per_seed(s3: Any, bucket: str) -> None:
     put(s3, bucket, {f"s/{i:02d}": b"x" for i in range(40)})
 
     def order(seed: int | None, host: int = 0, epoch: int = 0, dist: str = "FullyReplicated") -> list[str]:
-        ch = parse_channels(request(channel("c", f"s3://{bucket}/s/", seed=seed, dist=dist)))[0]
-        return [i.rel for i in assign(list_items(ch, allowed_roots=None, need_sizes=False), ch, host, 3, epoch)]
+        hosts = ["algo-1", "algo-2", "algo-3"]
+        ch = parse_channels(request(channel("c", f"s3://{bucket}/s/", seed=seed, dist=dist)), hosts)[0]
+        return [i.rel for i in assign(list_items(ch, allowed_roots=None, need_sizes=False), ch, hosts[host], epoch)]
 
     assert order(None) == sorted(order(None))
     assert order(7) == order(7)
@@ -163,12 +165,12 @@ def test_path_escape_fails_and_writes_nothing(s3: Any, bucket: str, tmp_path: Pa
     ml = tmp_path / "deep" / "ml"
     req = request(channel("train", f"s3://{bucket}/m/evil.manifest", data_type="ManifestFile"))
     with pytest.raises(DataError, match="outside the channel directory"):
-        stage_inputs(req, ml, 0, ["algo-1"], progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
+        stage_inputs(req, ml, progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
     # an absolute-looking key through S3Prefix
     put(s3, bucket, {"abs//etc/passwd": b"x"})
     with pytest.raises(DataError, match="outside the channel directory"):
-        stage_inputs(request(channel("train", f"s3://{bucket}/abs/")), ml, 0, ["algo-1"],
+        stage_inputs(request(channel("train", f"s3://{bucket}/abs/")), ml,
                      progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
     # a symlink in a file:// source pointing outside it
@@ -177,7 +179,7 @@ def test_path_escape_fails_and_writes_nothing(s3: Any, bucket: str, tmp_path: Pa
     (tmp_path / "secret").write_text("s")
     os.symlink(tmp_path / "secret", src / "link")
     with pytest.raises(DataError, match="points outside the source"):
-        stage_inputs(request(channel("train", f"file://{src}")), ml, 0, ["algo-1"], progress=lambda m: None,
+        stage_inputs(request(channel("train", f"file://{src}")), ml, progress=lambda m: None,
                      log=print, allowed_roots=[str(tmp_path)], file_systems={})
     assert not (ml / "input/data/train/link").exists()
 
@@ -192,7 +194,7 @@ def test_volume_size_quota(s3: Any, bucket: str, tmp_path: Path) -> None:
     ml = tmp_path / "ml"
     req = request(channel("a", f"s3://{bucket}/q/"), channel("b", f"file://{src}"), volume_gb=1)
     with pytest.raises(DataError) as exc:
-        stage_inputs(req, ml, 0, ["algo-1"], progress=lambda m: None, log=print, allowed_roots=[str(tmp_path)],
+        stage_inputs(req, ml, progress=lambda m: None, log=print, allowed_roots=[str(tmp_path)],
                      file_systems={})
     assert "storage volume of 1 GB" in str(exc.value) and "VolumeSizeInGB" in str(exc.value)
     assert not (ml / "input/data/a").exists() and not (ml / "input/data/b").exists()
@@ -203,7 +205,7 @@ def test_fastfile_files_appear_whole(s3: Any, bucket: str, tmp_path: Path) -> No
     objs["ff/big/x.bin"] = os.urandom(objectstore.MULTIPART_THRESHOLD + 777)
     put(s3, bucket, objs)
     ml = tmp_path / "ml"
-    session = stage_inputs(request(channel("train", f"s3://{bucket}/ff/", mode="FastFile")), ml, 0, ["algo-1"],
+    session = stage_inputs(request(channel("train", f"s3://{bucket}/ff/", mode="FastFile")), ml,
                            progress=lambda m: None, log=print, allowed_roots=[], file_systems={})
     d = ml / "input/data/train"
     index = json.loads((ml / "input/data/train.fastfile.json").read_text())

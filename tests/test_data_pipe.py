@@ -55,7 +55,8 @@ def read_epochs(ml: Path, name: str, epochs: int, early: dict[int, int] | None =
 
 
 def stage(req: dict[str, Any], ml: Path, host: int = 0, hosts: list[str] | None = None, **kw: Any) -> Any:
-    return stage_inputs(req, ml, host, hosts or ["algo-1"], progress=lambda m: None, log=print,
+    hosts = hosts or ["algo-1"]
+    return stage_inputs(req, ml, hosts[host], parse_channels(req, hosts), progress=lambda m: None, log=print,
                         allowed_roots=kw.pop("allowed_roots", []), file_systems={}, **kw)
 
 
@@ -141,11 +142,11 @@ def test_pipe_shuffle_reshuffles_every_epoch_and_shards_move(s3: Any, bucket: st
     for h in range(2):
         with stage(req, tmp_path / hosts[h], h, hosts):
             seen.append(read_epochs(tmp_path / hosts[h], "train", 3))
-    ch = parse_channels(req)[0]
+    ch = parse_channels(req, hosts)[0]
     items = list_items(ch, allowed_roots=None, need_sizes=True)
     for e in range(3):
         for h in range(2):
-            assert seen[h][e] == b"".join(objs[i.location.key] for i in assign(items, ch, h, 2, e))
+            assert seen[h][e] == b"".join(objs[i.location.key] for i in assign(items, ch, hosts[h], e))
         assert sorted(seen[0][e][i:i + 4] for i in range(0, 48, 4)) != sorted(seen[0][(e + 1) % 3][i:i + 4]
                                                                               for i in range(0, 48, 4))
         union = sorted(seen[0][e][i:i + 4] + b"" for i in range(0, 48, 4)) + sorted(

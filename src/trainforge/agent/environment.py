@@ -98,7 +98,7 @@ def training_env(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:
     hps, sm_hps = split_hyperparameters(decoded_hyperparameters(request))
     framework_params = {k: v for k, v in sm_hps.items() if k not in SAGEMAKER_HYPERPARAMETERS}
     rc = layout.resource_config(spec)
-    idc = layout.input_data_config(request)
+    idc = layout.input_data_config(spec)
     groups = rc["instance_groups"]
     current_group = rc["current_group_name"]
     group_hosts: list[str] = next((g["hosts"] for g in groups if g["instance_group_name"] == current_group), [])

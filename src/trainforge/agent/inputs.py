@@ -69,6 +69,7 @@ def stage(spec: dict[str, Any], paths: Paths, *, progress: Callable[[str], None]
           log: Callable[[str], None], on_error: Callable[[Exception], None]) -> Inputs:
     """Stage every channel, restore checkpoints and resolve file-system channels (blocking)."""
     from trainforge import data
+    from trainforge.data.channels import parse_channel
 
     request = spec["request"]
     ml_dir = Path(paths.host_ml)
@@ -82,8 +83,8 @@ def stage(spec: dict[str, Any], paths: Paths, *, progress: Callable[[str], None]
             m.link()
             log(f"[trainforge] channel '{m.channel}': {m.target} links to {m.source}"
                 + (" (read-only is not enforced without namespace isolation)" if m.read_only else ""))
-    host_index = spec["hosts"].index(spec["host"])
-    inputs.session = data.stage_inputs(request, ml_dir, host_index, spec["hosts"], progress=progress, log=log,
+    channels = [parse_channel(request, channel, receivers) for channel, receivers in layout.received_channels(spec)]
+    inputs.session = data.stage_inputs(request, ml_dir, spec["host"], channels, progress=progress, log=log,
                                        allowed_roots=roots, file_systems=spec.get("file_systems") or {},
                                        on_error=on_error)
     cc = layout.checkpoint_config(request, paths)

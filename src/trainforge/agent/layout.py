@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainforge.agent.spec import Paths, hosts
 
@@ -23,13 +23,46 @@ def channel_mode(request: dict[str, Any], channel: dict[str, Any]) -> str:
     return channel.get("InputMode") or algo.get("TrainingInputMode") or "File"
 
 
-def input_data_config(request: dict[str, Any]) -> dict[str, dict[str, str]]:
+class Received(NamedTuple):
+    """A channel this instance receives."""
+
+    channel: dict[str, Any]  # the request's InputDataConfig entry
+    hosts: list[str]  # every host that receives it: ShardedByS3Key splits its objects among them
+
+
+def receiving_hosts(spec: dict[str, Any], channel: dict[str, Any]) -> list[str]:
+    """The hosts of the instance groups ``S3DataSource.InstanceGroupNames`` lists, else every host;
+    in the spec's host order (the order ShardedByS3Key deals objects in)."""
+    names = ((channel.get("DataSource") or {}).get("S3DataSource") or {}).get("InstanceGroupNames")
+    if not names:
+        return list(spec["hosts"])
+    listed = {h for g in instance_groups(spec) if g["instance_group_name"] in names for h in g["hosts"]}
+    return [h for h in spec["hosts"] if h in listed]
+
+
+def received_channels(spec: dict[str, Any]) -> list[Received]:
+    """The channels this instance receives, in request order — the one place that decides it.
+
+    A channel whose InstanceGroupNames leaves out this instance's group does not exist here: it is
+    not staged, has no directory, and is in neither inputdataconfig.json nor SM_CHANNELS.
+    """
+    out = []
+    for channel in spec["request"].get("InputDataConfig") or []:
+        receivers = receiving_hosts(spec, channel)
+        if spec["host"] in receivers:
+            out.append(Received(channel, receivers))
+    return out
+
+
+def input_data_config(spec: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """inputdataconfig.json: this instance's channels."""
+    request = spec["request"]
     config: dict[str, dict[str, str]] = {}
-    for channel in request.get("InputDataConfig") or []:
+    for channel, _ in received_channels(spec):
         s3 = (channel.get("DataSource") or {}).get("S3DataSource") or {}
         entry = {
             "TrainingInputMode": channel_mode(request, channel),
-            "S3DistributionType": s3.get("S3DistributionType") or "FullyReplicated",
+            "S3DistributionType": s3.get("S3DataDistributionType") or "FullyReplicated",
             "RecordWrapperType": channel.get("RecordWrapperType") or "None",
         }
         if channel.get("ContentType"):
@@ -99,7 +132,7 @@ def config_files(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:
     request = spec["request"]
     files: dict[str, Any] = {
         "hyperparameters.json": request.get("HyperParameters") or {},
-        "inputdataconfig.json": input_data_config(request),
+        "inputdataconfig.json": input_data_config(spec),
         "resourceconfig.json": resource_config(spec),
     }
     cc = checkpoint_config(request, paths)
@@ -114,11 +147,11 @@ def config_files(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:
 
 
 def directories(spec: dict[str, Any], paths: Paths) -> list[str]:
-    """Host directories to create: the /opt/ml skeleton plus File-mode channel directories."""
+    """Host directories to create: the /opt/ml skeleton plus this instance's File and FastFile channels."""
     request = spec["request"]
     dirs = [paths.host("input", "config"), paths.host("input", "data"), paths.host("model"),
             paths.host("output", "data"), paths.host("code")]
-    for channel in request.get("InputDataConfig") or []:
+    for channel, _ in received_channels(spec):
         if channel_mode(request, channel) != "Pipe":
             dirs.append(paths.host("input", "data", channel["ChannelName"]))
     cc = checkpoint_config(request, paths)

@@ -131,14 +131,13 @@ class _Prefetcher:
 class PipeFeeder:
     """Feeds one Pipe-mode channel; ``start()``, then ``close()`` when training is over."""
 
-    def __init__(self, plan: ChannelPlan, data_dir: Path, host_index: int, n_hosts: int, *,
+    def __init__(self, plan: ChannelPlan, data_dir: Path, host: str, *,
                  allowed_roots: list[str] | None = None, log: Callable[[str], None] | None = None,
                  on_error: Callable[[DataError], None] | None = None) -> None:
         self.plan = plan
         self.ch = plan.channel
         self.data_dir = Path(data_dir)
-        self.host_index = host_index
-        self.n_hosts = n_hosts
+        self.host = host
         self.roots = allowed_roots
         self.log = log or (lambda m: None)
         self.on_error = on_error
@@ -218,7 +217,7 @@ class PipeFeeder:
                 fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
             except OSError:
                 pass
-            items = assign(self.plan.all_items, self.ch, self.host_index, self.n_hosts, epoch)
+            items = assign(self.plan.all_items, self.ch, self.host, epoch)
             prefetch = _Prefetcher(self._specs(items), self.roots, self._stop)
             try:
                 for item in items:

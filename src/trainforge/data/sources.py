@@ -15,10 +15,12 @@ An *item* is one object (S3Prefix, ManifestFile) or one JSON line (AugmentedMani
 Distribution (``assign``): the list is first put in its canonical order (S3Prefix: key order;
 manifests: file order), then, with ``ShuffleConfig.Seed``, permuted by ``random.Random(f"{seed}:{epoch}")``
 (identical on every host and in every process; Pipe mode uses epoch 0, 1, 2, …; File and
-FastFile use epoch 0). ``ShardedByS3Key`` then gives host ``i`` of ``n`` the items at positions
-``i, i+n, i+2n, …`` of that list: every item goes to exactly one host, counts differ by at most
-one, and — because the permutation changes per epoch — items move between hosts across Pipe
-epochs. Hosts beyond the number of items get an empty channel.
+FastFile use epoch 0). ``ShardedByS3Key`` then gives host ``i`` of the ``n`` hosts that receive
+the channel (``Channel.hosts``: every host, or only those of the instance groups its
+InstanceGroupNames lists) the items at positions ``i, i+n, i+2n, …`` of that list: every item goes
+to exactly one of those hosts, counts differ by at most one, and — because the permutation changes
+per epoch — items move between hosts across Pipe epochs. Hosts beyond the number of items get an
+empty channel.
 """
 
 from __future__ import annotations
@@ -72,13 +74,17 @@ def list_items(ch: Channel, *, allowed_roots: list[str] | None, need_sizes: bool
     return items
 
 
-def assign(items: list[Any], ch: Channel, host_index: int, n_hosts: int, epoch: int = 0) -> list[Any]:
-    """Shuffle (when a seed is set) and shard the canonical list; see the module doc."""
+def assign(items: list[Any], ch: Channel, host: str, epoch: int = 0) -> list[Any]:
+    """Host ``host``'s share: shuffle (when a seed is set) and shard the canonical list; see the module doc."""
+    if host not in ch.hosts:
+        raise DataError(f"channel '{ch.name}' is not received by {host} (its hosts: {', '.join(ch.hosts)})",
+                        user=False)
     order = list(items)
     if ch.shuffle_seed is not None:
         random.Random(f"{ch.shuffle_seed}:{epoch}").shuffle(order)
+    n_hosts = len(ch.hosts)
     if ch.distribution == "ShardedByS3Key" and n_hosts > 1:
-        order = order[host_index::n_hosts]
+        order = order[ch.hosts.index(host)::n_hosts]
     return order
 
 

@@ -2,8 +2,9 @@
 
 Order of work, all before the training process starts:
 
-1. Parse the channels (``channels.py``) and resolve each one's items for this host
-   (``sources.py``: listing, manifests, shuffle, sharding).
+1. Take the channels this host receives (``channels.py``; the agent leaves out those whose
+   InstanceGroupNames exclude its group) and resolve each one's items for this host
+   (``sources.py``: listing, manifests, shuffle, sharding among the channel's hosts).
 2. Check every destination path (nothing may land outside ``input/data/<channel>/``) and the
    ``VolumeSizeInGB`` quota over the bytes File and FastFile channels will store — before a
    single byte is written.
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from .. import objectstore
 from ..objectstore import ObjectStoreError, Transfer
-from .channels import Channel, parse_channels
+from .channels import ONE_HOST, Channel, parse_channels
 from .errors import DataError
 from .progress import Progress, human
 from .sources import Item, assign, check_paths, list_items
@@ -89,12 +90,17 @@ def volume_bytes(request: dict[str, Any]) -> int | None:
     return int(gb) * GiB if gb else None
 
 
-def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: list[str], *,
+def stage_inputs(request: dict[str, Any], ml_dir: Path, host: str = ONE_HOST[0],
+                 channels: Sequence[Channel] | None = None, *,
                  progress: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
                  allowed_roots: list[str] | None = None, file_systems: dict[str, str] | None = None,
                  workers: int = objectstore.DEFAULT_WORKERS,
                  on_error: Callable[[DataError], None] | None = None) -> InputSession:
-    """Stage every S3 channel of ``request`` for host ``hosts[host_index]``; see the module doc.
+    """Stage ``channels`` — the channels host ``host`` receives — for it; see the module doc.
+
+    ``channels`` default to every channel of ``request``, received by ``host`` alone. Each one's
+    ``hosts`` are the hosts ShardedByS3Key splits it among (the agent passes the channels
+    ``layout.received_channels`` gives it, which honours S3DataSource.InstanceGroupNames).
 
     ``progress(message)`` receives "Downloading input data: 412 MiB of 1.0 GiB (40%)" at most
     twice a second; ``log(line)`` receives lines for the job's log (warnings). ``on_error`` is
@@ -108,16 +114,17 @@ def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: 
     ml_dir = Path(ml_dir)
     data_dir = ml_dir / "input" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    channels = [c for c in parse_channels(request) if c.uri is not None]
-    n_hosts = max(1, len(hosts))
-    host = hosts[host_index] if hosts else "algo-1"
+    if channels is None:
+        channels = parse_channels(request, [host])
 
     plans: list[ChannelPlan] = []
     for ch in channels:
+        if ch.uri is None:  # FileSystemDataSource: mounted, not staged
+            continue
         all_items = list_items(ch, allowed_roots=allowed_roots, need_sizes=True)
-        mine = assign(all_items, ch, host_index, n_hosts)
-        if ch.distribution == "ShardedByS3Key" and n_hosts > len(all_items) and not mine:
-            log(f"Warning: channel '{ch.name}' has {len(all_items)} object(s) for {n_hosts} hosts with "
+        mine = assign(all_items, ch, host)
+        if ch.distribution == "ShardedByS3Key" and len(ch.hosts) > len(all_items) and not mine:
+            log(f"Warning: channel '{ch.name}' has {len(all_items)} object(s) for {len(ch.hosts)} hosts with "
                 f"ShardedByS3Key: {host} receives an empty channel")
         plan = ChannelPlan(ch, mine, all_items)
         if ch.mode in ("File", "FastFile"):
@@ -146,7 +153,7 @@ def stage_inputs(request: dict[str, Any], ml_dir: Path, host_index: int, hosts: 
             elif p.channel.mode == "Pipe":
                 from .pipe import PipeFeeder
 
-                session.add(PipeFeeder(p, data_dir, host_index, n_hosts, allowed_roots=allowed_roots,
+                session.add(PipeFeeder(p, data_dir, host, allowed_roots=allowed_roots,
                                        log=log, on_error=on_error).start())
     except BaseException:
         session.close()
