@@ -176,7 +176,7 @@ def _nested(depth: int, as_dict: bool) -> bytes:
     return (b'{"n": ' * depth + b'"deep"' + b"}" * depth) if as_dict else b"[" * depth + b"1" + b"]" * depth
 
 
-MUTATIONS = ["none", "constraint", "null", "wrong_type", "unknown_member", "drop_required", "deep"]
+MUTATIONS = ["none", "constraint", "null", "null_element", "wrong_type", "unknown_member", "drop_required", "deep"]
 
 
 def _mutate(holder: dict[str, Any], shape: StructureShape, kind: str, draw: Any) -> tuple[str, bytes]:
@@ -191,7 +191,20 @@ def _mutate(holder: dict[str, Any], shape: StructureShape, kind: str, draw: Any)
             parent[key] = value
             return f"broke {key!r} with {str(value)[:60]!r}", b""
         kind = "wrong_type"
-    if kind == "null":
+    collections = [(p, k) for p, k, s in sites if isinstance(s, (ListShape, MapShape))
+                   and isinstance(p[k], list if isinstance(s, ListShape) else dict)]
+    if kind == "null_element" and collections:
+        parent, key = draw(st.sampled_from(collections))
+        container = parent[key]
+        if container and draw(st.booleans()):
+            at = draw(st.sampled_from(list(range(len(container)) if isinstance(container, list) else container)))
+            container[at] = None
+        elif isinstance(container, list):
+            container.append(None)
+        else:
+            container["nullValue"] = None
+        return f"null element in {key!r}", b""
+    if kind in ("null", "null_element"):
         parent, key, _ = draw(st.sampled_from(inner))
         parent[key] = None
         return f"null at {key!r}", b""
@@ -247,7 +260,8 @@ def _check_answer(status: int, content_type: str, payload: bytes, what: str) -> 
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    """The server, and a few queued jobs (name -> ARN) for the operations on existing jobs."""
     srv = ServerProcess(tmp_path_factory.mktemp("tf-fuzz"), {"max_concurrent_instances": 1}).start()
     try:
         sm = srv.client()
@@ -257,15 +271,21 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         sm.create_training_job(**req)
         wait_until(lambda: sm.describe_training_job(TrainingJobName=blocker)["SecondaryStatus"]
                    not in ("Starting", "Pending"), timeout=120, message="the blocking job to hold the slot")
-        yield srv
+        jobs = {}
+        for i in range(3):
+            name = f"fuzz-existing-{i}"
+            jobs[name] = sm.create_training_job(**minimal_request(name, Tags=[{"Key": "k", "Value": str(i)}]))[
+                "TrainingJobArn"]
+        yield srv, jobs
     finally:
         srv.stop()
         srv.kill_agents()
 
 
-def test_fuzz_the_api(fuzz_server: ServerProcess) -> None:
-    port = fuzz_server.port
-    accepted: dict[str, str] = {}  # name -> ARN of every job a create made (and no delete removed)
+def test_fuzz_the_api(fuzz_server: tuple[ServerProcess, dict[str, str]]) -> None:
+    srv, existing_jobs = fuzz_server
+    port = srv.port
+    accepted = dict(existing_jobs)  # name -> ARN of every job a create made (and no delete removed)
 
     @seed(SEED)
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, print_blob=True,
@@ -331,7 +351,7 @@ def test_fuzz_the_api(fuzz_server: ServerProcess) -> None:
 
     try:
         run()
-        listed = {s["TrainingJobName"] for page in fuzz_server.client().get_paginator("list_training_jobs")
+        listed = {s["TrainingJobName"] for page in srv.client().get_paginator("list_training_jobs")
                   .paginate() for s in page["TrainingJobSummaries"]}
         assert {n for n in listed if not n.startswith("fuzz-blocker")} == set(accepted)
     except BaseException:
