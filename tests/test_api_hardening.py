@@ -153,3 +153,12 @@ def test_missing_target_and_json_content_types(server: ServerProcess) -> None:
             headers["Content-Type"] = content_type
         status, _, answer = _send(server, "POST", "/", headers, b"{}")
         assert status == 200 and "TrainingJobSummaries" in answer, (content_type, answer)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00", "2020-01-01T00:00:00z", "9999-12-31T23:59:59.999999-14:00"])
+def test_list_filters_take_any_iso_timestamp_the_validator_accepts(server: ServerProcess, when: str) -> None:
+    name = unique_name("when")
+    server.client().create_training_job(**minimal_request(name))
+    status, body = server.raw("ListTrainingJobs", {"CreationTimeAfter": when, "NameContains": name})
+    assert status == 200, body
+    assert [s["TrainingJobName"] for s in body["TrainingJobSummaries"]] == ([] if when.startswith("9999") else [name])

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.model import ListShape, MapShape, OperationNotFoundError, Shape, StructureShape
@@ -284,13 +284,20 @@ def _number(v: Any, kind: str) -> Any:
     return v
 
 
+def iso_timestamp(v: str) -> datetime:
+    """An ISO 8601 timestamp of a request (``Z``/``z`` or an offset; none means UTC), aware; raises
+    ValueError."""
+    d = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+    return d if d.tzinfo is not None else d.replace(tzinfo=UTC)
+
+
 def _timestamp_ok(v: Any) -> bool:
     t = v.__class__
     if t is int or t is float:
         return True
     if t is str:
         try:
-            datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+            iso_timestamp(v)
             return True
         except ValueError:
             pass
