@@ -37,7 +37,7 @@ from trainforge.awsmodel import SUPPORTED_OPERATIONS, operation
 
 JSON_11 = "application/x-amz-json-1.1"
 SEED = int(os.environ.get("TRAINFORGE_FUZZ_SEED") or random.randrange(2**32))
-MAX_EXAMPLES = int(os.environ.get("TRAINFORGE_FUZZ_EXAMPLES") or 250)
+MAX_EXAMPLES = int(os.environ.get("TRAINFORGE_FUZZ_EXAMPLES") or 200)
 AUTH = ("AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sagemaker/aws4_request, "
         "SignedHeaders=host, Signature=00")
 _JAVA_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
