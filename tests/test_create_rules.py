@@ -20,6 +20,7 @@ from trainforge.service.create_rules import (
     PROFILING_INTERVALS,
     bucket_name_problem,
     check_create,
+    check_role,
     check_update,
 )
 
@@ -345,10 +346,23 @@ def test_default_roots_are_data_dir_and_home(tmp_path: Path) -> None:
 
 # ---- role, tags, debugger -------------------------------------------------------------------------
 def test_role_must_be_configured_when_roles_given(config: Config) -> None:
-    ok(config, request(RoleArn="arn:aws:iam::123456789012:role/Anything"))  # no roles configured: any role
+    other = "arn:aws:iam::123456789012:role/Other"
+    check_role(other, config, "000000000000")  # the single-user default: any role, any account
     config.roles = {ROLE: {"profile": "p"}}
-    ok(config, request())
-    refused(config, request(RoleArn="arn:aws:iam::123456789012:role/Other"), "not configured.*'roles'")
+    check_role(ROLE, config, "000000000000")  # no credentials file: accounts are not checked
+    with pytest.raises(ValidationError, match=f"RoleArn '{other}' is not configured.*'roles'"):
+        check_role(other, config, "123456789012")
+
+
+def test_under_a_credentials_file_the_role_is_mapped_and_of_the_callers_account(config: Config) -> None:
+    config.credentials_file = "credentials.json"  # not read by the rule
+    with pytest.raises(ValidationError, match=f"RoleArn '{ROLE}' is not configured.*'roles'.*credentials file"):
+        check_role(ROLE, config, "123456789012")  # no roles: the server's own keys go to no job
+    config.roles = {ROLE: {"aws_access_key_id": "K", "aws_secret_access_key": "S"}}
+    check_role(ROLE, config, "123456789012")
+    with pytest.raises(ValidationError, match="belongs to account '123456789012', not to the caller's account "
+                                              "'444455556666'"):
+        check_role(ROLE, config, "444455556666")
 
 
 def test_tag_keys_unique(config: Config) -> None:

@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ import pytest
 from conftest import wait_until
 from test_data_file import channel, put, request
 
-from trainforge import objectstore
-from trainforge.data import DataError, stage_inputs
-from trainforge.data import recordio
+from trainforge.data import DataError, recordio, stage_inputs
 from trainforge.data.channels import parse_channels
 from trainforge.data.pipe import recordio_header, recordio_record
 from trainforge.data.sources import assign, list_items
@@ -46,14 +43,6 @@ for e in range(epochs):
     out[e] = base64.b64encode(data).decode()
 print(json.dumps(out))
 """
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    objectstore.reset_client()
-    name = f"dp-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def read_epochs(ml: Path, name: str, epochs: int, early: dict[int, int] | None = None) -> list[bytes]:

@@ -246,8 +246,8 @@ def test_twenty_minute_old_date_is_rejected_with_aws_message() -> None:
 
 def test_date_within_five_minutes_is_accepted_either_side() -> None:
     request = sign()
-    verifier(now=WHEN_EPOCH + 299).authenticate(*request.args())
-    verifier(now=WHEN_EPOCH - 299).authenticate(*request.args())
+    assert verifier(now=WHEN_EPOCH + 299).authenticate(*request.args()) == (ACCOUNT, "us-west-2")
+    assert verifier(now=WHEN_EPOCH - 299).authenticate(*request.args()) == (ACCOUNT, "us-west-2")
 
 
 def test_date_in_the_future_is_rejected_with_aws_message() -> None:
@@ -551,7 +551,14 @@ E2E_REGION = "us-west-2"
 def secured_server(server_factory: Any, tmp_path: Any) -> Any:
     credentials_file = tmp_path / "credentials.json"
     credentials_file.write_text(json.dumps(CREDENTIALS))
-    return server_factory(config={"credentials_file": str(credentials_file)})
+    # Under a credentials file a job's role must be mapped, and be one of the caller's account.
+    roles = {role_of(account): {"aws_access_key_id": f"ROLE{account}", "aws_secret_access_key": "role-secret"}
+             for account in (ACCOUNT, ACCOUNT_B)}
+    return server_factory(config={"credentials_file": str(credentials_file), "roles": roles})
+
+
+def role_of(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/SageMakerRole"
 
 
 def sagemaker_client(server: Any, key: str, secret: str, region: str = E2E_REGION) -> Any:
@@ -615,7 +622,7 @@ def test_e2e_missing_authentication(secured_server: Any) -> None:
 def test_e2e_account_isolation(secured_server: Any) -> None:
     a = sagemaker_client(secured_server, AKID, SECRET)
     b = sagemaker_client(secured_server, AKID_B, SECRET_B)
-    arn = a.create_training_job(**minimal_request("sigv4-isolated"))["TrainingJobArn"]
+    arn = a.create_training_job(**minimal_request("sigv4-isolated", RoleArn=role_of(ACCOUNT)))["TrainingJobArn"]
     assert arn == f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT}:training-job/sigv4-isolated"
     a.add_tags(ResourceArn=arn, Tags=[{"Key": "owner", "Value": "a"}])
 
@@ -645,7 +652,7 @@ def test_e2e_account_isolation(secured_server: Any) -> None:
     ]
 
     # the same name is free in B's account: names are per account and region
-    arn_b = b.create_training_job(**minimal_request("sigv4-isolated"))["TrainingJobArn"]
+    arn_b = b.create_training_job(**minimal_request("sigv4-isolated", RoleArn=role_of(ACCOUNT_B)))["TrainingJobArn"]
     assert arn_b == f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT_B}:training-job/sigv4-isolated"
     # and the region of the credential scope is part of the identity too
     a_elsewhere = sagemaker_client(secured_server, AKID, SECRET, region="eu-west-1")
@@ -656,7 +663,7 @@ def test_e2e_a_cached_describe_is_still_authenticated(secured_server: Any) -> No
     """DescribeTrainingJob answers are reused while the store is unchanged (api/app.py CachedAnswers):
     the same body still needs a valid signature, and another account still sees nothing."""
     a = sagemaker_client(secured_server, AKID, SECRET)
-    a.create_training_job(**minimal_request("sigv4-cached"))
+    a.create_training_job(**minimal_request("sigv4-cached", RoleArn=role_of(ACCOUNT)))
     described = [a.describe_training_job(TrainingJobName="sigv4-cached") for _ in range(3)]
     assert {d["TrainingJobArn"] for d in described} == {
         f"arn:aws:sagemaker:{E2E_REGION}:{ACCOUNT}:training-job/sigv4-cached"}

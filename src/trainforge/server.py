@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from trainforge.api.agent_api import agent_routes
@@ -47,6 +50,21 @@ def detect_isolation(mode: str) -> str:
     return "none"
 
 
+def make_private(data_dir: Path) -> None:
+    """The data directory is the server's user's alone (0700), and so is what it holds at its top level
+    (the database, the job directories): the store keeps job requests (Environment values) and the job
+    directories the agents' specs (their tokens). An existing directory's modes are corrected; what is
+    created later is private through the server's umask (077, set by :func:`run`)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in (data_dir, *data_dir.iterdir()):
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode) and mode & 0o077:
+            try:
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)
+            except OSError as exc:  # not ours: say so, the directory itself is private anyway
+                log.warning("cannot make %s private: %s", path, exc)
+
+
 @dataclass
 class Server:
     config: Config
@@ -61,7 +79,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     from trainforge.images.catalog import validate as validate_images
 
     validate_images(config.images)  # a malformed catalog entry stops the server at start, not a job later
-    config.data_path.mkdir(parents=True, exist_ok=True)
+    make_private(config.data_path)
     db = Database(config.effective_database_url)
     db.migrate()
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -71,8 +89,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     capacity = CapacityModel(config)
 
     def create_rules(params: dict[str, Any]) -> None:
+        check_supported("CreateTrainingJob", params)  # first: no rule interprets a member trainforge lacks
         check_create(params, config, fits=capacity.never_fits)
-        check_supported(params)
         if params.get("EnableNetworkIsolation") and isolation != "namespace":
             raise ValidationError(
                 "EnableNetworkIsolation is not available on this trainforge server: it cannot create network "
@@ -95,24 +113,33 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
 
 
 def run(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM. Prints the address it listens on."""
+    """Serve until SIGINT/SIGTERM. Prints the address it listens on (``port`` 0: a free port the
+    kernel chooses, named in that line)."""
     import uvicorn
+
+    # Everything the server, its fork server and its agents create (database, job directories, specs,
+    # logs) is private to the server's user; the training process itself gets a container's 022.
+    os.umask(0o077)
 
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = build(config)
     uv_config = uvicorn.Config(server.app, host=config.host, port=config.port, log_level="warning",
                                access_log=False, lifespan="on", loop="auto", http="auto")
     uv_server = uvicorn.Server(uv_config)
+    # Bound here, not by uvicorn, so that port 0 (any free port) works: the banner and the agents'
+    # control URL (config.endpoint_url) name the port the kernel chose.
+    sock = uv_config.bind_socket()
+    config.port = sock.getsockname()[1]
     print(f"trainforge listening on http://{config.host}:{config.port} (data: {config.data_path}, "
           f"isolation: {server.scheduler.isolation})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: setattr(uv_server, "should_exit", True))
-    uv_server.run()
+    uv_server.run(sockets=[sock])
 
 
 def add_server_arguments(parser: Any) -> None:
     """The options of ``trainforge server`` (shared by the CLI and ``python -m trainforge.server``)."""
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080; 0: any free port, printed)")
     parser.add_argument("--data-dir", default=None, help="state and job files (default $TRAINFORGE_HOME or ~/.trainforge)")
     parser.add_argument("--database-url", default=None, help="sqlite:///path or postgresql://... (default SQLite in the data dir)")
     parser.add_argument("--config", default=None, help="YAML or JSON config file")

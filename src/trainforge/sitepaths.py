@@ -1,6 +1,7 @@
 """The agent starts with ``python -S`` (no site-packages, no .pth processing) because it needs
-only the standard library to start user code fast. The few places that need third-party packages
-(boto3 for S3) call :func:`ensure_site_packages` first, which loads them on demand."""
+only the standard library to start user code fast. Third-party packages are loaded on demand by
+:func:`ensure_site_packages`, which the one place that builds S3 clients and transfer managers
+(``trainforge.objectstore.s3``) calls before importing boto3: callers never need to."""
 
 from __future__ import annotations
 

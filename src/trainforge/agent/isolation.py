@@ -1,15 +1,47 @@
 """Starting the training process isolated, and signalling every process of the instance.
 
-``namespace`` (Linux, root): ``unshare`` gives the process new mount, UTS and PID namespaces
-(plus an empty network namespace with EnableNetworkIsolation). A tiny ``sh`` prologue, PID 1 of
-the new PID namespace, bind-mounts ``instance_dir/opt/ml`` on ``/opt/ml`` and a generated hosts
-file on ``/etc/hosts`` (mount propagation private: nothing reaches the host), sets the host name,
-brings ``lo`` up in a new network namespace, then runs the command as its child and exits with its
-status. Stopping signals every process whose PID namespace is the instance's; killing PID 1 takes
-the whole namespace down. ``setpriv --pdeathsig`` and ``unshare --kill-child`` tie the instance's
-life to the agent's: an agent killed with -9 leaves no orphan.
+``namespace`` (Linux, root), in two steps:
+
+1. ``unshare --mount --uts [--net]`` runs a tiny ``sh`` prologue (in the agent's PID namespace)
+   that bind-mounts ``instance_dir/opt/ml`` on ``/opt/ml`` and a generated hosts file on
+   ``/etc/hosts`` (mount propagation private: nothing reaches the host), sets the host name,
+   brings ``lo`` up in a new network namespace (EnableNetworkIsolation), changes to the code
+   directory, then execs
+2. ``unshare --pid --fork --mount-proc``, whose child ``sh`` (``INIT``) is PID 1 of the new PID
+   namespace and runs the command as its only child, exiting with its status (PID 1 exiting
+   takes the whole namespace down).
+
+The split is what makes a stop exact: the instance's PID namespace holds PID 1 and the training
+command's process tree and nothing else (the prologue's ``mount``/``ip`` helpers run before it
+exists). Stopping (``Instance.terminate``) therefore waits, polling with a bound, until PID 1
+has a child, then sends SIGTERM once to every process of the namespace but PID 1, and stops
+there (processes the training code starts afterwards, e.g. to save its model, are not
+signalled; as with ``docker stop``, a wrapper that gets SIGTERM before it started the real
+program ends at once, and PID 1 with it). Why it cannot be done with one signal at the moment the stop arrives:
+
+- before ``unshare`` has forked there is no process of the instance to signal, and ``unshare``
+  itself blocks SIGTERM while it waits for its child: a signal sent to it is lost;
+- PID 1 of a PID namespace receives only the signals it installed a handler for, and ``sh``
+  installs none: a SIGTERM that reaches only PID 1 (before it has forked the command) is lost.
+  Trapping TERM in PID 1 and forwarding it would not close the gap either: a trap runs only
+  between commands, and a child forked by ``sh`` inherits the trap's handler until it execs,
+  so a SIGTERM forwarded in that window is swallowed by the shell's handler and then lost at
+  ``exec``.
+
+Once PID 1 has a child, that child is the command: before its ``exec`` it is a fork of ``sh``
+with SIGTERM at its default action (no traps anywhere), so the signal ends it before any user
+code runs and PID 1 exits 143 at once; after ``exec`` the training code gets SIGTERM itself.
+Either way the job ends promptly without waiting out the grace. The poll is bounded by the
+grace: if the namespace never gets that far, SIGKILL follows as always.
+
+``setpriv --pdeathsig`` and ``unshare --kill-child`` tie the instance's life to the agent's: an
+agent killed with -9 leaves no orphan (the death signal set by ``setpriv`` survives the
+``exec`` calls of the prologue's chain, up to the ``unshare`` whose child is PID 1).
 
 ``none``: a plain subprocess in its own session / process group; stopping signals the group.
+The group exists as soon as the process does (``Popen`` returns only after the child called
+``setsid`` and exec'd), so one SIGTERM to it is enough: sent before ``setpriv`` has exec'd the
+command, it ends ``setpriv`` (default action) before any user code runs.
 """
 
 from __future__ import annotations
@@ -18,13 +50,16 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from typing import Any
 
 from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
 
 SETUP_FAILED = "[trainforge] namespace setup failed"
 # $1 ml dir, $2 hosts file, $3 host name, $4 "1" = new network namespace, $5 working directory,
-# $6 number of extra bind mounts, then (source, target, "1" = read-only) per mount, then the command.
+# $6 number of extra bind mounts, then (source, target, "1" = read-only) per mount, then the command
+# that starts the PID namespace (``pid_namespace_argv``), which it execs.
 PROLOGUE = (
     'fail() { echo "' + SETUP_FAILED + ': $*" >&2; exit 125; }\n'
     'mount --bind "$1" /opt/ml || fail /opt/ml\n'
@@ -38,9 +73,12 @@ PROLOGUE = (
     '  shift 3; n=$((n - 1))\n'
     'done\n'
     'cd "$cwd" 2>/dev/null\n'
-    '"$@"\n'
-    'exit $?\n'
+    'exec "$@"\n'
 )
+# PID 1 of the instance: the command as its child (never exec'd: PID 1 ignores a SIGTERM it has no
+# handler for, and the training code must get it), then its exit status.
+INIT = '"$@"\nexit $?\n'
+TERMINATE_POLL_MAX = 0.02  # a stop waits for the command to exist, polling at most this far apart
 NONE_NOTICE = ("/opt/ml is not available on this host (no namespace isolation): the instance's "
                "/opt/ml is {ml}, SAGEMAKER_BASE_DIR and every SM_* path point there")
 
@@ -90,13 +128,18 @@ def describe(spec: dict[str, Any], paths: Paths) -> str:
 
 def namespace_argv(spec: dict[str, Any], paths: Paths, argv: list[str], cwd: str, hosts_file: str,
                    mounts: list[tuple[str, str, bool]] | None = None) -> list[str]:
+    """Step 1 (new mount / UTS / network namespaces, the prologue) exec'ing step 2 (the PID
+    namespace, ``INIT`` as its PID 1, the command as INIT's child)."""
     net = network_isolated(spec)
     mounts = mounts or []
     extra = [a for src, dst, ro in mounts for a in (src, dst, "1" if ro else "0")]
-    head = ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
-            "--propagation", "private"] + (["--net"] if net else [])
-    return head + ["--", "/bin/sh", "-c", PROLOGUE, "trainforge-instance", paths.host_ml, hosts_file,
-                   spec["host"], "1" if net else "0", cwd, str(len(mounts))] + extra + list(argv)
+    unshare = which("unshare") or "unshare"
+    setup = [unshare, "--mount", "--uts", "--propagation", "private"] + (["--net"] if net else [])
+    pid_namespace = [unshare, "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
+                     "--", "/bin/sh", "-c", INIT, "trainforge-init"]
+    prologue = ["/bin/sh", "-c", PROLOGUE, "trainforge-instance", paths.host_ml, hosts_file, spec["host"],
+                "1" if net else "0", cwd, str(len(mounts))] + extra
+    return setup + ["--"] + prologue + pid_namespace + list(argv)
 
 
 def check_available(spec: dict[str, Any]) -> None:
@@ -130,48 +173,55 @@ class Instance:
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
         self.popen = subprocess.Popen(
             full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            cwd=paths.host("code"), start_new_session=True)
+            cwd=paths.host("code"), start_new_session=True,
+            umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
         self.pid = self.popen.pid
+        self._own_ns = _pid_namespace("self")
         self._ns: str | None = None
         self._init_pid: int | None = None
 
     # ---------------------------------------------------------------------------------------------
     def _namespace_init(self) -> int | None:
-        """PID (host view) of the instance's PID-namespace init: the sh child of unshare."""
+        """PID (host view) of the instance's PID-namespace init: the child of ``unshare --pid``
+        (``self.pid`` once the prologue exec'd it) in a PID namespace other than ours. Before that,
+        ``self.pid``'s children are the prologue's helpers, in our namespace: never taken for it."""
         if self._init_pid is None:
-            try:
-                with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
-                    children = f.read().split()
-            except OSError:
-                children = []
-            if children:
-                self._init_pid = int(children[0])
-                try:
-                    self._ns = os.readlink(f"/proc/{self._init_pid}/ns/pid")
-                except OSError:
-                    self._init_pid = None
+            for child in _children(self.pid):
+                ns = _pid_namespace(str(child))
+                if ns is not None and ns != self._own_ns:
+                    self._init_pid, self._ns = child, ns
+                    break
         return self._init_pid
 
     def members(self) -> list[int]:
-        """Host PIDs of every process of the instance (namespace isolation)."""
+        """Host PIDs of every process of the instance (namespace isolation), its init included."""
         if self._namespace_init() is None or self._ns is None:
             return []
-        pids = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    if os.readlink(f"/proc/{name}/ns/pid") == self._ns:
-                        pids.append(int(name))
-                except OSError:
-                    pass
-        return pids
+        return [int(name) for name in os.listdir("/proc")
+                if name.isdigit() and _pid_namespace(name) == self._ns]
 
-    def signal_all(self, sig: int) -> None:
-        if self.namespace:
-            for pid in self.members():
-                _kill(pid, sig)
-        else:
+    def terminate(self, sig: int, until: float, ended: threading.Event) -> bool:
+        """Send ``sig`` once to the training process and every process it started (see the module
+        docstring). In a PID namespace, wait for the command to exist first: poll until it does,
+        the instance ended (``ended``) or ``until`` passed. True once the signal was sent."""
+        if not self.namespace:
             _killpg(self.pid, sig)
+            return True
+        pause = 0.001
+        while not ended.is_set():
+            init = self._namespace_init()
+            command = _children(init) if init is not None else []
+            if command:
+                # the scan may miss a process created while it runs: the command itself is named
+                for pid in set(command) | (set(self.members()) - {init}):
+                    _kill(pid, sig)
+                return True
+            left = until - time.time()
+            if left <= 0:
+                return False
+            ended.wait(min(pause, left))
+            pause = min(2 * pause, TERMINATE_POLL_MAX)
+        return False
 
     def kill_all(self) -> None:
         if self.namespace:
@@ -192,6 +242,21 @@ class Instance:
         if rc is None:
             return None
         return 128 - rc if rc < 0 else rc
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _pid_namespace(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def _kill(pid: int, sig: int) -> None:

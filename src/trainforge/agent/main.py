@@ -12,6 +12,7 @@ any exception of ours into a ``platform`` exit event.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -20,8 +21,9 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import environment, isolation, layout, runner
+from trainforge.agent import environment, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
+from trainforge.agent.direct import Direct
 from trainforge.agent.direct import finish as finish_direct
 from trainforge.agent.direct import plan as plan_direct
 from trainforge.agent.inputs import (
@@ -55,7 +57,22 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"trainforge agent: cannot read the spec {argv[0]}: {exc}", file=sys.stderr)
         return 2
-    return Agent(spec, finish=finish).run()
+    try:
+        agent = Agent(spec, finish=finish)
+    except Exception as exc:  # noqa: BLE001 - no way to report at all
+        print(f"trainforge agent: cannot report to the control plane: {exc!r}", file=sys.stderr)
+        return 1
+    return agent.run()
+
+
+class Phase(enum.IntEnum):
+    """How far the instance has come; it only moves forward."""
+
+    PREPARING = 0  # laying out /opt/ml, staging the inputs
+    TRAINING = 1  # the training process runs (or is about to): a failing data worker fails it
+    ENDED = 2  # the training process has ended
+    EXITED = 3  # ``.exited`` is written (by this agent, or by the one a finishing agent replaces)
+    REPORTED = 4  # the exit event is queued: a signal now only gives up a failing delivery
 
 
 class Agent:
@@ -67,32 +84,23 @@ class Agent:
         self.finish = finish
         self.started = time.time()
         self.stopper = Stopper()
-        self.gone = threading.Event()
         self.host_env = dict(os.environ)
-        self.reporter: Reporter | None = None
-        self._reporter_started = False
-        self._exited_marked = False
-        self._exit_emitted = False
+        self.reporter = Reporter(spec, self._outbox_path(), on_stop=self.stopper.request,
+                                 on_gone=self._on_gone)
         self.data_error: BaseException | None = None
-        self._training = threading.Event()  # data errors count only while the process runs
-        self._training_ended = threading.Event()
         self.timings: dict[str, float] = {}
+        self._phase = Phase.PREPARING
+        self._phase_changed = threading.Condition()
 
     # -- top level ------------------------------------------------------------------------------
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        try:
-            self.reporter = Reporter(self.spec, self._outbox_path(), on_stop=self.stopper.request,
-                                     on_gone=self._on_gone)
-        except Exception as exc:  # noqa: BLE001 - no way to report at all
-            print(f"trainforge agent: cannot report to the control plane: {exc!r}", file=sys.stderr)
-            return 1
         artifacts = None
         # The sender thread starts at once (it needs only ``socket``): it connects while the main
         # thread prepares the instance, so Training reaches the control plane right away.
-        self._start_reporter()
+        self.reporter.start()
         try:
             spec_mod.check(self.spec)
             outcome, artifacts = self._finish_instance() if self.finish else self._run_instance()
@@ -103,30 +111,33 @@ class Agent:
             outcome = Outcome("platform", None, error_reason(exc, "InternalServerError",
                                                              "(in the trainforge agent)"))
         self._mark_exited(outcome.exit_code)  # early ends too: a waiting leader must not hang
-        reporter = self.reporter
-        self._exit_emitted = True
-        if not self.gone.is_set():
-            reporter.emit(outcome.event(artifacts))
-        delivered = reporter.close(self._final_deadline())
+        self._advance(Phase.REPORTED)
+        if not self.reporter.gone:
+            self.reporter.emit(outcome.event(artifacts))
+        delivered = self.reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
+
+    def _advance(self, phase: Phase) -> None:
+        with self._phase_changed:
+            if phase > self._phase:
+                self._phase = phase
+                self._phase_changed.notify_all()
 
     def _on_signal(self, *_: object) -> None:
         """SIGTERM/SIGINT: stop the instance; once the exit event is queued and the control plane
         is unreachable, "exit now" (the outbox keeps whatever it has not acknowledged)."""
-        if self._exit_emitted and self.reporter is not None:
+        if self._phase >= Phase.REPORTED:
             self.reporter.abandon_if_failing()
         self.stopper.request("Stopped")
 
     def _mark_exited(self, exit_code: int | None) -> None:
         """``instance_dir/.exited``, once, whichever way the instance ended."""
-        if self._exited_marked or not os.path.isdir(self.spec.get("instance_dir") or ""):
+        if self._phase >= Phase.EXITED or not os.path.isdir(self.spec.get("instance_dir") or ""):
             return
-        self._exited_marked = True
-        from trainforge.agent import outputs
-
+        self._advance(Phase.EXITED)
         try:
-            outputs.write_exited_marker(Paths.of(self.spec), exit_code)
+            instance_files.write_exited(self.spec["instance_dir"], exit_code)
         except (OSError, KeyError) as exc:
             print(f"trainforge agent: cannot write the .exited marker: {exc}", file=sys.stderr)
 
@@ -134,25 +145,18 @@ class Agent:
         instance_dir = self.spec.get("instance_dir")
         if not instance_dir or not os.path.isdir(instance_dir):
             return None
-        return os.path.join(instance_dir, "agent-outbox.jsonl")
+        return instance_files.outbox_path(instance_dir)
 
     def _stderr_line(self, message: str) -> None:
         """One line of the agent's own in the job's log (stream stderr)."""
-        if self.reporter is not None:
-            self.reporter.log(message, "stderr")
+        self.reporter.log(message, "stderr")
 
     def _downloading(self, message: str) -> None:
-        if self.reporter is not None:
-            self.reporter.status("Downloading", message)
+        self.reporter.status("Downloading", message)
 
     def _on_gone(self) -> None:
-        self.gone.set()
+        """The job is gone (``reporter.gone``): stop at once, report nothing more."""
         self.stopper.request("Stopped", grace=GONE_GRACE)
-
-    def _start_reporter(self) -> None:
-        if not self._reporter_started and self.reporter is not None:
-            self._reporter_started = True
-            self.reporter.start()
 
     @property
     def grace(self) -> float:
@@ -167,37 +171,89 @@ class Agent:
     def _final_deadline(self) -> float:
         return max(self.deadline or 0.0, time.time()) + self.grace + FINAL_FLUSH_EXTRA
 
-    # -- the instance ---------------------------------------------------------------------------
+    def _deadline_passed(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    # -- the instance, phase by phase -----------------------------------------------------------
     def _run_instance(self) -> tuple[Outcome, str | None]:
+        paths = Paths.of(self.spec)
+        inputs = self._prepare(paths)
+        if isinstance(inputs, Outcome):
+            return inputs, None
+        started = self._start_training(paths, inputs)
+        if isinstance(started, Outcome):
+            return started, None
+        result, sync_error = self._await_training(paths, inputs, *started)
+        outcome = self._decide(paths, result, inputs, sync_error)
+        if self.reporter.gone:
+            return outcome, None
+        self._record_outcome(paths, outcome)
+        return self._upload(paths, outcome)
+
+    def _finish_instance(self) -> tuple[Outcome, str | None]:
+        """Started again after the agent died between the end of training and its exit report."""
+        paths = Paths.of(self.spec)
+        self._advance(Phase.EXITED)  # the first agent wrote the marker when the training ended
+        outcome = instance_files.read_outcome(paths.instance_dir)
+        if outcome is None:
+            return Outcome("platform", None, "InternalServerError: the trainforge agent of "
+                           f"{self.spec['host']} died and its instance cannot be finished"), None
+        self._write_state(paths, None)
+        self.reporter.log(f"[trainforge] the agent of {self.spec['host']} exited before finishing; a new "
+                          f"agent uploads and reports the instance's end (training ended: "
+                          f"{outcome.outcome}, exit code {outcome.exit_code})", "stderr")
+        return self._upload(paths, outcome)
+
+    def _prepare(self, paths: Paths) -> Inputs | Outcome:
+        """Before the training process: the runtime and isolation must work, /opt/ml is laid out,
+        the inputs are staged. An Outcome when the instance ends here."""
         spec, reporter = self.spec, self.reporter
-        assert reporter is not None
-        paths = Paths.of(spec)
         runtime = spec.get("runtime") or {}
         if runtime.get("error"):
             reporter.log(f"[trainforge] {runtime['error']}", "stderr")
-            return Outcome("algorithm", None, str(runtime["error"])[:1024]), None
+            return Outcome("algorithm", None, str(runtime["error"])[:1024])
         try:
             isolation.check_available(spec)
         except isolation.IsolationError as exc:
             reporter.log(f"[trainforge] {exc}", "stderr")
-            return Outcome("algorithm", None, f"ClientError: {exc}"[:1024]), None
+            return Outcome("algorithm", None, f"ClientError: {exc}"[:1024])
         layout.create(spec, paths)
         reporter.status("Downloading", "Downloading input data")
-        inputs = Inputs()
-        if needs_data_plane(spec["request"]):
-            use_job_credentials(spec)
-            staged = self._stage(paths)
-            if isinstance(staged, Outcome):
-                return staged, None
-            inputs = staged
-        self._training.set()  # from here on, a failing Pipe feeder / FastFile fetcher fails the instance
+        if not needs_data_plane(spec["request"]):
+            return Inputs()
+        use_job_credentials(spec)
+        return self._stage(paths)
+
+    def _stage(self, paths: Paths) -> Inputs | Outcome:
+        box, _thread = run_staging(lambda: stage(
+            self.spec, paths, progress=self._downloading,
+            log=self._stderr_line, on_error=self._on_data_error), self.stopper.wake)
+        while not box:
+            if self.stopper.reason is not None:
+                return Outcome("stopped", None, None, self.stopper.reason)
+            timeout = None if self.deadline is None else self.deadline - time.time()
+            if timeout is not None and timeout <= 0:
+                return Outcome("stopped", None, None, "MaxRuntimeExceeded")
+            self.stopper.wake.wait(timeout)
+            self.stopper.wake.clear()
+        staged = box[0]
+        if isinstance(staged, BaseException):
+            return self._data_failure(staged, "while staging the input data")
+        return staged
+
+    def _start_training(self, paths: Paths,
+                        inputs: Inputs) -> tuple[isolation.Instance, Direct | None] | Outcome:
+        """Start the training process (unless a stop, the deadline or a data error came first)."""
+        spec, reporter = self.spec, self.reporter
+        # from here on, a failing Pipe feeder / FastFile fetcher fails the instance
+        self._advance(Phase.TRAINING)
         if self.data_error is not None:
             inputs.close()
-            return self._data_failure(self.data_error, "while streaming the input data"), None
+            return self._data_failure(self.data_error, "while streaming the input data")
         if self.stopper.reason is not None or self._deadline_passed():
             inputs.close()
             reason = self.stopper.reason or "MaxRuntimeExceeded"
-            return Outcome("stopped", None, None, reason), None
+            return Outcome("stopped", None, None, reason)
         argv = environment.command(spec)
         env = environment.build(spec, paths, self.host_env)
         if spec.get("allowed_local_roots") is not None:
@@ -218,14 +274,18 @@ class Agent:
                 inputs.sync.stop(final=False)
             reason = f"AlgorithmError: cannot run {argv[0]}: {exc.strerror or exc}"
             reporter.log(f"[trainforge] {reason}", "stderr")
-            return Outcome("algorithm", 127, reason), None
+            return Outcome("algorithm", 127, reason)
         self.timings["spawned"] = time.time()
         self._write_state(paths, instance)
         self._watch_volume(paths)
-        result = runner.run(instance, reporter, self.stopper, self.deadline, self.grace)
-        self._training.clear()
-        self._training_ended.set()
+        return instance, direct
 
+    def _await_training(self, paths: Paths, inputs: Inputs, instance: isolation.Instance,
+                        direct: Direct | None) -> tuple[runner.RunResult, BaseException | None]:
+        """Stream the training process to its end, then mark the instance exited and stop the
+        data workers; returns how it ran and whether the final checkpoint upload failed."""
+        result = runner.run(instance, self.reporter, self.stopper, self.deadline, self.grace)
+        self._advance(Phase.ENDED)
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at
         if direct is not None:
@@ -238,104 +298,10 @@ class Agent:
                 inputs.sync.stop(final=True)
             except Exception as exc:  # noqa: BLE001
                 sync_error = exc
-        outcome = self._outcome(paths, result, inputs, sync_error)
-        if self.gone.is_set():
-            return outcome, None
-        self._record_outcome(paths, outcome)
-        return self._upload(paths, outcome)
+        return result, sync_error
 
-    def _record_outcome(self, paths: Paths, outcome: Outcome) -> None:
-        from trainforge.agent import outputs
-
-        try:
-            outputs.write_outcome(paths, outcome.as_dict())
-        except OSError as exc:
-            print(f"trainforge agent: cannot write outcome.json: {exc}", file=sys.stderr)
-
-    def _finish_instance(self) -> tuple[Outcome, str | None]:
-        """Started again after the agent died between the end of training and its exit report."""
-        from trainforge.agent import outputs
-
-        reporter = self.reporter
-        assert reporter is not None
-        paths = Paths.of(self.spec)
-        self._exited_marked = True  # the first agent wrote the marker when the training ended
-        recorded = outputs.read_outcome(paths.instance_dir)
-        if recorded is None:
-            return Outcome("platform", None, "InternalServerError: the trainforge agent of "
-                           f"{self.spec['host']} died and its instance cannot be finished"), None
-        outcome = Outcome.from_dict(recorded)
-        self._write_state(paths, None)
-        reporter.log(f"[trainforge] the agent of {self.spec['host']} exited before finishing; a new agent "
-                     f"uploads and reports the instance's end (training ended: {outcome.outcome}, "
-                     f"exit code {outcome.exit_code})", "stderr")
-        return self._upload(paths, outcome)
-
-    def _watch_volume(self, paths: Paths, interval: float = 3.0) -> None:
-        """VolumeSizeInGB bounds what the instance writes too: past it, the instance fails."""
-        if not (self.spec["request"].get("ResourceConfig") or {}).get("VolumeSizeInGB"):
-            return
-
-        def watch() -> None:
-            from pathlib import Path
-
-            from trainforge.data.volume import volume_error
-
-            # The first walk after one interval, not while the user's code starts (nothing is
-            # written yet then); the fork server has the module imported already.
-            while (not self._training_ended.wait(interval) and self._training.is_set()
-                   and self.data_error is None):
-                exc = volume_error(self.spec["request"], Path(paths.host_ml))
-                if exc is not None:
-                    self._on_data_error(exc)
-                    return
-
-        threading.Thread(target=watch, name="volume-watch", daemon=True).start()
-
-    def _deadline_passed(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
-
-    def _stage(self, paths: Paths) -> Inputs | Outcome:
-        reporter = self.reporter
-        assert reporter is not None
-        box, _thread = run_staging(lambda: stage(
-            self.spec, paths, progress=self._downloading,
-            log=self._stderr_line, on_error=self._on_data_error), self.stopper.wake)
-        while not box:
-            if self.stopper.reason is not None:
-                return Outcome("stopped", None, None, self.stopper.reason)
-            timeout = None if self.deadline is None else self.deadline - time.time()
-            if timeout is not None and timeout <= 0:
-                return Outcome("stopped", None, None, "MaxRuntimeExceeded")
-            self.stopper.wake.wait(timeout)
-            self.stopper.wake.clear()
-        staged = box[0]
-        if isinstance(staged, BaseException):
-            return self._data_failure(staged, "while staging the input data")
-        return staged
-
-    def _on_data_error(self, exc: BaseException) -> None:
-        """A background data worker failed mid-training: the instance cannot finish correctly."""
-        if self.data_error is None and self._training.is_set():
-            self.data_error = exc
-            if self.reporter is not None:
-                self.reporter.log(f"[trainforge] input data failed while training: {exc}", "stderr")
-            self.stopper.request("Stopped")
-
-    def _data_failure(self, exc: BaseException, context: str, exit_code: int | None = None) -> Outcome:
-        user = bool(getattr(exc, "user", False))
-        reason = error_reason(exc, "ClientError" if user else "InternalServerError",
-                              "" if getattr(exc, "user", None) is not None else context)
-        if self.reporter is not None:
-            self.reporter.log(f"[trainforge] {reason}", "stderr")
-        if not hasattr(exc, "user"):
-            import traceback
-
-            traceback.print_exception(exc)
-        return Outcome("algorithm" if user else "platform", exit_code, reason)
-
-    def _outcome(self, paths: Paths, result: runner.RunResult, inputs: Inputs,
-                 sync_error: BaseException | None) -> Outcome:
+    def _decide(self, paths: Paths, result: runner.RunResult, inputs: Inputs,
+                sync_error: BaseException | None) -> Outcome:
         code = result.exit_code
         if self.data_error is not None:  # a Pipe feeder / FastFile fetcher failed: the data is incomplete
             return self._data_failure(self.data_error, "while streaming the input data", code)
@@ -354,11 +320,16 @@ class Agent:
             return self._data_failure(sync_error, "while uploading checkpoints", code)
         return Outcome("ok", 0)
 
+    def _record_outcome(self, paths: Paths, outcome: Outcome) -> None:
+        try:
+            instance_files.write_outcome(paths.instance_dir, outcome)
+        except OSError as exc:
+            print(f"trainforge agent: cannot write outcome.json: {exc}", file=sys.stderr)
+
     def _upload(self, paths: Paths, outcome: Outcome) -> tuple[Outcome, str | None]:
         from trainforge.agent import outputs
 
         spec, reporter = self.spec, self.reporter
-        assert reporter is not None
         prefix = output_prefix(spec)
         if spec["host"] != leader(spec) or prefix is None:
             return outcome, None
@@ -366,7 +337,7 @@ class Agent:
         if success:
             reporter.status("Uploading", "Uploading generated training model")
         until = max(self.deadline or 0.0, time.time()) + self.grace + 60
-        missing = outputs.wait_for_peers(spec, paths, until, give_up=self.gone.is_set)
+        missing = outputs.wait_for_peers(spec, paths, until, give_up=lambda: reporter.gone)
         if missing:
             reporter.log(f"[trainforge] uploading without {', '.join(missing)}: not exited in time", "stderr")
         try:
@@ -382,18 +353,60 @@ class Agent:
             return Outcome("platform", outcome.exit_code, reason), None
         return outcome, artifacts
 
+    # -- beside the training process ------------------------------------------------------------
     def _write_state(self, paths: Paths, instance: isolation.Instance | None) -> None:
-        """``instance_dir/instance.json``: who to kill if this agent dies (for reconciliation);
-        without ``instance`` (a finishing agent) there is no training process left to kill."""
-        state: dict[str, Any] = {"agent_pid": os.getpid(), "started": time.time()}
-        if instance is not None:
-            state.update(pid=instance.pid, pgid=instance.pid,
-                         isolation="namespace" if instance.namespace else "none")
+        """``instance.json``: who to kill if this agent dies (for reconciliation)."""
         try:
-            with open(os.path.join(paths.instance_dir, "instance.json"), "w", encoding="utf-8") as f:
-                json.dump(state, f)
+            if instance is None:
+                instance_files.write_state(paths.instance_dir, os.getpid())
+            else:
+                instance_files.write_state(paths.instance_dir, os.getpid(), instance.pid,
+                                           "namespace" if instance.namespace else "none")
         except OSError:
             pass
+
+    def _watch_volume(self, paths: Paths, interval: float = 3.0) -> None:
+        """VolumeSizeInGB bounds what the instance writes too: past it, the instance fails."""
+        if not (self.spec["request"].get("ResourceConfig") or {}).get("VolumeSizeInGB"):
+            return
+
+        def watch() -> None:
+            from pathlib import Path
+
+            from trainforge.data.volume import volume_error
+
+            # The first walk after one interval, not while the user's code starts (nothing is
+            # written yet then); the fork server has the module imported already.
+            while not self._wait_for(Phase.ENDED, interval) and self.data_error is None:
+                exc = volume_error(self.spec["request"], Path(paths.host_ml))
+                if exc is not None:
+                    self._on_data_error(exc)
+                    return
+
+        threading.Thread(target=watch, name="volume-watch", daemon=True).start()
+
+    def _wait_for(self, phase: Phase, timeout: float) -> bool:
+        """Whether the instance reached ``phase`` within ``timeout`` seconds."""
+        with self._phase_changed:
+            return self._phase_changed.wait_for(lambda: self._phase >= phase, timeout)
+
+    def _on_data_error(self, exc: BaseException) -> None:
+        """A background data worker failed mid-training: the instance cannot finish correctly."""
+        if self.data_error is None and self._phase == Phase.TRAINING:
+            self.data_error = exc
+            self.reporter.log(f"[trainforge] input data failed while training: {exc}", "stderr")
+            self.stopper.request("Stopped")
+
+    def _data_failure(self, exc: BaseException, context: str, exit_code: int | None = None) -> Outcome:
+        user = bool(getattr(exc, "user", False))
+        reason = error_reason(exc, "ClientError" if user else "InternalServerError",
+                              "" if getattr(exc, "user", None) is not None else context)
+        self.reporter.log(f"[trainforge] {reason}", "stderr")
+        if not hasattr(exc, "user"):
+            import traceback
+
+            traceback.print_exception(exc)
+        return Outcome("algorithm" if user else "platform", exit_code, reason)
 
     def _log_summary(self, outcome: Outcome, delivered: bool) -> None:
         t = self.timings
@@ -403,6 +416,6 @@ class Agent:
             parts.append(f"spawn_ms={1000 * (t['spawned'] - self.started):.1f}")
         if "first_line" in t:
             parts.append(f"first_line_ms={1000 * (t['first_line'] - self.started):.1f}")
-        if self.reporter is not None and self.reporter.last_error and not delivered:
+        if self.reporter.last_error and not delivered:
             parts.append(f"last_report_error={self.reporter.last_error!r}")
         print("trainforge agent: " + " ".join(parts), file=sys.stderr, flush=True)

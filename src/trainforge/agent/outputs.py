@@ -14,44 +14,15 @@ order (a later host's file replaces an earlier one's of the same name) and uploa
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from trainforge.agent import instance_files
 from trainforge.agent.spec import Paths, output_prefix
 
 PEER_POLL_SECONDS = 0.1
-
-
-OUTCOME_FILE = "outcome.json"
-
-
-def _write_json(path: str, value: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f)
-    os.replace(tmp, path)
-
-
-def write_exited_marker(paths: Paths, exit_code: int | None) -> None:
-    _write_json(paths.exited_marker(), {"exit_code": exit_code, "time": time.time()})
-
-
-def write_outcome(paths: Paths, outcome: dict[str, Any]) -> None:
-    """``instance_dir/outcome.json``: how the training ended, written before the upload starts, so
-    that an agent started again on this instance (``--finish``) can still upload and report."""
-    _write_json(os.path.join(paths.instance_dir, OUTCOME_FILE), outcome)
-
-
-def read_outcome(instance_dir: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(instance_dir, OUTCOME_FILE), encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) and value.get("outcome") else None
 
 
 def wait_for_peers(spec: dict[str, Any], paths: Paths, until: float,
@@ -59,7 +30,7 @@ def wait_for_peers(spec: dict[str, Any], paths: Paths, until: float,
     """Wait for every other host's ``.exited``; returns the hosts still missing at ``until``."""
     others = [h for h in spec["hosts"] if h != spec["host"]]
     while True:
-        missing = [h for h in others if not os.path.exists(paths.exited_marker(h))]
+        missing = [h for h in others if not instance_files.has_exited(paths.instance_dir_of(h))]
         if not missing or time.time() >= until or give_up():
             return missing
         time.sleep(PEER_POLL_SECONDS)

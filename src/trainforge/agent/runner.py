@@ -1,8 +1,12 @@
 """Runs the training process to its end: streams its lines, honours stop requests and the deadline.
 
 Stopping (StopTrainingJob via a report answer, SIGTERM to the agent, or the spec's deadline):
-SIGTERM to every process of the instance, up to ``stop_grace_seconds`` for them to exit, then
-SIGKILL. The first stop reason wins.
+SIGTERM once to the training process and every process of the instance, up to
+``stop_grace_seconds`` for them to exit, then SIGKILL. The first stop reason wins. A stop that
+arrives before the training process exists (the instance's namespaces still being set up) is
+held until it does, within the grace (``Instance.terminate``): it is never lost, so the job
+never waits out the grace for nothing. A stop before the instance is started at all (while
+inputs are staged) ends the instance without starting it (``agent.main``).
 """
 
 from __future__ import annotations
@@ -133,7 +137,8 @@ def _setup_failed(instance: Instance, code: int, tail: list[str]) -> bool:
 
 
 def _stop(instance: Instance, exited: threading.Event, grace: float) -> None:
-    instance.signal_all(signal.SIGTERM)
-    if not exited.wait(max(0.0, grace)):
+    until = time.time() + max(0.0, grace)
+    instance.terminate(signal.SIGTERM, until, exited)  # waits for the command to exist, within the grace
+    if not exited.wait(max(0.0, until - time.time())):
         instance.kill_all()
         exited.wait(30)

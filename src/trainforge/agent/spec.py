@@ -79,12 +79,12 @@ class Paths:
             return self.container_ml + p[len(CONTAINER_ML):]
         return path
 
-    def exited_marker(self, host: str | None = None) -> str:
-        base = self.instance_dir if host is None else os.path.join(self.job_dir, host)
-        return os.path.join(base, ".exited")
+    def instance_dir_of(self, host: str) -> str:
+        """Another host's instance directory (the job directory is shared by all hosts)."""
+        return os.path.join(self.job_dir, host)
 
     def host_ml_of(self, host: str) -> str:
-        return os.path.join(self.job_dir, host, "opt", "ml")
+        return os.path.join(self.instance_dir_of(host), "opt", "ml")
 
 
 def hosts(spec: dict[str, Any]) -> list[str]:

@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trainforge.api.app import json_response
-from trainforge.api.errors import ServiceError
+from trainforge.api.errors import ServiceError, ValidationError
 from trainforge.config import Config
+from trainforge.service.create_rules import check_role
 from trainforge.service.reports import Reports
-from trainforge.store.jobs import JobStore
+from trainforge.store.jobs import JobRow, JobStore
 
 log = logging.getLogger("trainforge.agent_api")
 
@@ -29,8 +30,15 @@ REPORT_PATH = "/_trainforge/agent/v1/report"
 CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
 
 
-def role_credentials(config: Config, role_arn: str) -> dict[str, str]:
-    """The credentials a job with ``role_arn`` uses: the configured mapping, else the server's own."""
+def role_credentials(config: Config, job: JobRow) -> dict[str, str]:
+    """The credentials of ``job``'s role: the configured mapping, else (the single-user default, see
+    :func:`check_role`) the server's own. A role the configuration no longer allows the job (the
+    server restarted with another ``roles`` or a credentials file) gets nothing."""
+    role_arn = job.request.get("RoleArn", "")
+    try:
+        check_role(role_arn, config, job.account_id)
+    except ValidationError as exc:
+        raise ServiceError(exc.message, code="AccessDenied", status=403) from None
     mapped = config.roles.get(role_arn)
     if mapped and mapped.get("aws_access_key_id"):
         return {"AccessKeyId": mapped["aws_access_key_id"], "SecretAccessKey": mapped["aws_secret_access_key"],
@@ -65,7 +73,7 @@ def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Rout
         if job is None or job.phase != "running":
             return json_response({"__type": "AccessDenied", "message": "No running job has this token."}, 403)
         try:
-            creds = await run_in_threadpool(role_credentials, config, job.request.get("RoleArn", ""))
+            creds = await run_in_threadpool(role_credentials, config, job)
         except ServiceError as exc:
             return json_response(exc.body(), exc.status)
         expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)

@@ -12,7 +12,6 @@ backend start each agent as its own ``python -S`` process instead, as before.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from trainforge.agent import instance_files
 from trainforge.agent.forkserver import start_ticks
 from trainforge.backends.forkserver import (
     ForkServerClient,
@@ -133,13 +133,9 @@ class LocalBackend:
         if not handle or not handle.get("pid"):
             return
         groups = [int(handle["pid"])]
-        try:
-            with open(Path(handle.get("instance_dir", "")) / "instance.json", "rb") as f:
-                info = json.loads(f.read())
-            if info.get("pgid"):
-                groups.append(int(info["pgid"]))
-        except (OSError, ValueError):
-            pass
+        state = instance_files.read_state(handle.get("instance_dir", ""))
+        if state is not None and state.get("pgid"):
+            groups.append(int(state["pgid"]))
         for pgid in groups:
             try:
                 os.killpg(pgid, signal.SIGKILL)

@@ -96,6 +96,20 @@ def s3_client() -> BaseClient:
     return _state().client
 
 
+def transfer_manager(*, multipart_threshold: int, part_size: int, workers: int) -> Any:
+    """An s3transfer manager (parallel, multipart) on :func:`s3_client`; a context manager.
+
+    Built here, after :func:`_state` loaded the site packages: in the agent (``python -S``) an upload
+    may be the first S3 use of the process.
+    """
+    client = s3_client()
+    from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+    cfg = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=part_size,
+                         max_concurrency=workers, use_threads=True)
+    return create_transfer_manager(client, cfg)
+
+
 def reset_client() -> None:
     """Forget the cached client (tests that change the AWS environment)."""
     with _client_lock:

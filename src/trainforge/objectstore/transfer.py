@@ -30,7 +30,7 @@ from .base import (
     safe_join,
 )
 from .reading import list_entries
-from .s3 import get_stream, s3_client, s3_error
+from .s3 import get_stream, s3_client, s3_error, transfer_manager
 
 
 def _sibling_tmp(dest: Path) -> Path:
@@ -340,11 +340,7 @@ def upload_many(items: list[tuple[Path, Location]], *, allowed_roots: Iterable[s
                 raise ObjectStoreError(f"cannot write {loc.uri}: {exc}") from exc
     if not s3_items:
         return
-    from boto3.s3.transfer import TransferConfig, create_transfer_manager
-
-    cfg = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE,
-                         max_concurrency=workers, use_threads=True)
-    with create_transfer_manager(s3_client(), cfg) as mgr:
+    with transfer_manager(multipart_threshold=MULTIPART_THRESHOLD, part_size=PART_SIZE, workers=workers) as mgr:
         futures = [(mgr.upload(str(p), loc.bucket, loc.key), loc) for p, loc in s3_items]
         first: BaseException | None = None
         for fut, loc in futures:

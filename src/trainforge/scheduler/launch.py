@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from trainforge.agent import instance_files
 from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.service import lifecycle
-from trainforge.store.jobs import JobRow, JobStore
+from trainforge.store.jobs import JobRow, JobStore, new_token
 from trainforge.store.schema import jobs as jobs_table
 
 log = logging.getLogger("trainforge.scheduler")
@@ -38,6 +39,7 @@ class Prepared:
     now: float
     deadline: float
     deadline_reason: str
+    token: str  # the agents' token for this attempt; the store keeps only its digest
     agents: list[tuple[str, Path]] = field(default_factory=list)  # (host, spec path)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -115,13 +117,13 @@ class Launcher:
         if job_dir.exists():
             shutil.rmtree(job_dir, ignore_errors=True)
         deadline, reason = deadline_of(job, now)
-        prepared = Prepared(job, now, deadline, reason)
+        prepared = Prepared(job, now, deadline, reason, new_token())
         epoch = int(now)
         common = {
             "job_name": job.name, "job_arn": job.arn, "region": job.region, "account_id": job.account_id,
             "attempt": job.attempt, "hosts": [h for h, _, _ in hosts], "instance_groups": _groups(hosts),
             "job_dir": str(job_dir), "request": request, "runtime": runtime,
-            "control_url": self.config.endpoint_url, "token": job.token, "isolation": self.isolation,
+            "control_url": self.config.endpoint_url, "token": prepared.token, "isolation": self.isolation,
             "stop_grace_seconds": self.config.stop_grace_seconds, "deadline": deadline,
             "s3_endpoint_url": _s3_endpoint(),
             "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
@@ -133,10 +135,8 @@ class Launcher:
             shape = self.capacity.shape(itype)
             spec = {**common, "host": host, "instance_type": itype, "instance_group": group,
                     "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": shape.gpus}
-            spec_path = inst_dir / "spec.json"
-            fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(spec))
+            spec_path = inst_dir / instance_files.SPEC
+            instance_files.write_spec(inst_dir, spec)
             prepared.agents.append((host, spec_path))
             prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt,
                                   "backend": self.backend.name, "handle": None, "next_seq": 0, "state": "running",
@@ -158,6 +158,7 @@ class Launcher:
         lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=p.now)
         self.store.replace_instances(conn, locked.id, p.rows)
         self.store.save(conn, locked)
+        self.store.set_token(conn, locked.id, p.token)  # an earlier attempt's agents lose theirs
         return True
 
     def start_agents(self, agents: list[tuple[JobRow, str, Path, bool]]) -> None:
@@ -165,7 +166,7 @@ class Launcher:
         transaction: starting agents must not hold the store's write lock."""
         if not agents:
             return
-        results = self.backend.launch_many([(spec_path, spec_path.parent / "agent.log", finish)
+        results = self.backend.launch_many([(spec_path, spec_path.parent / instance_files.AGENT_LOG, finish)
                                             for _, _, spec_path, finish in agents])
         handles = []
         for (job, host, _, _), result in zip(agents, results):

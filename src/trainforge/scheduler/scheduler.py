@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from trainforge.agent import instance_files
 from trainforge.backends.local import LocalBackend
 from trainforge.config import Config
 from trainforge.scheduler.capacity import CapacityModel, Resources
@@ -214,17 +215,16 @@ class Scheduler:
             log.warning("the agent of %s/%s died after its training ended: starting one to finish it",
                         job.name, host)
         # Without a new handle, the next tick ends the instance as a platform failure.
-        self.launcher.start_agents([(job, host, self.job_dir(job) / host / "spec.json", True) for host in finishing])
+        self.launcher.start_agents([(job, host, self.job_dir(job) / host / instance_files.SPEC, True)
+                                    for host in finishing])
         self.wake()
 
     def _can_finish(self, job: JobRow, host: str) -> bool:
         """A dead agent's instance can still be finished once: its training process had ended and
         the agent recorded how (``outcome.json``), so only the upload and the report are missing."""
-        from trainforge.agent.outputs import read_outcome
-
         if host in job.finishing_hosts:
             return False
-        return read_outcome(str(self.job_dir(job) / host)) is not None
+        return instance_files.read_outcome(self.job_dir(job) / host) is not None
 
     def reconcile(self) -> None:
         """After a (re)start: adopt living agents, end the jobs whose agents are gone."""
@@ -236,7 +236,7 @@ class Scheduler:
 def _mark_exited(instance_dir: Path, now: float) -> None:
     """What the agent writes when its instance ends: the leader waits for every host's marker."""
     try:
-        (instance_dir / ".exited").write_text(orjson.dumps({"exit_code": None, "time": now}).decode())
+        instance_files.write_exited(instance_dir, None, now)
     except OSError:
         pass
 

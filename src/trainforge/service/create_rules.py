@@ -39,7 +39,7 @@ CreateTrainingJob rules (source: the model's documentation strings unless stated
 | every S3 URI well formed: ``s3://bucket[/key]`` with a valid bucket name; ``https://`` refused | sentence with the member path |
 | ``file://`` URIs absolute and, resolved (``..``, symlinks), under ``effective_local_roots`` | sentence naming the roots and ``allowed_local_roots`` |
 | URIs checked: channel S3Uri, OutputDataConfig/TensorBoardOutputConfig/DebugHookConfig/ProfilerConfig S3OutputPath, CheckpointConfig.S3Uri, rule S3OutputPath, hyperparameter ``sagemaker_submit_directory`` (JSON-decoded) when it holds ``://`` | |
-| RoleArn configured in ``roles`` when that mapping is non-empty | sentence naming the config key |
+| RoleArn configured in ``roles`` when that mapping is non-empty or a credentials file is set, and of the caller's account under a credentials file (``check_role``, called with the caller's account) | sentence naming RoleArn and the config key |
 | rule configuration names unique across DebugRuleConfigurations and ProfilerRuleConfigurations | sentence |
 | collection names unique in DebugHookConfig | sentence |
 | tag keys unique ("Tag keys must be unique per resource") | sentence |
@@ -99,15 +99,34 @@ def check_create(params: dict[str, Any], config: Config, fits: Fits | None = Non
     _channels(params, config)
     _stopping(params)
     _uris(params, config)
-    if config.roles and params.get("RoleArn") not in config.roles:
-        raise _fail(f"RoleArn '{params.get('RoleArn')}' is not configured on this trainforge server: add it to the "
-                    "server configuration key 'roles' (RoleArn -> credentials).")
     _debugger(params)
     _unique((t.get("Key") for t in params.get("Tags") or []), "Tag keys must be unique per resource: '{}' is "
             "given more than once.")
     job = params.get("ServerlessJobConfig") or {}
     if job.get("JobType") == "Evaluation" and job.get("EvaluationType") is None:
         raise _constraint(None, "serverlessJobConfig.evaluationType", "Member must not be null")
+
+
+def check_role(role_arn: str, config: Config, account_id: str) -> None:
+    """Whether a job of ``account_id`` may run with ``role_arn``; raises :class:`ValidationError`.
+
+    The single-user default (no ``roles``, no credentials file) takes any role: its jobs use the
+    server's own AWS configuration. With a ``roles`` mapping, only a mapped role. With a credentials
+    file (several accounts), only a mapped role of the caller's own account: the server's own AWS
+    credentials never reach a job, and no account uses another's role (AWS does not pass a role
+    across accounts either).
+    """
+    if not config.roles and not config.credentials_file:
+        return
+    if role_arn not in config.roles:
+        lent = " (a server with a credentials file lends its own AWS credentials to no job)" \
+            if config.credentials_file else ""
+        raise _fail(f"RoleArn '{role_arn}' is not configured on this trainforge server: add it to the server "
+                    f"configuration key 'roles' (RoleArn -> credentials){lent}.")
+    owner = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+    if config.credentials_file and owner != account_id:
+        raise _fail(f"RoleArn '{role_arn}' belongs to account '{owner}', not to the caller's account "
+                    f"'{account_id}': a training job can only use a role of its own account.")
 
 
 def _algorithm(params: dict[str, Any], serverless: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from trainforge.api.errors import ResourceLimitExceeded, ValidationError
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.training_jobs import Caller, check_tag_keys
+from trainforge.service.unsupported import check_supported
 from trainforge.store.jobs import JobStore
 
 MAX_TAGS = 50
@@ -30,7 +31,8 @@ class Tags:
         return arn
 
     def add(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-        arn = self._resource(caller, params["ResourceArn"])
+        arn = self._resource(caller, params["ResourceArn"])  # an unknown resource is answered first
+        check_supported("AddTags", params)
         tag_list = params["Tags"]
         check_tag_keys(tag_list)
         existing = {r.key for r in self.store.list_tags(caller.account_id, caller.region, arn, None, MAX_TAGS + 1)}

@@ -17,7 +17,7 @@ from trainforge.api.validation import iso_timestamp
 from trainforge.awsmodel import operation
 from trainforge.config import Config
 from trainforge.service import lifecycle
-from trainforge.service.create_rules import check_update
+from trainforge.service.create_rules import check_role, check_update
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.unsupported import check_supported, rule_statuses
 from trainforge.store.jobs import DuplicateName, JobRow, JobStore
@@ -66,6 +66,7 @@ class TrainingJobs:
     # --- Create ------------------------------------------------------------------------------
     def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         self._check_create(params)
+        check_role(params.get("RoleArn", ""), self.config, caller.account_id)
         check_tag_keys(params.get("Tags") or [])
         name = params["TrainingJobName"]
         request = {k: v for k, v in params.items() if k != "Tags"}
@@ -100,6 +101,7 @@ class TrainingJobs:
 
     # --- List --------------------------------------------------------------------------------
     def list(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        check_supported("ListTrainingJobs", params)  # a filter it does not know would be ignored
         sort_by = params.get("SortBy") or "CreationTime"
         descending = (params.get("SortOrder") or "Ascending") == "Descending"
         limit = params.get("MaxResults") or 10
@@ -152,7 +154,8 @@ class TrainingJobs:
 
     # --- Update ------------------------------------------------------------------------------
     def update(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-        job = self.get(caller, params["TrainingJobName"])
+        job = self.get(caller, params["TrainingJobName"])  # an unknown job is answered first, as AWS does
+        check_supported("UpdateTrainingJob", params)  # e.g. warm pools and remote debugging, as at create
         with self.store.locked(job.id) as (conn, locked):
             if locked is None:
                 raise job_not_found()
@@ -161,7 +164,6 @@ class TrainingJobs:
                     f"The request was rejected because the training job is in status {locked.status}.")
             check_update(params, locked.request, locked.status, secondary_status=locked.secondary_status,
                          config=self.config)
-            check_supported(params)  # e.g. warm pools and remote debugging, refused at create too
             for member in _UPDATABLE:
                 if member in params:
                     locked.request[member] = params[member]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -35,6 +37,17 @@ class DuplicateName(Exception):
     pass
 
 
+def new_token() -> str:
+    """A fresh agent token: 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the store keeps of an agent token: its SHA-256 (64 hex digits), never the token itself.
+    A token is 256 random bits, so the digest needs no salt nor stretching to be irreversible."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -64,7 +77,7 @@ class JobRow:
     phase: str
     stop_reason: str | None
     attempt: int
-    token: str
+    token: str  # the digest of the current attempt's agent token (see token_digest)
     deadline: float | None = None
     deadline_reason: str | None = None
     finishing_hosts: list[str] = field(default_factory=list)
@@ -139,7 +152,8 @@ class JobStore:
         row = dict(values)
         row["request"] = dumps(values["request"])
         row["state"] = dumps(values["state"])
-        row.setdefault("token", secrets.token_hex(24))
+        # A token nobody holds until the job is launched (set_token): the column is unique and required.
+        row.setdefault("token", token_digest(new_token()))
         try:
             with self.db.write() as conn:
                 key = conn.execute(insert(jobs).values(**row)).inserted_primary_key
@@ -161,8 +175,17 @@ class JobStore:
         return JobRow.from_mapping(row) if row else None
 
     def get_by_token(self, token: str) -> JobRow | None:
-        row = self._by_token.first(token=token)
-        return JobRow.from_mapping(row) if row else None
+        """The job whose current agent token is ``token`` (looked up by its digest)."""
+        digest = token_digest(token)
+        row = self._by_token.first(token=digest)
+        if not row or not hmac.compare_digest(str(row["token"]), digest):
+            return None
+        return JobRow.from_mapping(row)
+
+    @staticmethod
+    def set_token(conn: Connection, job_id: int, token: str) -> None:
+        """In the caller's transaction: ``token`` (its digest) becomes the job's only valid agent token."""
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(token=token_digest(token)))
 
     @contextmanager
     def locked(self, job_id: int) -> Iterator[tuple[Connection, JobRow | None]]:

@@ -10,7 +10,7 @@ Revision ID: 0004
 Revises: 0003
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -76,7 +76,7 @@ def _moved_out(job_id: int, text: str, end_time: float | None, deadline: float |
     return {"b_id": job_id, "state": orjson.dumps(state).decode()}
 
 
-def _batches(stmt: sa.Select[Any], size: int = 2000) -> Iterator[list[Any]]:
+def _batches(stmt: sa.Select[Any], size: int = 2000) -> Iterator[Sequence[Any]]:
     """The rows of ``stmt`` (whose first column is ``jobs.id``) in id order, ``size`` at a time."""
     conn, last = op.get_bind(), 0
     while rows := conn.execute(stmt.where(_JOBS.c.id > last).order_by(_JOBS.c.id).limit(size)).all():
@@ -86,6 +86,6 @@ def _batches(stmt: sa.Select[Any], size: int = 2000) -> Iterator[list[Any]]:
 
 def _update(rows: list[dict[str, Any]]) -> None:
     if rows:
-        values = {k: sa.bindparam(k) for k in rows[0] if k != "b_id"}
+        values: dict[str, Any] = {k: sa.bindparam(k) for k in rows[0] if k != "b_id"}
         stmt = sa.update(_JOBS).where(_JOBS.c.id == sa.bindparam("b_id")).values(**values)
         op.get_bind().execute(stmt, rows)
