@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from botocore.model import ListShape, MapShape, Shape, StructureShape
-from conftest import ServerProcess, minimal_request, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, unique_name, wait_for_job
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -269,8 +269,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
         req = minimal_request(blocker)
         req["AlgorithmSpecification"]["ContainerArguments"] = ["sleep 900"]
         sm.create_training_job(**req)
-        wait_until(lambda: sm.describe_training_job(TrainingJobName=blocker)["SecondaryStatus"]
-                   not in ("Starting", "Pending"), timeout=120, message="the blocking job to hold the slot")
+        wait_for_job(sm, blocker, "Downloading", "Training", secondary=True, timeout=120)  # it holds the slot
         jobs = {}
         for i in range(3):
             name = f"fuzz-existing-{i}"
