@@ -1,7 +1,12 @@
 """The HTTP face of trainforge: AWS JSON 1.1 routing, errors, and the agents' endpoints.
 
 ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>`` (or ``Logs_20140328.<Operation>``) is
-dispatched to the service layer; every answer is JSON with AWS's error shape on failure.
+dispatched to the service layer; every answer is JSON with AWS's error shape on failure, including
+unknown paths (404) and methods (405), both ``UnknownOperationException``, and internal failures
+(500 ``InternalFailure``, no details). A request must come as JSON (``Content-Type``
+``application/x-amz-json-1.1``, ``-1.0`` or ``application/json``, or none); a body that is not a JSON
+object, or that nests deeper than :data:`MAX_NESTING_DEPTH` (Jackson's own limit is a
+``StreamReadConstraints`` setting), is a ``SerializationException``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -29,6 +35,10 @@ log = logging.getLogger("trainforge.api")
 JSON_11 = "application/x-amz-json-1.1"
 SAGEMAKER_PREFIX = "SageMaker."
 LOGS_PREFIX = "Logs_20140328."
+# Media types a request may declare (parameters such as charset are ignored); none at all is fine too.
+_JSON_TYPES = frozenset({JSON_11, "application/x-amz-json-1.0", "application/json"})
+# The deepest a request body may nest (the SageMaker inputs nest 6 deep).
+MAX_NESTING_DEPTH = 100
 # Read-only operations answer on the event loop (a SQLite read is ~50 µs; a thread hop costs more).
 _INLINE = frozenset({"DescribeTrainingJob", "ListTrainingJobs", "ListTags"})
 
@@ -134,7 +144,7 @@ class AwsJsonEndpoint:
             return error_response(exc)
         except Exception:
             log.exception("internal error answering %s", request.headers.get("x-amz-target"))
-            return error_response(errors.InternalFailure("We encountered an internal error. Please try again."))
+            return error_response(errors.internal_failure())
 
     async def _dispatch(self, request: Request) -> Response:
         length = request.headers.get("content-length")
@@ -144,6 +154,10 @@ class AwsJsonEndpoint:
         if len(body) > self.max_body:
             raise errors.PayloadTooLarge(f"Request body exceeds the limit of {self.max_body} bytes.")
         target = request.headers.get("x-amz-target", "")
+        content_type = request.headers.get("content-type")
+        if content_type is not None and content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
+            raise errors.UnknownOperation(
+                f"Unsupported Content-Type {content_type!r}: AWS JSON 1.1 requests are sent as {JSON_11}.")
         scope = request.scope
         account_id, region = scope.get(_SCOPE_CALLER) or self.authenticate(
             request.method, scope.get("raw_path", b"/").decode("latin-1"), scope.get(
@@ -209,7 +223,7 @@ class CachedAnswers:
         if not more and size <= self.endpoint.max_body:
             try:
                 answer = self.endpoint.cached(scope, raw, target, body)
-            except errors.ServiceError:
+            except Exception:  # noqa: BLE001 - the full path answers (and logs) it in AWS's format
                 answer = None
         if answer is not None:
             await send({"type": "http.response.start", "status": 200, "headers": [
@@ -238,7 +252,38 @@ def _parse_body(body: bytes) -> dict[str, Any]:
         raise errors.SerializationError(f"Unable to parse the request body as JSON: {exc}") from None
     if not isinstance(params, dict):
         raise errors.SerializationError("The request body must be a JSON object.")
+    if body.count(b"[") + body.count(b"{") > MAX_NESTING_DEPTH:  # only then can it nest that deep
+        _check_depth(params)
     return params
+
+
+def _check_depth(params: dict[str, Any]) -> None:
+    """Refuse a body nested deeper than MAX_NESTING_DEPTH (walked without recursion)."""
+    todo: list[tuple[Any, int]] = [(params, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if depth > MAX_NESTING_DEPTH:
+            raise errors.SerializationError(
+                f"Document nesting depth ({depth}) exceeds the maximum allowed ({MAX_NESTING_DEPTH}).")
+        children = value.values() if value.__class__ is dict else value
+        todo.extend((v, depth + 1) for v in children if v.__class__ is dict or v.__class__ is list)
+
+
+async def _not_routed(request: Request, exc: Exception) -> Response:
+    """An unknown path (404) or a method a path does not serve (405), in AWS's error shape."""
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    message = (f"No operation is served at {where}: AWS JSON 1.1 requests are POST / with an X-Amz-Target "
+               "header." if exc.status_code == 404 else f"Method {request.method} is not allowed on "
+               f"{request.url.path}.")
+    response = error_response(errors.UnknownOperation(message, status=exc.status_code))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _internal_failure(request: Request, exc: Exception) -> Response:
+    """Anything that escaped the handlers (Starlette logs it)."""
+    return error_response(errors.internal_failure())
 
 
 def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
@@ -264,7 +309,9 @@ def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
             if res is not None:
                 await res
 
-    return CachedAnswers(endpoint, Starlette(routes=routes, lifespan=lifespan))  # type: ignore[arg-type]
+    handlers = {404: _not_routed, 405: _not_routed, 500: _internal_failure}
+    return CachedAnswers(endpoint, Starlette(routes=routes, lifespan=lifespan,  # type: ignore[arg-type]
+                                             exception_handlers=handlers))
 
 
 def sagemaker_handlers(jobs: Any, tags: Any) -> dict[str, Handler]:

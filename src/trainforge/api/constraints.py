@@ -17,6 +17,9 @@ AWS validates requests in Java (Coral), so three Java facts shape what a faithfu
 * **Values** in messages are Java ``toString()``: strings raw, numbers as numbers (``1.0E-5`` for
   doubles), ``true``/``false``, lists ``[a, b]``, maps and structures ``{k=v, k2=v2}``
   (:func:`render`).
+
+Values of the wrong JSON type are answered as Coral's Jackson deserializer words them
+(:func:`scalar_type_error`, :func:`container_type_error`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from typing import Any
+
+from trainforge.api.errors import SerializationError
 
 Matcher = Callable[[str], Any]
 
@@ -248,24 +253,42 @@ def java_double(f: float) -> str:
     return f"{'-' if sign else ''}{digits[0]}.{digits[1:] or '0'}E{power}"
 
 
+class _Text(str):
+    """Literal text queued by :func:`render` between the values it still has to print."""
+
+
 def render(value: Any) -> str:
-    """A request value as Java's ``toString()`` would print it in a validation message."""
-    t = value.__class__
-    if t is str:
-        return str(value)
-    if t is bool:
-        return "true" if value else "false"
-    if t is int:
-        return str(value)
-    if t is float:
-        return java_double(value)
-    if value is None:
-        return "null"
-    if t is list:
-        return "[" + ", ".join(render(v) for v in value) + "]"
-    if t is dict:
-        return "{" + ", ".join(f"{k}={render(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    """A request value as Java's ``toString()`` would print it in a validation message. Iterative:
+    a value nested thousands deep prints without deep recursion."""
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        v = todo.pop()
+        t = v.__class__
+        if t is _Text or t is str:
+            out.append(v)
+        elif t is bool:
+            out.append("true" if v else "false")
+        elif t is int:
+            out.append(str(v))
+        elif t is float:
+            out.append(java_double(v))
+        elif v is None:
+            out.append("null")
+        elif t is list or t is dict:
+            items = list(v.items()) if t is dict else v
+            todo.append(_Text("}" if t is dict else "]"))
+            for i in range(len(items) - 1, -1, -1):
+                if t is dict:
+                    todo += (items[i][1], _Text(f"{items[i][0]}="))
+                else:
+                    todo.append(items[i])
+                if i:
+                    todo.append(_Text(", "))
+            todo.append(_Text("{" if t is dict else "["))
+        else:
+            out.append(str(v))
+    return "".join(out)
 
 
 def number_text(value: Any, is_float: bool) -> str:
@@ -318,3 +341,39 @@ def summary(errors: list[str]) -> str:
     """``1 validation error detected: e`` or ``N validation errors detected: e1; e2``."""
     n = len(errors)
     return f"{n} validation error{'' if n == 1 else 's'} detected: " + "; ".join(errors)
+
+
+# ---- type errors: Coral's Jackson wording, for the first value of a wrong JSON type --------
+JAVA_TYPE = {"string": "a String", "integer": "an Integer", "long": "a Long", "boolean": "a Boolean",
+             "float": "a Float", "double": "a Double", "timestamp": "a Date", "blob": "a ByteBuffer",
+             "bigdecimal": "a BigDecimal", "biginteger": "a BigInteger"}
+
+
+def _token(value: Any) -> str:
+    if value is True:
+        return "TRUE_VALUE"
+    if value is False:
+        return "FALSE_VALUE"
+    if isinstance(value, str):
+        return "STRING_VALUE"
+    return "NUMBER_VALUE"
+
+
+def _start_found(value: Any) -> SerializationError | None:
+    if isinstance(value, list):
+        return SerializationError("Start of list found where not expected")
+    if isinstance(value, dict):
+        return SerializationError("Start of structure or map found where not expected.")
+    return None
+
+
+def scalar_type_error(value: Any, kind: str) -> SerializationError:
+    """``value`` where a scalar of model type ``kind`` belongs."""
+    return _start_found(value) or SerializationError(
+        f"{_token(value)} can not be converted to {JAVA_TYPE.get(kind, 'a ' + kind)}")
+
+
+def container_type_error(value: Any, expected: str) -> SerializationError:
+    """``value`` where a ``list``, ``map`` or structure belongs."""
+    return _start_found(value) or SerializationError(
+        {"list": "Expected list or null", "map": "Expected map or null"}.get(expected, "Expected null"))

@@ -74,6 +74,11 @@ class InternalFailure(ServiceError):
     status = 500
 
 
+def internal_failure() -> InternalFailure:
+    """What a client sees of a bug: a 500 with no details (the server log has them)."""
+    return InternalFailure("We encountered an internal error. Please try again.")
+
+
 NOT_FOUND_MESSAGE = "Requested resource not found."
 
 

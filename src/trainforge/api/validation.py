@@ -13,7 +13,10 @@ Message format (Coral's, as seen in real AWS answers):
 * ``1 validation error detected: <e>`` / ``N validation errors detected: <e1>; <e2>; ...``
 * ``<e>`` is ``Value '<value>' at '<path>' failed to satisfy constraint: <constraint>``; a missing
   required member is ``Value null at 'roleArn' failed to satisfy constraint: Member must not be
-  null`` (a JSON ``null`` counts as missing).
+  null`` (a JSON ``null`` counts as missing). A null list element or map value (of any shape) is
+  refused the same way at its own path: ``Value null at 'tags.1.member' failed to satisfy constraint:
+  Member must not be null``, ``hyperParameters.<key>`` for a map value (botocore's client-side
+  validator refuses them too; the exact AWS text for these is unverified).
 * ``<path>``: member names with the first letter lowered, joined by dots
   (``resourceConfig.instanceCount``); list elements of structures are ``<list>.<i>.member``, 1-based
   (``inputDataConfig.1.member.inputMode``, as SageMaker answers).
@@ -64,7 +67,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.model import ListShape, MapShape, OperationNotFoundError, Shape, StructureShape
@@ -81,9 +84,6 @@ Body = Callable[[Any, str, list[str]], None]
 Ok = Callable[[Any], bool]
 
 _INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
-_JAVA_TYPE = {"string": "a String", "integer": "an Integer", "long": "a Long", "boolean": "a Boolean",
-              "float": "a Float", "double": "a Double", "timestamp": "a Date", "blob": "a ByteBuffer",
-              "bigdecimal": "a BigDecimal", "biginteger": "a BigInteger"}
 _UNBOUNDED = float("inf")
 
 _VALIDATORS: dict[str, Callable[[Any, list[str]], None]] = {}
@@ -137,33 +137,6 @@ def _compile(operation_name: str) -> Callable[[Any, list[str]], None]:
 
     _VALIDATORS[operation_name] = check
     return check
-
-
-# ---- type errors ----------------------------------------------------------------------------
-def _token(value: Any) -> str:
-    if value is True:
-        return "TRUE_VALUE"
-    if value is False:
-        return "FALSE_VALUE"
-    if isinstance(value, str):
-        return "STRING_VALUE"
-    return "NUMBER_VALUE"
-
-
-def _scalar_type_error(value: Any, kind: str) -> SerializationError:
-    if isinstance(value, list):
-        return SerializationError("Start of list found where not expected")
-    if isinstance(value, dict):
-        return SerializationError("Start of structure or map found where not expected.")
-    return SerializationError(f"{_token(value)} can not be converted to {_JAVA_TYPE.get(kind, 'a ' + kind)}")
-
-
-def _container_type_error(value: Any, expected: str) -> SerializationError:
-    if isinstance(value, list):
-        return SerializationError("Start of list found where not expected")
-    if isinstance(value, dict):
-        return SerializationError("Start of structure or map found where not expected.")
-    return SerializationError({"list": "Expected list or null", "map": "Expected map or null"}.get(expected, "Expected null"))
 
 
 # ---- scalars --------------------------------------------------------------------------------
@@ -229,7 +202,7 @@ class _Scalar:
 
         def check(v: Any, prefix: str, errors: list[str]) -> None:
             if v.__class__ is not str:
-                raise _scalar_type_error(v, kind)
+                raise c.scalar_type_error(v, kind)
             n = len(v) if v.isascii() else java_length(v)
             if n < mn:
                 errors.append(failure(v, prefix + seg, min_text))
@@ -256,7 +229,7 @@ class _Scalar:
             if not low <= v <= high:  # beyond the Java type: AWS prints no value
                 text = max_text if v > high else min_text
                 if not text:
-                    raise SerializationError(f"NUMBER_VALUE can not be converted to {_JAVA_TYPE[kind]}")
+                    raise SerializationError(f"NUMBER_VALUE can not be converted to {c.JAVA_TYPE[kind]}")
                 errors.append(f"Value at '{prefix + seg}' failed to satisfy constraint: {text}")
             elif v < mn:
                 errors.append(failure(v, prefix + seg, min_text))
@@ -273,7 +246,7 @@ class _Scalar:
 
             def ok(v: Any) -> bool:
                 if v.__class__ is not str:
-                    raise _scalar_type_error(v, kind)
+                    raise c.scalar_type_error(v, kind)
                 n = len(v) if v.isascii() else java_length(v)
                 return (mn <= n <= mx and (enum is None or v in enum)
                         and (match is None or match(v) is not None))
@@ -287,7 +260,7 @@ class _Scalar:
         if kind == "boolean":
             def ok_bool(v: Any) -> bool:
                 if v.__class__ is not bool:
-                    raise _scalar_type_error(v, kind)
+                    raise c.scalar_type_error(v, kind)
                 return True
             return ok_bool
         if kind == "timestamp":
@@ -295,7 +268,7 @@ class _Scalar:
 
         def ok_blob(v: Any) -> bool:
             if v.__class__ is not str:
-                raise _scalar_type_error(v, kind)
+                raise c.scalar_type_error(v, kind)
             return bool(mn <= len(v) <= mx)
         return ok_blob
 
@@ -303,12 +276,19 @@ class _Scalar:
 def _number(v: Any, kind: str) -> Any:
     t = v.__class__
     if t is bool or t is not int and t is not float:
-        raise _scalar_type_error(v, kind)
+        raise c.scalar_type_error(v, kind)
     if kind in ("integer", "long"):
         if not v.is_integer():
-            raise SerializationError(f"NUMBER_VALUE can not be converted to {_JAVA_TYPE[kind]}")
+            raise SerializationError(f"NUMBER_VALUE can not be converted to {c.JAVA_TYPE[kind]}")
         return int(v)
     return v
+
+
+def iso_timestamp(v: str) -> datetime:
+    """An ISO 8601 timestamp of a request (``Z``/``z`` or an offset; none means UTC), aware; raises
+    ValueError."""
+    d = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+    return d if d.tzinfo is not None else d.replace(tzinfo=UTC)
 
 
 def _timestamp_ok(v: Any) -> bool:
@@ -317,11 +297,11 @@ def _timestamp_ok(v: Any) -> bool:
         return True
     if t is str:
         try:
-            datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+            iso_timestamp(v)
             return True
         except ValueError:
             pass
-    raise _scalar_type_error(v, "timestamp")
+    raise c.scalar_type_error(v, "timestamp")
 
 
 # ---- containers -----------------------------------------------------------------------------
@@ -386,7 +366,7 @@ class _Compiler:
 
         def body(v: Any, path: str, errors: list[str]) -> None:
             if v.__class__ is not dict:
-                raise _container_type_error(v, "structure")
+                raise c.container_type_error(v, "structure")
             cp = path + "." if path else ""
             n0 = len(errors)
             clean = True
@@ -411,20 +391,22 @@ class _Compiler:
         mn, mx = meta.get("min", 0), meta.get("max", _UNBOUNDED)
         min_text, max_text = c.length_at_least(mn), c.length_at_most(mx) if "max" in meta else ""
         element = shape.member
-        failure = c.failure
+        failure, not_null = c.failure, c.NOT_NULL
         if isinstance(element, (StructureShape, ListShape, MapShape)):
             element_body = self.body(element)
 
             def body(v: Any, path: str, errors: list[str]) -> None:
                 if v.__class__ is not list:
-                    raise _container_type_error(v, "list")
+                    raise c.container_type_error(v, "list")
                 n = len(v)
                 if n < mn:
                     errors.append(failure(v, path, min_text))
                 elif n > mx:
                     errors.append(failure(v, path, max_text))
                 for i, x in enumerate(v, 1):
-                    if x is not None:
+                    if x is None:
+                        errors.append(failure(None, f"{path}.{i}.member", not_null))
+                    else:
                         element_body(x, f"{path}.{i}.member", errors)
             return body
         scalar = _Scalar(element)
@@ -433,15 +415,17 @@ class _Compiler:
 
         def scalar_list(v: Any, path: str, errors: list[str]) -> None:
             if v.__class__ is not list:
-                raise _container_type_error(v, "list")
+                raise c.container_type_error(v, "list")
             n = len(v)
             if n < mn:
                 errors.append(failure(v, path, min_text))
             elif n > mx:
                 errors.append(failure(v, path, max_text))
             bad = False
-            for x in v:
-                if x is not None and not ok(x):
+            for i, x in enumerate(v, 1):
+                if x is None:
+                    errors.append(failure(None, f"{path}.{i}.member", not_null))
+                elif not ok(x):
                     bad = True
             if bad:
                 errors.append(failure(v, path, member_text))
@@ -455,7 +439,7 @@ class _Compiler:
         key_ok = key_scalar.element_ok()
         keys_text = "Map keys must satisfy constraint: [" + ", ".join(key_scalar.rules) + "]"
         value_shape = shape.value
-        failure = c.failure
+        failure, not_null = c.failure, c.NOT_NULL
         value_body: Body | None = None
         value_ok: Ok | None = None
         values_text = ""
@@ -468,7 +452,7 @@ class _Compiler:
 
         def body(v: Any, path: str, errors: list[str]) -> None:
             if v.__class__ is not dict:
-                raise _container_type_error(v, "map")
+                raise c.container_type_error(v, "map")
             n = len(v)
             if n < mn:
                 errors.append(failure(v, path, min_text))
@@ -479,8 +463,8 @@ class _Compiler:
                 if not key_ok(k):
                     keys_bad = True
                 if x is None:
-                    continue
-                if value_ok is not None:
+                    errors.append(failure(None, f"{path}.{k}", not_null))
+                elif value_ok is not None:
                     if not value_ok(x):
                         values_bad = True
                 elif value_body is not None:

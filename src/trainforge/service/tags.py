@@ -38,7 +38,8 @@ class Tags:
         existing = {r.key for r in self.store.list_tags(caller.account_id, caller.region, arn, None, MAX_TAGS + 1)}
         if len(existing | {t["Key"] for t in tag_list}) > MAX_TAGS:
             raise ResourceLimitExceeded(f"A resource can have at most {MAX_TAGS} tags.")
-        self.store.add_tags(caller.account_id, caller.region, arn, tag_list)
+        if tag_list:  # an empty list is valid (the model's min is 0) and changes nothing
+            self.store.add_tags(caller.account_id, caller.region, arn, tag_list)
         return {"Tags": tag_list}
 
     def list(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:

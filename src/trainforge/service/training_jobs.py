@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainforge.api.errors import ResourceInUse, ValidationError, job_not_found
+from trainforge.api.validation import iso_timestamp
 from trainforge.awsmodel import operation
 from trainforge.config import Config
 from trainforge.service import lifecycle
@@ -253,6 +254,4 @@ def _epoch(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    from datetime import datetime
-
-    return datetime.fromisoformat(str(value)).timestamp()
+    return iso_timestamp(str(value)).timestamp()  # aware: year 1 and year 9999 convert too
