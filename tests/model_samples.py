@@ -11,6 +11,7 @@ pattern it cannot read is recorded in :data:`UNREADABLE` (the tests assert it sm
 
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 import warnings
@@ -117,12 +118,16 @@ _ALPHABET = st.characters(max_codepoint=0x7F)
 
 
 @cache
-def text(pattern: str | None, least: int, most: int) -> st.SearchStrategy[str]:
-    """Any string of ``least``..``most`` characters matching ``pattern`` (ASCII, no '\\r')."""
+def text(pattern: str | None, least: int, most: int, lenient: bool = False) -> st.SearchStrategy[str]:
+    """Any string of ``least``..``most`` characters matching ``pattern`` (ASCII, no '\\r'). A pattern the
+    oracle cannot read skips the test, or with ``lenient`` (fuzzing) gives plain text instead."""
+    plain = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=least, max_size=most)
     if pattern is None:
-        return st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=least, max_size=most)
+        return plain
     regex = oracle(pattern)
     if regex is None:
+        if lenient:
+            return plain
         pytest.skip(f"pattern {pattern!r} unreadable here: {UNREADABLE[pattern]}")
     proposals = st.one_of([st.from_regex(drawable(regex.pattern, least, most, bound), fullmatch=True,
                                          alphabet=_ALPHABET) for bound in {False, least > 1}])
@@ -138,37 +143,58 @@ def breaking(pattern: str, least: int, most: int) -> str | None:
     return None
 
 
-_VALID: dict[str, st.SearchStrategy[Any]] = {}  # shape name -> its strategy (built and checked once)
+_VALID: dict[str, st.SearchStrategy[Any]] = {}  # shape name -> its plain strategy (built and checked once)
+_JAVA_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+RICH_DEPTH = 6  # rich values set optional members this many structures deep
 
 
-def valid(shape: Shape) -> st.SearchStrategy[Any]:
-    """Any value satisfying every constraint of the shape (of a structure, its required members)."""
+def valid(shape: Shape, rich: bool = False, depth: int = 0) -> st.SearchStrategy[Any]:
+    """Any value satisfying every constraint of the shape. Plain: a structure's required members only,
+    lists at their least length, maps empty (the smallest valid requests). ``rich`` (fuzzing): a few
+    optional members too, lists and maps up to two items longer, every integer and timestamp form."""
+    if rich:
+        return _valid(shape, True, depth)
     if shape.name not in _VALID:
-        _VALID[shape.name] = _valid(shape)
+        _VALID[shape.name] = _valid(shape, False, 0)
     return _VALID[shape.name]
 
 
-def _valid(shape: Shape) -> st.SearchStrategy[Any]:
-    meta = shape.metadata
+def _valid(shape: Shape, rich: bool, depth: int) -> st.SearchStrategy[Any]:
+    meta, kind = shape.metadata, shape.type_name
+    least = int(meta.get("min", 0))
     if isinstance(shape, StructureShape):
-        return st.fixed_dictionaries({name: valid(shape.members[name]) for name in shape.required_members})
+        required = {name: valid(shape.members[name], rich, depth + 1) for name in shape.required_members}
+        optional = {name: valid(member, rich, depth + 1) for name, member in shape.members.items()
+                    if rich and depth < RICH_DEPTH and name not in required}
+        if not optional:
+            return st.fixed_dictionaries(required)
+        chosen = st.lists(st.sampled_from(sorted(optional)), max_size=4, unique=True)  # small, many requests
+        return chosen.flatmap(lambda keys: st.fixed_dictionaries({**required, **{k: optional[k] for k in keys}}))
+    most = min(int(meta.get("max", least + 2)), least + 2) if rich else least
     if isinstance(shape, ListShape):
-        return st.lists(valid(shape.member), min_size=meta.get("min", 0), max_size=meta.get("min", 0))
+        return st.lists(valid(shape.member, rich, depth + 1), min_size=least, max_size=most)
     if isinstance(shape, MapShape):
-        return st.just({})
-    if shape.type_name == "string":
+        if not rich:
+            return st.just({})
+        return st.dictionaries(valid(shape.key, rich), valid(shape.value, rich, depth + 1), min_size=least,
+                               max_size=most)
+    if kind == "string":
         if meta.get("enum"):
             return st.sampled_from(meta["enum"])
-        return text(meta.get("pattern"), meta.get("min", 0), meta.get("max", 2**31 - 1))
-    if shape.type_name in ("integer", "long"):
-        return st.integers(meta.get("min", 0), meta.get("max", 2**31 - 1))
-    if shape.type_name in ("float", "double"):
+        return text(meta.get("pattern"), least, int(meta.get("max", 2**31 - 1)), lenient=rich)
+    if kind in _JAVA_BOUNDS:
+        low, high = _JAVA_BOUNDS[kind] if rich else (0, 2**31 - 1)
+        return st.integers(int(meta.get("min", low)), int(meta.get("max", high)))
+    if kind in ("float", "double"):
         return st.floats(meta.get("min", 0), meta.get("max", 2.0**31), allow_nan=False, allow_infinity=False)
-    if shape.type_name == "boolean":
+    if kind == "boolean":
         return st.booleans()
-    if shape.type_name == "timestamp":
-        return st.integers(0, 4102444800)
-    raise AssertionError(shape.type_name)
+    if kind == "timestamp":
+        seconds = st.integers(0, 4102444800)
+        return st.one_of(seconds, st.datetimes().map(lambda d: d.isoformat())) if rich else seconds
+    if kind == "blob":
+        return st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode())
+    raise AssertionError(kind)
 
 
 def sample(shape: Shape) -> Any:

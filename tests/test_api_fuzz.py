@@ -18,15 +18,14 @@ also prints a reproduction blob).
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
 import random
-import re
 from collections.abc import Iterator
 from typing import Any
 
+import model_samples
 import pytest
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 from conftest import ServerProcess, minimal_request, unique_name, wait_for_job
@@ -44,60 +43,9 @@ _JAVA_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
 
 
-# ---- valid values, from the shapes ------------------------------------------------------------
-def _java_length(s: str) -> int:
-    return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
-
-
-def _string(shape: Shape) -> st.SearchStrategy[str]:
-    meta = shape.metadata
-    if meta.get("enum"):
-        return st.sampled_from(meta["enum"])
-    lo, hi = int(meta.get("min", 0)), int(meta.get("max", 256))
-    fallback = st.text(_SAFE, min_size=lo, max_size=max(lo, min(hi, lo + 32)))
-    if not meta.get("pattern"):
-        return fallback
-    try:  # ASCII: Java's \d, \w and \s are
-        pattern = re.compile(meta["pattern"], re.ASCII)
-    except re.error:  # a Java construct Python's re lacks (\p{...}, ...): plain text instead
-        return fallback
-    return st.from_regex(pattern, fullmatch=True).filter(lambda s: lo <= _java_length(s) <= hi)
-
-
-def valid(shape: Shape, depth: int = 0) -> st.SearchStrategy[Any]:
-    """Values of ``shape`` that satisfy its constraints (patterns when Python's re can read them)."""
-    meta, kind = shape.metadata, shape.type_name
-    if isinstance(shape, StructureShape):
-        required = set(shape.required_members)
-        req: dict[str, Any] = {}
-        opt: dict[str, Any] = {}
-        for name, member in shape.members.items():
-            if name in required or depth < 6:
-                (req if name in required else opt)[member.serialization.get("name", name)] = valid(member, depth + 1)
-        if not opt:
-            return st.fixed_dictionaries(req)
-        # A few optional members at a time: small requests, many of them (each one costs time).
-        chosen = st.lists(st.sampled_from(sorted(opt)), max_size=4, unique=True)
-        return chosen.flatmap(lambda keys: st.fixed_dictionaries({**req, **{k: opt[k] for k in keys}}))
-    if isinstance(shape, ListShape):
-        lo = int(meta.get("min", 0))
-        return st.lists(valid(shape.member, depth + 1), min_size=lo, max_size=min(int(meta.get("max", 3)), lo + 2))
-    if isinstance(shape, MapShape):
-        lo = int(meta.get("min", 0))
-        return st.dictionaries(_string(shape.key), valid(shape.value, depth + 1), min_size=lo,
-                               max_size=min(int(meta.get("max", 3)), lo + 2))
-    if kind == "string":
-        return _string(shape)
-    if kind in _JAVA_BOUNDS:
-        low, high = _JAVA_BOUNDS[kind]
-        return st.integers(int(meta.get("min", low)), int(meta.get("max", high)))
-    if kind in ("float", "double"):
-        return st.floats(meta.get("min"), meta.get("max"), allow_nan=False, allow_infinity=False)
-    if kind == "boolean":
-        return st.booleans()
-    if kind == "timestamp":
-        return st.one_of(st.integers(0, 2_000_000_000), st.datetimes().map(lambda d: d.isoformat()))
-    return st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode())  # blob
+# ---- valid values, from the shapes: model_samples.valid(shape, rich=True) ----------------------
+def valid(shape: Shape) -> st.SearchStrategy[Any]:
+    return model_samples.valid(shape, rich=True)
 
 
 # ---- mutations --------------------------------------------------------------------------------
