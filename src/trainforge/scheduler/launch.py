@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy import select
 
 from trainforge.agent import instance_files
+from trainforge.scheduler import faults
 from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.service import lifecycle
 from trainforge.store.jobs import JobRow, JobStore, new_token
@@ -101,6 +102,7 @@ class Launcher:
                 except Exception as exc:
                     log.exception("launching %s failed", p.job.name)
                     fail(p.job, exc, p.now)
+        faults.crash_point("launch-committed")
         self.start_agents([(p.job, host, spec_path, False) for p in started for host, spec_path in p.agents])
         return [p.job for p in started]
 
@@ -168,6 +170,7 @@ class Launcher:
             return
         results = self.backend.launch_many([(spec_path, spec_path.parent / instance_files.AGENT_LOG, finish)
                                             for _, _, spec_path, finish in agents])
+        faults.crash_point("launch-window")
         handles = []
         for (job, host, _, _), result in zip(agents, results):
             if isinstance(result, BaseException):
