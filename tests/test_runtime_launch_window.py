@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError
-from conftest import unique_name, wait_until
-from test_runtime_jobs import read_model, shell_job, wait_finished
+from conftest import TERMINAL, alive, read_model, unique_name, wait_for_job, wait_until
+from test_runtime_jobs import shell_job
 
 CRASH = "TRAINFORGE_TEST_CRASH_AT"
-TERMINAL = {"Completed", "Failed", "Stopped"}
 TERMINAL_SECONDARY = {"Completed", "Failed", "Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded"}
 
 
@@ -49,13 +48,9 @@ def agents_in(instance_dir: Path) -> list[int]:
     starts there; the fork server and the training process do not run there)."""
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
         try:
-            if os.readlink(proc / "cwd") == str(instance_dir):
-                state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-                if state != b"Z":
-                    found.append(int(proc.name))
+            if proc.name.isdigit() and os.readlink(proc / "cwd") == str(instance_dir) and alive(int(proc.name)):
+                found.append(int(proc.name))
         except OSError:
             continue
     return found
@@ -130,7 +125,7 @@ def test_agents_started_in_the_launch_window_are_adopted(server_factory: Any, tm
         assert [agents_in(d) for d in dirs] == before
         assert [recorded_agent(d) for d in dirs] == [pids[0] for pids in before]
         gate.write_text("go")
-        desc = wait_finished(sm, name, timeout=60)
+        desc = wait_for_job(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert "FailureReason" not in desc
     assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"algo-1": b"algo-1\n", "algo-2": b"algo-2\n"}
@@ -154,7 +149,7 @@ def test_agent_dead_in_the_launch_window_fails_the_job(server_factory: Any, tmp_
     kill_agent(instance_dirs(srv, name)[0])
     with status_history(srv, name) as seen:
         srv.start()
-        desc = wait_finished(srv.client(), name, timeout=30)
+        desc = wait_for_job(srv.client(), name, timeout=30)
     assert desc["TrainingJobStatus"] == "Failed"
     assert desc["FailureReason"].startswith("InternalServerError:"), desc["FailureReason"]
     assert "exited without reporting" in desc["FailureReason"]
@@ -173,7 +168,7 @@ def test_agent_dead_in_the_launch_window_is_retried(server_factory: Any, tmp_pat
     gate.write_text("go")  # only the second attempt can get past it: the first one's agent is dead
     with status_history(srv, name) as seen:
         srv.start()
-        desc = wait_finished(srv.client(), name, timeout=60)
+        desc = wait_for_job(srv.client(), name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"m": b"ok\n"}
     restarts = [t for t in desc["SecondaryStatusTransitions"] if t["Status"] == "Restarting"]
@@ -192,7 +187,7 @@ def test_agents_never_started_are_retried_after_the_start_grace(server_factory: 
     assert not any(agents_in(d) for d in instance_dirs(srv, name))
     with status_history(srv, name) as seen:
         srv.start()
-        desc = wait_finished(srv.client(), name, timeout=60)
+        desc = wait_for_job(srv.client(), name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     restarts = [t for t in desc["SecondaryStatusTransitions"] if t["Status"] == "Restarting"]
     assert len(restarts) == 1 and "never started" in restarts[0]["StatusMessage"], restarts
