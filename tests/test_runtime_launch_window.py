@@ -44,15 +44,18 @@ def instance_dirs(srv: Any, name: str, attempt: int = 1) -> list[Path]:
 
 
 def agents_in(instance_dir: Path) -> list[int]:
-    """The living processes whose working directory is ``instance_dir``: its agents (every agent
-    starts there; the fork server and the training process do not run there)."""
+    """The agents of ``instance_dir``: living session leaders working there (every agent starts in
+    its own session there; the processes it starts are not session leaders, or work elsewhere)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and os.readlink(proc / "cwd") == str(instance_dir) and alive(int(proc.name)):
-                found.append(int(proc.name))
-        except OSError:
+            if not proc.name.isdigit() or os.readlink(proc / "cwd") != str(instance_dir):
+                continue
+            session = int((proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
             continue
+        if session == int(proc.name) and alive(session):
+            found.append(session)
     return found
 
 
