@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from trainforge.agent import instance_files
+from trainforge.agent.forkserver import start_ticks
 from trainforge.agent.outcome import Outcome
 
 
@@ -32,8 +34,10 @@ def test_state_exited_marker_and_spec(tmp_path: Path) -> None:
     state = instance_files.read_state(tmp_path)
     assert state is not None
     assert (state["agent_pid"], state["pid"], state["pgid"], state["isolation"]) == (10, 11, 11, "namespace")
-    instance_files.write_state(tmp_path, 12)  # a finishing agent: no training process left
-    assert set(instance_files.read_state(tmp_path) or {}) == {"agent_pid", "started"}
+    instance_files.write_state(tmp_path, os.getpid())  # an agent just started: no training process
+    state = instance_files.read_state(tmp_path)
+    assert state is not None and set(state) == {"agent_pid", "agent_start_ticks", "started"}
+    assert state["agent_start_ticks"] == start_ticks(os.getpid())
 
     assert not instance_files.has_exited(tmp_path)
     instance_files.write_exited(tmp_path, None, now=5.0)

@@ -76,6 +76,9 @@ class Config:
     # FileSystemId -> local mount point (FileSystemDataSource).
     file_systems: dict[str, str] = field(default_factory=dict)
     stop_grace_seconds: float = 120.0
+    # How long after its launch an agent may take to record itself in its instance directory: a
+    # server restarted in the launch window waits that long for an agent it has no handle of.
+    agent_start_grace_seconds: float = 30.0
     # Isolation: "auto" (namespaces when possible), "namespace" (required), "none".
     isolation: str = "auto"
     log_level: str = "info"

@@ -5,8 +5,9 @@ and how the agent and the control plane (scheduler, backends) read and write the
   is in it: mode 0600);
 - ``agent.log`` — the agent's own stdout and stderr;
 - ``agent-outbox.jsonl`` — the reporter's journal of events (its format is the reporter's);
-- ``instance.json`` — who to kill if the agent dies: ``{"agent_pid", "pid", "pgid", "isolation",
-  "started"}``;
+- ``instance.json`` — the agent, written by the agent first thing (its handle, should the control
+  plane never have stored it: ``agent_pid`` and ``agent_start_ticks``), and who to kill if it dies:
+  ``{"agent_pid", "agent_start_ticks", "pid", "pgid", "isolation", "started"}``;
 - ``.exited`` — ``{"exit_code", "time"}``, once the instance's training process has ended (the
   leader waits for every host's before it uploads);
 - ``outcome.json`` — how the training ended, written before the upload starts, so that an agent
@@ -22,6 +23,7 @@ import os
 import time
 from typing import Any, TypedDict, cast
 
+from trainforge.agent.forkserver import start_ticks
 from trainforge.agent.outcome import Outcome
 
 SPEC = "spec.json"
@@ -38,7 +40,8 @@ class InstanceState(TypedDict, total=False):
     """``instance.json``: the agent, and (unless it only finishes the instance) its training process."""
 
     agent_pid: int
-    started: float
+    agent_start_ticks: int | None  # with agent_pid, what tells this agent from a recycled PID
+    started: float  # when the file was written
     pid: int
     pgid: int
     isolation: str
@@ -81,9 +84,10 @@ def outbox_path(instance_dir: Dir) -> str:
 # -- instance.json -------------------------------------------------------------------------------
 def write_state(instance_dir: Dir, agent_pid: int, training_pid: int | None = None,
                 isolation: str = "none") -> None:
-    """Without ``training_pid`` (a finishing agent) there is no training process left to kill.
-    The training process leads its own session: its process group is its pid."""
-    state: InstanceState = {"agent_pid": agent_pid, "started": time.time()}
+    """Without ``training_pid`` (an agent just started, or a finishing agent) there is no training
+    process to kill. The training process leads its own session: its process group is its pid."""
+    state: InstanceState = {"agent_pid": agent_pid, "agent_start_ticks": start_ticks(agent_pid),
+                            "started": time.time()}
     if training_pid is not None:
         state.update({"pid": training_pid, "pgid": training_pid, "isolation": isolation})
     _write_json(_path(instance_dir, STATE), state)

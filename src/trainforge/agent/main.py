@@ -57,12 +57,26 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"trainforge agent: cannot read the spec {argv[0]}: {exc}", file=sys.stderr)
         return 2
+    record_self(spec)
     try:
         agent = Agent(spec, finish=finish)
     except Exception as exc:  # noqa: BLE001 - no way to report at all
         print(f"trainforge agent: cannot report to the control plane: {exc!r}", file=sys.stderr)
         return 1
     return agent.run()
+
+
+def record_self(spec: dict[str, Any]) -> None:
+    """``instance.json`` names this agent before it does anything else: a control plane that never
+    stored the agent's handle (it crashed between starting the agent and storing it) finds the
+    agent there after its restart, and adopts it rather than failing a living instance."""
+    instance_dir = spec.get("instance_dir")
+    if not isinstance(instance_dir, str) or not os.path.isdir(instance_dir):
+        return
+    try:
+        instance_files.write_state(instance_dir, os.getpid())
+    except OSError as exc:
+        print(f"trainforge agent: cannot write instance.json: {exc}", file=sys.stderr)
 
 
 class Phase(enum.IntEnum):
@@ -198,7 +212,6 @@ class Agent:
         if outcome is None:
             return Outcome("platform", None, "InternalServerError: the trainforge agent of "
                            f"{self.spec['host']} died and its instance cannot be finished"), None
-        self._write_state(paths, None)
         self.reporter.log(f"[trainforge] the agent of {self.spec['host']} exited before finishing; a new "
                           f"agent uploads and reports the instance's end (training ended: "
                           f"{outcome.outcome}, exit code {outcome.exit_code})", "stderr")
@@ -354,14 +367,11 @@ class Agent:
         return outcome, artifacts
 
     # -- beside the training process ------------------------------------------------------------
-    def _write_state(self, paths: Paths, instance: isolation.Instance | None) -> None:
+    def _write_state(self, paths: Paths, instance: isolation.Instance) -> None:
         """``instance.json``: who to kill if this agent dies (for reconciliation)."""
         try:
-            if instance is None:
-                instance_files.write_state(paths.instance_dir, os.getpid())
-            else:
-                instance_files.write_state(paths.instance_dir, os.getpid(), instance.pid,
-                                           "namespace" if instance.namespace else "none")
+            instance_files.write_state(paths.instance_dir, os.getpid(), instance.pid,
+                                       "namespace" if instance.namespace else "none")
         except OSError:
             pass
 

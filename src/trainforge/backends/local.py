@@ -119,6 +119,23 @@ class LocalBackend:
         except OSError:
             return False
 
+    def find_agent(self, instance_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The handle of the living agent that ``instance.json`` names (each agent records itself
+        there first thing), or None. It must really be that agent: the PID started at the recorded
+        time (not recycled), and the process works in ``instance_dir``, where every agent starts."""
+        state = instance_files.read_state(instance_dir)
+        if state is None or not state.get("agent_pid") or state.get("agent_start_ticks") is None:
+            return None
+        handle = {"pid": int(state["agent_pid"]), "start_ticks": state["agent_start_ticks"],
+                  "instance_dir": os.fspath(instance_dir)}
+        if not self.alive(handle):
+            return None
+        try:
+            cwd = os.readlink(f"/proc/{handle['pid']}/cwd")
+        except OSError:
+            return None
+        return handle if cwd == os.path.realpath(instance_dir) else None
+
     def signal(self, handle: dict[str, Any] | None, sig: int = signal.SIGTERM) -> None:
         """Signal the agent (it forwards stops to its instance)."""
         if self.alive(handle):
@@ -128,15 +145,21 @@ class LocalBackend:
                 pass
 
     def kill_group(self, handle: dict[str, Any] | None) -> None:
-        """SIGKILL what is left of an instance whose agent died: the agent's session and the
-        training process's own session (recorded by the agent in ``instance.json``)."""
-        if not handle or not handle.get("pid"):
+        """SIGKILL what is left of an instance whose agent died: the agent's session, the training
+        process's own session (recorded by the agent in ``instance.json``), and an agent that
+        recorded itself there although its handle was never stored (it started late)."""
+        if not handle:
             return
-        groups = [int(handle["pid"])]
-        state = instance_files.read_state(handle.get("instance_dir", ""))
-        if state is not None and state.get("pgid"):
-            groups.append(int(state["pgid"]))
-        for pgid in groups:
+        groups = [int(handle["pid"])] if handle.get("pid") else []
+        instance_dir = handle.get("instance_dir")
+        if instance_dir:
+            found = self.find_agent(instance_dir)
+            state = instance_files.read_state(instance_dir)
+            if found is not None:
+                groups.append(int(found["pid"]))
+            if state is not None and state.get("pgid"):
+                groups.append(int(state["pgid"]))
+        for pgid in dict.fromkeys(groups):
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -5,6 +5,8 @@ files (job directories, ``spec.json`` per instance) are written outside any tran
 write transaction moves all of them to ``running`` with their instance rows (the rows must exist
 before an agent's first report), then every agent is started through the backend in one call
 (the fork server takes the requests back to back), then ONE transaction records the handles.
+Until then an instance's handle says "launching" (``handles.py``): a server that dies before it
+stores the handles finds the agents after its restart through what each one recorded itself.
 If the batched transaction fails, each job is tried in a transaction of its own, so that one bad
 job fails alone.
 """
@@ -23,6 +25,7 @@ import orjson
 from sqlalchemy import select
 
 from trainforge.agent import instance_files
+from trainforge.scheduler import faults, handles
 from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.service import lifecycle
 from trainforge.store.jobs import JobRow, JobStore, new_token
@@ -101,6 +104,7 @@ class Launcher:
                 except Exception as exc:
                     log.exception("launching %s failed", p.job.name)
                     fail(p.job, exc, p.now)
+        faults.crash_point("launch-committed")
         self.start_agents([(p.job, host, spec_path, False) for p in started for host, spec_path in p.agents])
         return [p.job for p in started]
 
@@ -138,8 +142,8 @@ class Launcher:
             spec_path = inst_dir / instance_files.SPEC
             instance_files.write_spec(inst_dir, spec)
             prepared.agents.append((host, spec_path))
-            prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt,
-                                  "backend": self.backend.name, "handle": None, "next_seq": 0, "state": "running",
+            prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt, "backend": self.backend.name,
+                                  "handle": handles.launching(inst_dir, now, self.config.agent_start_grace_seconds), "next_seq": 0, "state": "running",
                                   "started_at": now, "log_stream": f"{job.name}/{host}-{epoch}"})
         return prepared
 
@@ -168,17 +172,18 @@ class Launcher:
             return
         results = self.backend.launch_many([(spec_path, spec_path.parent / instance_files.AGENT_LOG, finish)
                                             for _, _, spec_path, finish in agents])
-        handles = []
-        for (job, host, _, _), result in zip(agents, results):
+        faults.crash_point("launch-window")
+        stored = []
+        for (job, host, spec_path, _), result in zip(agents, results):
             if isinstance(result, BaseException):
-                # no handle: the liveness check ends the instance as a platform failure
+                # the liveness check ends the instance as a platform failure (unless its agent did start)
                 log.error("could not start the agent of %s/%s: %s", job.name, host, result)
-                continue
-            handles.append((job.id, host, orjson.dumps(result).decode()))
-        if handles:
-            with self.store.db.write() as conn:
-                for job_id, host, handle in handles:
-                    self.store.update_instance(conn, job_id, host, handle=handle)
+                stored.append((job.id, host, handles.failed(spec_path.parent, result)))
+            else:
+                stored.append((job.id, host, orjson.dumps(result).decode()))
+        with self.store.db.write() as conn:
+            for job_id, host, handle in stored:
+                self.store.update_instance(conn, job_id, host, handle=handle)
 
 
 def _groups(hosts: list[tuple[str, str, str]]) -> list[dict[str, Any]]:

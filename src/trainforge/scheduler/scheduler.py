@@ -21,6 +21,7 @@ import orjson
 from trainforge.agent import instance_files
 from trainforge.backends.local import LocalBackend
 from trainforge.config import Config
+from trainforge.scheduler import handles
 from trainforge.scheduler.capacity import CapacityModel, Resources
 from trainforge.scheduler.launch import Launcher, max_wait
 from trainforge.service import lifecycle
@@ -165,8 +166,9 @@ class Scheduler:
 
     def _check_liveness(self, job: JobRow, now: float) -> None:
         insts = self.store.read_instances(job.id)
-        dead = [i for i in insts if i["state"] == "running" and i["attempt"] == job.attempt
+        lost = [i for i in insts if i["state"] == "running" and i["attempt"] == job.attempt
                 and not self.backend.alive(_handle(i))]
+        dead = self._find_agents(job, lost, now)
         overdue = job.deadline is not None and now > job.deadline + self.config.stop_grace_seconds + 30
         if not dead and not overdue:
             return
@@ -176,8 +178,8 @@ class Scheduler:
                 return
             current = {i["host"]: i for i in self.store.instances_of(conn, job.id)}
             ended = False
-            for inst in dead:
-                row = current.get(inst["host"])
+            for host, why in dead.items():
+                row = current.get(host)
                 if row is None or row["state"] != "running":
                     continue
                 self.backend.kill_group(_handle(row))
@@ -185,14 +187,14 @@ class Scheduler:
                     # Its training had ended (outcome.json): a new agent uploads and reports.
                     locked.finishing_hosts.append(row["host"])
                     finishing.append(row["host"])
+                    self.store.update_instance(conn, job.id, host, handle=handles.launching(
+                        self.job_dir(locked) / host, now, self.config.agent_start_grace_seconds))
                     continue
                 ended = True
                 _mark_exited(self.job_dir(locked) / row["host"], now)
                 # An agent asked to stop may die of the signal before it could report: that is a stop.
                 outcome = "stopped" if locked.stop_reason else "platform"
-                reason = None if locked.stop_reason else (
-                    f"InternalServerError: the trainforge agent of {row['host']} exited without reporting "
-                    f"the end of the instance")
+                reason = None if locked.stop_reason else why
                 row.update(state="exited", outcome=outcome, ended_at=now, failure_reason=reason)
                 self.store.update_instance(conn, job.id, row["host"], state="exited", outcome=outcome,
                                            ended_at=now, failure_reason=reason)
@@ -219,6 +221,32 @@ class Scheduler:
                                     for host in finishing])
         self.wake()
 
+    def _find_agents(self, job: JobRow, lost: list[dict[str, Any]], now: float) -> dict[str, str]:
+        """Instances whose stored handle names no living agent: adopt the agent each one's
+        ``instance.json`` names if it lives (its handle was never stored: the server died in the
+        launch window); the ones whose agent is gone, host -> why. An agent started a moment ago
+        that has not recorded itself yet is waited for until its launch's ``start_by``."""
+        dead: dict[str, str] = {}
+        adopted: dict[str, dict[str, Any]] = {}
+        for inst in lost:
+            found = handles.find(self.backend, inst["host"], inst["handle"], self.job_dir(job) / inst["host"], now)
+            if found.adopt is not None:
+                adopted[inst["host"]] = found.adopt
+            elif found.reason is not None:
+                dead[inst["host"]] = found.reason
+        if adopted:
+            with self.store.locked(job.id) as (conn, locked):
+                if locked is None or locked.phase != "running" or locked.attempt != job.attempt:
+                    return {}
+                for row in self.store.instances_of(conn, job.id):
+                    if row["host"] in adopted and row["state"] == "running":
+                        self.store.update_instance(conn, job.id, row["host"],
+                                                   handle=orjson.dumps(adopted[row["host"]]).decode())
+                        log.warning("adopted the running agent %s of %s/%s (its handle was not stored)",
+                                    adopted[row["host"]].get("pid"), job.name, row["host"])
+            self._signalled.pop((job.id, job.attempt), None)  # a stop it may have missed is sent again
+        return dead
+
     def _can_finish(self, job: JobRow, host: str) -> bool:
         """A dead agent's instance can still be finished once: its training process had ended and
         the agent recorded how (``outcome.json``), so only the upload and the report are missing."""
@@ -227,7 +255,8 @@ class Scheduler:
         return instance_files.read_outcome(self.job_dir(job) / host) is not None
 
     def reconcile(self) -> None:
-        """After a (re)start: adopt living agents, end the jobs whose agents are gone."""
+        """After a (re)start: adopt living agents (also those whose handle was never stored), end
+        the jobs whose agents are gone."""
         now = time.time()
         for job in self.store.jobs_in_phase("running"):
             self._check_liveness(job, now)
@@ -242,5 +271,4 @@ def _mark_exited(instance_dir: Path, now: float) -> None:
 
 
 def _handle(inst: dict[str, Any]) -> dict[str, Any] | None:
-    raw = inst.get("handle")
-    return orjson.loads(raw) if raw else None
+    return handles.load(inst.get("handle"))

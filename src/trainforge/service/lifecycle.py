@@ -3,6 +3,9 @@
 Every change of SecondaryStatus goes through :func:`set_secondary`, which closes the current
 entry of SecondaryStatusTransitions and opens the next one (or only updates the message when the
 status stays the same, as AWS does for Starting and Downloading progress).
+
+A finished job (Completed, Failed, Stopped) is final: :func:`set_secondary` and :func:`finish`
+leave it as it is, and the store refuses to write any other status over it (``JobStore.save``).
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trainforge.store.jobs import JobRow
+from trainforge.store.jobs import TERMINAL_STATUSES, JobRow
 
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
-FINISHED = frozenset({COMPLETED, FAILED, STOPPED})
+FINISHED = TERMINAL_STATUSES  # COMPLETED, FAILED, STOPPED
 
 MESSAGES = {
     "Starting": "Starting the training job",
@@ -51,7 +54,9 @@ def new_state(now: float) -> dict[str, Any]:
 
 
 def set_secondary(job: JobRow, status: str, message: str | None = None, now: float | None = None) -> bool:
-    """Move the job to ``status``; returns False when nothing changed."""
+    """Move the job to ``status``; returns False when nothing changed (a finished job never changes)."""
+    if job.status in FINISHED:
+        return False
     now = time.time() if now is None else now
     message = message or MESSAGES.get(status, status)
     transitions: list[dict[str, Any]] = job.state.setdefault("SecondaryStatusTransitions", [])
@@ -75,7 +80,10 @@ def set_secondary(job: JobRow, status: str, message: str | None = None, now: flo
 
 def finish(job: JobRow, secondary: str, *, failure_reason: str | None = None, now: float | None = None,
            message: str | None = None) -> None:
-    """End the job: primary status from the terminal secondary status, end times, billed seconds."""
+    """End the job: primary status from the terminal secondary status, end times, billed seconds.
+    A job that has ended already keeps how it ended (its status, reason and times)."""
+    if job.status in FINISHED:
+        return
     now = time.time() if now is None else now
     set_secondary(job, secondary, message, now=now)
     job.status = TERMINAL_SECONDARY[secondary]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     tuple_,
@@ -35,6 +36,14 @@ from trainforge.store.schema import instances, jobs, log_events, metric_samples,
 
 class DuplicateName(Exception):
     pass
+
+
+# The statuses a job never leaves (service/lifecycle.py names them; save() enforces it).
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+
+
+class TerminalStatusChange(RuntimeError):
+    """A write that would move a job out of its terminal status: refused, the transaction fails."""
 
 
 def new_token() -> str:
@@ -196,11 +205,17 @@ class JobStore:
 
     @staticmethod
     def save(conn: Connection, job: JobRow) -> None:
+        """Write ``job`` back. A job whose stored status is terminal keeps it, with its secondary
+        status and its phase: a write that would change them raises TerminalStatusChange (checked
+        by the UPDATE itself, so no concurrent writer can slip between a read and the write)."""
         # A job is never modified before it was created, even if the clock stepped back: list_jobs
         # relies on it (a LastModifiedTimeBefore bound is a CreationTime bound too).
         job.last_modified_time = max(job.last_modified_time, job.creation_time)
-        conn.execute(
-            update(jobs).where(jobs.c.id == job.id).values(
+        unchanged = and_(jobs.c.status == job.status, jobs.c.secondary_status == job.secondary_status,
+                         jobs.c.phase == job.phase)
+        result = conn.execute(
+            update(jobs).where(jobs.c.id == job.id, or_(jobs.c.status.not_in(TERMINAL_STATUSES), unchanged))
+            .values(
                 status=job.status, secondary_status=job.secondary_status,
                 last_modified_time=job.last_modified_time, training_end_time=job.training_end_time,
                 warm_pool_status=job.warm_pool_status, request=dumps(job.request),
@@ -209,6 +224,13 @@ class JobStore:
                 finishing_hosts=dumps(job.finishing_hosts) if job.finishing_hosts else None,
             )
         )
+        if result.rowcount == 0:
+            stored = conn.execute(select(jobs.c.status, jobs.c.secondary_status, jobs.c.phase)
+                                  .where(jobs.c.id == job.id)).first()
+            if stored is not None:  # (a deleted job has nothing left to write)
+                raise TerminalStatusChange(
+                    f"training job {job.name} is {stored.status} ({stored.secondary_status}, {stored.phase}): "
+                    f"it cannot become {job.status} ({job.secondary_status}, {job.phase})")
 
     def delete_job(self, conn: Connection, job: JobRow) -> None:
         conn.execute(delete(jobs).where(jobs.c.id == job.id))
