@@ -121,7 +121,8 @@ def test_data_dir_is_private_and_the_store_keeps_only_token_digests(server_facto
     # The store has the token's digest, never the token; the digest alone fetches nothing.
     with sqlite3.connect(f"file:{data_dir / 'trainforge.db'}?mode=ro", uri=True) as db:
         dump = "\n".join(db.iterdump())
-        stored = db.execute("SELECT token FROM jobs WHERE name = ?", (name,)).fetchone()[0]
+        stored = db.execute("SELECT instances.token FROM instances JOIN jobs ON jobs.id = instances.job_id "
+                            "WHERE name = ?", (name,)).fetchone()[0]
     assert token not in dump
     assert stored == hashlib.sha256(token.encode()).hexdigest()
     assert credentials_status(srv.endpoint, token) == 200  # the running job's agents get credentials
