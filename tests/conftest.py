@@ -5,16 +5,23 @@ Everything here is a real process talking HTTP: the tests use boto3 / awscli aga
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +33,69 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TERMINAL = ("Completed", "Failed", "Stopped")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-               message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
+def wait_until(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+               message: str = "condition", *, until: Callable[[Any], Any] = bool) -> Any:
+    """The suite's one way to wait for state: call ``probe`` until ``until(value)`` holds (by default:
+    until the value is truthy) and return that value; after ``timeout`` s fail naming the last value."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value:
+        value = probe()
+        if until(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+            shown = repr(value)
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}; last value: "
+                                 f"{shown if len(shown) <= 2000 else shown[:2000] + ' ...'}")
         time.sleep(interval)
 
 
-def _running(pid: int) -> bool:
+def wait_for_job(sm: Any, name: str, *statuses: str, secondary: bool = False, timeout: float = 60.0,
+                 interval: float = 0.1) -> dict[str, Any]:
+    """Poll DescribeTrainingJob until the job's TrainingJobStatus (SecondaryStatus with ``secondary``)
+    is one of ``statuses`` (default: a terminal status); returns that description."""
+    wanted = statuses or TERMINAL
+    key = "SecondaryStatus" if secondary else "TrainingJobStatus"
+    described: dict[str, Any] = wait_until(
+        lambda: sm.describe_training_job(TrainingJobName=name), timeout=timeout, interval=interval,
+        message=f"{name}: {key} in {wanted}", until=lambda d: d.get(key) in wanted)
+    return described
+
+
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port for a server that must be told its port before it starts (the embedded server is found
+    at $TRAINFORGE_PORT, so port 0 cannot do). Every other server here binds port 0 and reports the
+    port it got. This one lies outside the kernel's ephemeral range, where no bind to port 0 and no
+    outgoing connection lands, and a lock file keeps other test processes off it until the end."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    candidates = [*range(max(1024, low - 4000), low), *range(high + 1, min(65536, high + 4001))]
+    random.shuffle(candidates)
+    locks = Path(tempfile.gettempdir()) / "trainforge-test-ports"
+    locks.mkdir(exist_ok=True)
+    for port in candidates:
+        with open(locks / f"{port}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another test process holds it
+            with socket.socket() as probe:  # and nothing else listens there (a server started by hand)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            yield port
+            return
+    raise AssertionError("no free port outside the ephemeral range")
+
+
+def alive(pid: int) -> bool:
     """A process that exists and is not a zombie waiting for its parent to collect it."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
@@ -62,7 +112,7 @@ def instance_records(data_dir: Path, job_name: str = "") -> list[dict[str, Any]]
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if info.get("agent_pid") and _running(int(info["agent_pid"])):
+        if info.get("agent_pid") and alive(int(info["agent_pid"])):
             records.append(info)
     return records
 
@@ -73,8 +123,7 @@ class ServerProcess:
     def __init__(self, data_dir: Path, config: dict[str, Any] | None = None,
                  database_url: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # the first start binds port 0 and reads the port the server reports
         self.config = dict(config or {})
         self.config.setdefault("stop_grace_seconds", 10)
         # Test jobs run host commands under this image name (ContainerEntrypoint gives the command).
@@ -85,7 +134,13 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
 
+    @property
+    def endpoint(self) -> str:
+        assert self.port, "the server has not started yet"
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> ServerProcess:
+        """Start the server; a restart comes back on the port of the first start (its agents know it)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.data_dir / "server-config.json"
         cfg_path.write_text(json.dumps(self.config))
@@ -94,11 +149,26 @@ class ServerProcess:
         if self.database_url:
             args += ["--database-url", self.database_url]
         env = {**os.environ, **self.env}
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
+        self.port = int(wait_until(lambda: self._reported_port(offset), timeout=30,
+                                   message=f"the server's port in {self.log_path}"))
         wait_until(self._healthy, timeout=30, message=f"server on {self.endpoint} ({self.log_path})")
         return self
+
+    def _reported_port(self, offset: int) -> str | None:
+        """The port named in the line ``trainforge listening on http://HOST:PORT`` of this start."""
+        assert self.proc is not None
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            found = re.search(rb"^trainforge listening on http://[^ ]+:(\d+) ", log.read(), re.MULTILINE)
+        if found:
+            return found.group(1).decode()
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+        return None
 
     def _healthy(self) -> bool:
         assert self.proc is not None
@@ -167,10 +237,10 @@ def s3_endpoint() -> Iterator[str]:
     """moto's S3 in server mode: a real HTTP endpoint."""
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
     server.stop()
 
 
@@ -194,6 +264,17 @@ def s3(s3_endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
 
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A new, empty bucket on moto's S3 for one test; trainforge's own S3 client starts afresh."""
+    from trainforge import objectstore
+
+    objectstore.reset_client()
+    name = f"tf-test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A private PostgreSQL cluster (Debian's postgresql package), or skip where it is not installed."""
@@ -203,14 +284,14 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL binaries not installed")
     base = Path(tempfile.mkdtemp(prefix="tf-pg-"))
     shutil.chown(base, "postgres", "postgres")
-    port = free_port()
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "postgres"],
                    check=True, capture_output=True)
+    # No TCP port at all: the cluster listens only on a Unix socket in its own directory.
     subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w",
-                            "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                            "-o", f"-k {base} -c listen_addresses='' -c fsync=off", "start"],
                    check=True, capture_output=True)
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    yield f"postgresql://postgres@/postgres?host={base}"
     subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"],
                    capture_output=True, check=False)
     shutil.rmtree(base, ignore_errors=True)
@@ -241,6 +322,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.kill_agents()
 
 
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A user's environment with a fresh $TRAINFORGE_HOME and $TRAINFORGE_PORT and no AWS configuration:
+    the first trainforge command starts the embedded server there; it is ended afterwards."""
+    with reserved_port() as port:
+        env = {"TRAINFORGE_HOME": str(tmp_path / "tfhome"), "TRAINFORGE_PORT": str(port),
+               "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+        yield env
+        pid_file = Path(env["TRAINFORGE_HOME"]) / "server.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().split()[0])
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 _counter = [0]
 
 
@@ -258,6 +354,20 @@ def stop_quietly(sm: Any, name: str) -> None:
     except ClientError as exc:
         error = exc.response["Error"]
         assert error["Code"] == "ValidationException" and "is in status" in error["Message"], error
+
+
+def read_model(uri: str) -> dict[str, bytes]:
+    """The files of a job's model archive (``file://`` or ``s3://`` on moto), by name."""
+    if uri.startswith("s3://"):
+        bucket, key = uri[len("s3://"):].split("/", 1)
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+        source: Any = io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    else:
+        assert uri.startswith("file://"), uri
+        source = uri[len("file://"):]
+    with tarfile.open(fileobj=source) if isinstance(source, io.BytesIO) else tarfile.open(source) as archive:
+        return {m.name.lstrip("./"): archive.extractfile(m).read()  # type: ignore[union-attr]
+                for m in archive.getmembers() if m.isfile()}
 
 
 def minimal_request(name: str, **overrides: Any) -> dict[str, Any]:

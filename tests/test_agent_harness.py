@@ -24,18 +24,6 @@ REPO_SRC = str(Path(__file__).resolve().parents[1] / "src")
 TOKEN = "test-token-123"
 
 
-def wait_for(predicate: Any, timeout: float = 20.0, message: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy (bounded); no fixed sleeps to wait for state."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.02)
-
-
 class ControlPlane:
     def __init__(self) -> None:
         self.lock = threading.Lock()

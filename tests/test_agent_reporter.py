@@ -7,15 +7,16 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from test_agent_harness import (
     TOKEN,
     ControlPlane,
     control_fixture,  # noqa: F401 - the fixture "control"
-    wait_for,
 )
 
 from trainforge.agent.reporter import Reporter
@@ -26,12 +27,13 @@ def spec_for(url: str) -> dict:
     return {"control_url": url, "token": TOKEN, "host": "algo-1", "attempt": 1}
 
 
-def dead_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A URL where nothing answers: its port stays bound for the test (no one else can take it) but
+    never listens (every connection is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_events_are_numbered_batched_and_acknowledged(control: ControlPlane, tmp_path: Path) -> None:
@@ -51,7 +53,7 @@ def test_stop_answer_is_handed_over(control: ControlPlane) -> None:
     r = Reporter(spec_for(control.url), None, on_stop=got.append)
     control.stop = "MaxRuntimeExceeded"
     r.start()
-    wait_for(lambda: got, message="the stop answer (a heartbeat carries it)")
+    wait_until(lambda: got, message="the stop answer (a heartbeat carries it)")
     assert got == ["MaxRuntimeExceeded"] and r.stop_reason == "MaxRuntimeExceeded"
     r.close(time.time() + 5)
 
@@ -64,13 +66,13 @@ def test_gone_answer(control: ControlPlane, status: int) -> None:
     r = Reporter(spec_for(control.url), None, on_gone=gone.set)
     r.log("x")
     r.start()
-    wait_for(gone.is_set, message="the job to be gone")
+    wait_until(gone.is_set, message="the job to be gone")
     assert r.gone and not r.close(time.time() + 1)
 
 
-def test_unacknowledged_events_survive_an_agent_restart(control: ControlPlane, tmp_path: Path) -> None:
+def test_unacknowledged_events_survive_an_agent_restart(control: ControlPlane, tmp_path: Path, dead_url: str) -> None:
     outbox = tmp_path / "outbox.jsonl"
-    first = Reporter(spec_for(dead_url()), str(outbox))
+    first = Reporter(spec_for(dead_url), str(outbox))
     first.status("Downloading", "Downloading input data")
     for i in range(5):
         first.log(f"line {i}")
@@ -95,10 +97,10 @@ def test_control_plane_restart_on_the_same_port(control: ControlPlane) -> None:
     r = Reporter(spec_for(control.url), None)
     r.log("before")
     r.start()
-    wait_for(lambda: control.logs() == ["before"], message="the first line")
+    wait_until(lambda: control.logs() == ["before"], message="the first line")
     control.down()
     r.log("during")
-    wait_for(lambda: r.last_error is not None, message="a report to fail")
+    wait_until(lambda: r.last_error is not None, message="a report to fail")
     control.up()
     r.log("after")
     assert r.close(time.time() + 10)
@@ -148,10 +150,10 @@ def test_a_flood_during_an_outage_is_held_back_not_lost(control: ControlPlane, m
         done.set()
 
     threading.Thread(target=flood, daemon=True).start()
-    wait_for(lambda: r.unacknowledged() >= 400, message="the buffer to fill")
+    wait_until(lambda: r.unacknowledged() >= 400, message="the buffer to fill")
     assert not done.wait(0.2)  # the producer is held back at the limit (about 50 KiB of lines)
     assert r.unacknowledged() < 600
     control.up()
-    wait_for(done.is_set, message="the flood to get through")
+    wait_until(done.is_set, message="the flood to get through")
     assert r.close(time.time() + 20)
     assert control.logs() == [f"line {i}" for i in range(2000)]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from test_agent_harness import (
     ControlPlane,
     agent_log,
@@ -22,7 +23,6 @@ from test_agent_harness import (
     run_agent,
     shell,
     start_agent,
-    wait_for,
 )
 
 
@@ -196,7 +196,7 @@ def test_stop_answer_stops_and_uploads_the_model_saved_on_sigterm(tmp_path: Path
     out = tmp_path / "out"
     spec = make_spec(tmp_path, control, request=script_job(TRAP, OutputDataConfig={"S3OutputPath": f"file://{out}"}))
     proc = start_agent(spec)
-    wait_for(lambda: "ready" in control.logs(), message="the script to start")
+    wait_until(lambda: "ready" in control.logs(), message="the script to start")
     control.stop = "Stopped"
     assert proc.wait(30) == 0
     ev = control.exit_event()
@@ -212,7 +212,7 @@ def test_sigterm_to_the_agent_stops_every_process_of_a_namespaced_instance(tmp_p
     script = ("sleep 300 & echo $! > /opt/ml/model/bg; " + TRAP)
     spec = make_spec(tmp_path, control, request=script_job(script), isolation="namespace", stop_grace_seconds=20)
     proc = start_agent(spec)
-    wait_for(lambda: "ready" in control.logs(), message="the script to start")
+    wait_until(lambda: "ready" in control.logs(), message="the script to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     ev = control.exit_event()
@@ -226,7 +226,7 @@ def test_grace_then_sigkill(tmp_path: Path, control: ControlPlane) -> None:
     script = "trap '' TERM; echo ready; while true; do sleep 0.05; done"
     spec = make_spec(tmp_path, control, request=script_job(script), stop_grace_seconds=0.5)
     proc = start_agent(spec)
-    wait_for(lambda: "ready" in control.logs(), message="the script to start")
+    wait_until(lambda: "ready" in control.logs(), message="the script to start")
     control.stop = "Stopped"
     assert proc.wait(30) == 0
     ev = control.exit_event()
@@ -255,12 +255,12 @@ def test_no_line_lost_while_the_control_plane_is_down(tmp_path: Path, control: C
             "print('last line', flush=True)\n")
     spec = make_spec(tmp_path, control, request=python_job(code))
     proc = start_agent(spec)
-    wait_for(lambda: "line 0" in control.logs(), message="the first line")
+    wait_until(lambda: "line 0" in control.logs(), message="the first line")
     control.down()
     (tmp_path / "down").touch()
-    wait_for(lambda: (spec.parent / "opt" / "ml" / "model" / "printed").exists(), message="all lines printed")
+    wait_until(lambda: (spec.parent / "opt" / "ml" / "model" / "printed").exists(), message="all lines printed")
     outbox = spec.parent / "agent-outbox.jsonl"
-    wait_for(lambda: outbox.exists() and "line 499" in outbox.read_text(), message="the outbox to hold the lines")
+    wait_until(lambda: outbox.exists() and "line 499" in outbox.read_text(), message="the outbox to hold the lines")
     control.up()
     go.touch()
     assert proc.wait(60) == 0, agent_log(spec)
@@ -278,7 +278,7 @@ def test_no_line_lost_while_the_control_plane_is_down(tmp_path: Path, control: C
 def test_job_gone_stops_the_instance_without_exit_event(tmp_path: Path, control: ControlPlane) -> None:
     spec = make_spec(tmp_path, control, request=script_job(TRAP))
     proc = start_agent(spec)
-    wait_for(lambda: "ready" in control.logs(), message="the script to start")
+    wait_until(lambda: "ready" in control.logs(), message="the script to start")
     control.answer_status = 404
     assert proc.wait(30) == 0
     assert control.exit_event() is None
@@ -294,7 +294,7 @@ def test_leader_merges_every_hosts_model(tmp_path: Path, control: ControlPlane) 
     hosts = ["algo-1", "algo-2"]
     specs = [make_spec(tmp_path, control, request=request, host=h, hosts=hosts) for h in hosts]
     leader = start_agent(specs[0])
-    wait_for(lambda: control.statuses("algo-1")[-1:] == ["Uploading"], message="the leader to wait for its peer")
+    wait_until(lambda: control.statuses("algo-1")[-1:] == ["Uploading"], message="the leader to wait for its peer")
     assert not (out / "job-1").exists()
     follower = start_agent(specs[1])
     assert follower.wait(30) == 0 and leader.wait(30) == 0
@@ -436,7 +436,7 @@ def test_sigterm_after_the_exit_event_ends_a_stuck_final_flush(tmp_path: Path, c
     control.down()  # nobody ever answers: the exit event cannot be delivered
     proc = start_agent(spec)
     outbox = spec.parent / "agent-outbox.jsonl"
-    wait_for(lambda: outbox.exists() and '"type":"exit"' in outbox.read_text(), message="the exit event queued")
+    wait_until(lambda: outbox.exists() and '"type":"exit"' in outbox.read_text(), message="the exit event queued")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert '"outcome":"ok"' in outbox.read_text()  # kept for the control plane to read

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_for_job, wait_until
 
 NOT_FOUND = "Requested resource not found."
 
@@ -26,11 +26,6 @@ def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
 def local_output(srv: ServerProcess) -> dict[str, str]:
     """Outputs in the server's data directory (an allowed local root): a stopped job ends Stopped."""
     return {"S3OutputPath": f"file://{srv.data_dir}/outputs"}
-
-
-def _wait_status(sm: Any, name: str, *statuses: str) -> dict[str, Any]:
-    return wait_until(lambda: (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"]
-                      in statuses and d, timeout=60, interval=0.1, message=f"{name} in {statuses}")
 
 
 def test_unknown_operation(server: ServerProcess) -> None:
@@ -115,8 +110,7 @@ def test_stop_and_delete_follow_the_status(server: ServerProcess) -> None:
         "TrainingImage": "trainforge/command:latest", "TrainingInputMode": "File",
         "ContainerEntrypoint": ["/bin/sh", "-c"], "ContainerArguments": ["exec sleep 60"]}))
     # Training: a stop goes through Stopping.
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=60, interval=0.1, message="Training")
+    wait_for_job(sm, name, "Training", secondary=True, timeout=60)
     # Not finished: it cannot be deleted.
     with pytest.raises(ClientError) as exc:
         sm.delete_training_job(TrainingJobName=name)
@@ -124,7 +118,7 @@ def test_stop_and_delete_follow_the_status(server: ServerProcess) -> None:
     assert (code, status) == ("ResourceInUse", 400) and "InProgress" in message
     assert sm.describe_training_job(TrainingJobName=name)["TrainingJobName"] == name
     sm.stop_training_job(TrainingJobName=name)
-    desc = _wait_status(sm, name, "Stopped")
+    desc = wait_for_job(sm, name, "Stopped")
     assert [t["Status"] for t in desc["SecondaryStatusTransitions"]][-2:] == ["Stopping", "Stopped"]
     # Finished: a stop is a ValidationException, as on AWS.
     with pytest.raises(ClientError) as exc:
@@ -145,7 +139,7 @@ def test_completed_job_cannot_be_stopped(server: ServerProcess) -> None:
     sm = server.client()
     name = unique_name("done")
     sm.create_training_job(**minimal_request(name, OutputDataConfig=local_output(server)))
-    desc = _wait_status(sm, name, "Completed", "Failed", "Stopped")
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     with pytest.raises(ClientError) as exc:
         sm.stop_training_job(TrainingJobName=name)

@@ -11,6 +11,10 @@ from conftest import minimal_request, stop_quietly, unique_name, wait_until
 from trainforge.api.app import ReadCache
 from trainforge.store.db import Database
 
+# How far a job has got before it trains: SecondaryStatus never goes back (Starting and Pending
+# alternate while it waits for capacity).
+STAGE = {"Starting": 0, "Pending": 0, "Downloading": 1, "Training": 2}
+
 
 def test_a_new_version_empties_the_cache_and_a_stale_answer_is_not_kept() -> None:
     versions = iter([1, 1, 2, 2, None])
@@ -44,18 +48,26 @@ def test_describe_reflects_every_change_while_polled(server: Any) -> None:
     sleeping = {"TrainingImage": "trainforge/command:latest", "TrainingInputMode": "File",
                 "ContainerEntrypoint": ["/bin/sh", "-c"], "ContainerArguments": ["exec sleep 60"]}
     sm.create_training_job(**minimal_request(name, AlgorithmSpecification=sleeping))
-    seen = []
+    seen: list[str] = []
 
-    def training() -> bool:  # every poll sees the job's progress, never an older answer
+    def poll() -> str:
         seen.append(sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"])
-        return seen[-1] == "Training"
+        return seen[-1]
 
-    wait_until(training, timeout=60, interval=0.01, message="Training")
-    assert seen[0] in ("Starting", "Pending", "Downloading", "Training")
+    wait_until(poll, timeout=60, interval=0.01, message="Training", until=lambda status: status == "Training")
+    for _ in range(5):  # it sleeps for a minute: it stays Training
+        poll()
+    # Every poll saw the job as it was then, never an older answer: the statuses only move forward,
+    # and in the order the job went through them.
+    assert set(seen) <= set(STAGE), seen
+    assert [STAGE[s] for s in seen] == sorted(STAGE[s] for s in seen), seen
     first, again = (sm.describe_training_job(TrainingJobName=name) for _ in range(2))
     for doc in (first, again):
         doc.pop("ResponseMetadata")
     assert again == first
+    changes = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
+    recorded = iter(t["Status"] for t in first["SecondaryStatusTransitions"])
+    assert all(s in recorded for s in changes), (changes, first["SecondaryStatusTransitions"])
     sm.stop_training_job(TrainingJobName=name)
     stopped = sm.describe_training_job(TrainingJobName=name)
     assert stopped["TrainingJobStatus"] in ("Stopping", "Stopped") and stopped["SecondaryStatus"] != "Training"

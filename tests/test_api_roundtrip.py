@@ -20,7 +20,7 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.exceptions import ClientError, WaiterError
-from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, wait_for_job, wait_until
 from test_api_unsupported import sample_value, shape_at
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
@@ -291,8 +291,10 @@ def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
     return err["Code"], err["Message"]
 
 
-def _assert_described(sm: Any, request: dict[str, Any]) -> dict[str, Any]:
-    described = sm.describe_training_job(TrainingJobName=request["TrainingJobName"])
+def _assert_described(sm: Any, request: dict[str, Any], transitions: list[str], failure: str) -> dict[str, Any]:
+    """Every member sent is described, once the job has ended as expected (each request names an input
+    or an image that trainforge does not have, so its job fails the same way every time)."""
+    described = wait_for_job(sm, request["TrainingJobName"])
     for member, value in request.items():
         if member in NOT_DESCRIBED:
             assert member not in described
@@ -300,8 +302,9 @@ def _assert_described(sm: Any, request: dict[str, Any]) -> dict[str, Any]:
         assert described.get(member) == value, f"{member}: sent {value!r}, described {described.get(member)!r}"
     name = request["TrainingJobName"]
     assert described["TrainingJobArn"] == f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/{name}"
-    assert described["TrainingJobStatus"] in ("InProgress", "Stopping", "Stopped", "Failed")
-    assert described["SecondaryStatusTransitions"][0]["Status"] == "Starting"
+    assert (described["TrainingJobStatus"], described["SecondaryStatus"]) == ("Failed", "Failed")
+    assert described["FailureReason"] == failure
+    assert [t["Status"] for t in described["SecondaryStatusTransitions"]] == transitions
     assert described["CreationTime"] <= described["LastModifiedTime"]
     assert described["ModelArtifacts"]["S3ModelArtifacts"].startswith(
         request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + "/" + name + "/output/model")
@@ -325,9 +328,9 @@ def test_create_then_describe_returns_every_member(fs_server: Any) -> None:
     arn = sm.create_training_job(**copy.deepcopy(req))["TrainingJobArn"]
     assert arn.endswith(":training-job/" + req["TrainingJobName"])
     try:
-        described = _assert_described(sm, req)
-        assert described["SecondaryStatus"] in ("Starting", "Pending", "Downloading", "Stopping",
-                                                "Stopped", "Failed")
+        _assert_described(sm, req, ["Starting", "Downloading", "Failed"],
+                          "ClientError: channel 'train': cannot read s3://trainforge-test-input/manifests/"
+                          "train.manifest: the bucket 'trainforge-test-input' does not exist")
         tags = sm.list_tags(ResourceArn=arn)["Tags"]
         assert sorted(tags, key=lambda t: t["Key"]) == sorted(req["Tags"], key=lambda t: t["Key"])
     finally:
@@ -345,7 +348,9 @@ def test_create_with_instance_groups_and_algorithm_name(fs_server: Any) -> None:
         req["EnableNetworkIsolation"] = False
     sm.create_training_job(**copy.deepcopy(req))
     try:
-        _assert_described(sm, req)
+        _assert_described(sm, req, ["Starting", "Failed"],
+                          "Image 'trainforge-roundtrip-algorithm' is not in trainforge's image catalog: add it "
+                          "under the config key 'images' (see README)")
         listed = sm.list_training_jobs(NameContains=req["TrainingJobName"])
         assert [x["TrainingJobName"] for x in listed["TrainingJobSummaries"]] == [req["TrainingJobName"]]
     finally:
@@ -408,8 +413,7 @@ def test_update_training_job_is_described(server: Any) -> None:
         for member in ("AlgorithmSpecification", "ResourceConfig", "OutputDataConfig", "StoppingCondition"):
             assert after[member] == before[member]
         # RemoteDebugConfig changes only while the job downloads or trains.
-        wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-                   timeout=60, interval=0.1, message="Training")
+        wait_for_job(sm, name, "Training", secondary=True, timeout=60)
         sm.update_training_job(TrainingJobName=name, RemoteDebugConfig={"EnableRemoteDebug": False})
         assert sm.describe_training_job(TrainingJobName=name)["RemoteDebugConfig"] == {"EnableRemoteDebug": False}
     finally:
@@ -419,14 +423,17 @@ def test_update_training_job_is_described(server: Any) -> None:
 def test_waiter_returns_after_stop(server: Any) -> None:
     sm = server.client()
     name = unique_name("waiter")
-    sm.create_training_job(**_sleeping_job(server, name))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=60, interval=0.1, message="Training")
+    sm.create_training_job(**_sleeping_job(server, name, seconds=600))  # it cannot end by itself here
+    wait_for_job(sm, name, "Training", secondary=True, timeout=60)
+    polled: list[str] = []  # the status each DescribeTrainingJob of the waiter read
+    waiting = server.client()
+    waiting.meta.events.register("after-call.sagemaker.DescribeTrainingJob",
+                                 lambda parsed, **_: polled.append(parsed.get("TrainingJobStatus")))
     outcome: dict[str, Any] = {}
 
     def wait() -> None:
         try:
-            sm.get_waiter("training_job_completed_or_stopped").wait(
+            waiting.get_waiter("training_job_completed_or_stopped").wait(
                 TrainingJobName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
             outcome["ok"] = True
         except WaiterError as exc:  # pragma: no cover - reported by the assertion below
@@ -434,13 +441,14 @@ def test_waiter_returns_after_stop(server: Any) -> None:
 
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    # The job trains: the waiter keeps waiting (it has polled at least once when the job is seen twice).
-    for _ in range(2):
-        assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress"
-    assert waiter.is_alive() and not outcome
+    # The job trains: the waiter polls, and keeps waiting.
+    wait_until(lambda: len(polled) >= 2 or not waiter.is_alive(), message="the waiter's second poll")
+    assert polled[:2] == ["InProgress", "InProgress"] and waiter.is_alive() and not outcome, (polled, outcome)
     sm.stop_training_job(TrainingJobName=name)
     waiter.join(timeout=40)
     assert not waiter.is_alive(), "the waiter did not return after the stop"
+    # It returned on the first terminal status it read.
+    assert polled[-1] == "Stopped" and set(polled[:-1]) <= {"InProgress", "Stopping"}, polled
     final = sm.describe_training_job(TrainingJobName=name)
     assert outcome == {"ok": True}, final.get("FailureReason")
     assert final["TrainingJobStatus"] == "Stopped"

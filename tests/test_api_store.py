@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ServerProcess, minimal_request, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, unique_name, wait_for_job, wait_until
 
 TRAINING_PLAN = "arn:aws:sagemaker:us-east-1:000000000000:training-plan/plan-for-list-tests-0001"
 COLORS = ("alpha", "beta", "gamma", "delta")
@@ -33,7 +34,7 @@ def fresh_database(cluster_url: str) -> str:
     name = "tf_" + uuid.uuid4().hex[:12]
     with psycopg.connect(cluster_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return cluster_url.rsplit("/", 1)[0] + "/" + name
+    return urlunsplit(urlsplit(cluster_url)._replace(path="/" + name))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -57,14 +58,12 @@ def occupy_the_only_slot(srv: ServerProcess, name: str) -> None:
     """Start a sleeper on a one-slot server and wait until it trains: every later job stays queued."""
     sm = srv.client()
     sm.create_training_job(**sleeper(srv, name))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=30, interval=0.1, message=f"{name} to train")
+    wait_for_job(sm, name, "Training", secondary=True, timeout=30)
 
 
 def stop_and_wait(sm: Any, name: str) -> None:
     sm.stop_training_job(TrainingJobName=name)
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Stopped",
-               timeout=60, interval=0.1, message=f"{name} to stop")
+    wait_for_job(sm, name, "Stopped")
 
 
 # --- ListTrainingJobs --------------------------------------------------------------------------

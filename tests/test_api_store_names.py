@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import ServerProcess, minimal_request, wait_until
+from conftest import ServerProcess, minimal_request, wait_for_job
 from sqlalchemy import insert, text
 from test_api_store import all_pages, database_url, occupy_the_only_slot, stop_and_wait  # noqa: F401
 
@@ -171,8 +171,7 @@ def test_migration_0003_indexes_existing_jobs(server_factory: Callable[..., Serv
     check_substrings(sm, jobs, ["t5-large-0", "-29", "old-q-9q-1", "bert7-2", "Z-Z", "1", "-2", "none-such"])
     # Jobs created after the migration are indexed too (by the triggers on SQLite).
     sm.create_training_job(**minimal_request("new-t5-large-0xy"))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName="new-t5-large-0xy")["TrainingJobStatus"]
-               in ("Completed", "Failed"), timeout=60, interval=0.1, message="the new job to end")
+    wait_for_job(sm, "new-t5-large-0xy", "Completed", "Failed")
     jobs = summaries(sm)
     assert len(jobs) == len(names) + 1
     check_substrings(sm, jobs, ["t5-large-0", "0xy"])

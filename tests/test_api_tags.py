@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import minimal_request, stop_quietly, unique_name, wait_until
+from conftest import minimal_request, stop_quietly, unique_name, wait_for_job
 
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -111,9 +111,7 @@ def test_tags_go_away_with_the_job(server: Any) -> None:
     name = unique_name("tagdel")
     arn = sm.create_training_job(**minimal_request(name, Tags=[{"Key": "k", "Value": "v"}]))["TrainingJobArn"]
     stop_quietly(sm, name)
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("Stopped", "Completed",
-                                                                                              "Failed"),
-               timeout=30, interval=0.1, message="job to end")
+    wait_for_job(sm, name, timeout=30)
     sm.delete_training_job(TrainingJobName=name)
     # A new job with the same name starts with only its own tags.
     arn2 = sm.create_training_job(**minimal_request(name))["TrainingJobArn"]

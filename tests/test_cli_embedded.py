@@ -3,24 +3,16 @@ commands reuse it, `trainforge server stop` ends it. Each test has a fresh $TRAI
 
 from __future__ import annotations
 
-import os
+import re
 import signal
 import socket
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
+from conftest import alive, wait_until
 from test_cli_support import Recorder, run_tf_process
 
 STARTED = "started a local server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def answering(port: int) -> bool:
@@ -29,34 +21,6 @@ def answering(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A fresh $TRAINFORGE_HOME and port, no AWS configuration at all; the server is ended afterwards."""
-    env = {"TRAINFORGE_HOME": str(tmp_path / "tfhome"), "TRAINFORGE_PORT": str(free_port()),
-           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
-    yield env
-    pid_file = Path(env["TRAINFORGE_HOME"]) / "server.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text().split()[0])
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_first_command_starts_the_server_and_later_ones_reuse_it(home: dict[str, str]) -> None:
@@ -157,19 +121,22 @@ def test_foreground_server_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    port = free_port()
     data = tmp_path / "fg"
-    process = subprocess.Popen([sys.executable, "-m", "trainforge.cli", "server", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "trainforge.cli", "server", "--port", "0",
                                 "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
         assert process.stdout is not None
-        lines: list[str] = []  # the banner comes after the migration log
-        while not any(f"trainforge listening on http://127.0.0.1:{port}" in line for line in lines):
+        lines: list[str] = []  # the banner, naming the port it got, comes after the migration log
+        banner = None
+        while banner is None:
             line = process.stdout.readline()
             assert line and len(lines) < 200, lines
             lines.append(line)
-        wait_for(lambda: answering(port))
+            banner = re.match(r"trainforge listening on http://127\.0\.0\.1:(\d+) ", line)
+        port = int(banner.group(1))
+        assert port > 0
+        wait_until(lambda: answering(port), message=f"the server to answer on port {port}")
         result = run_tf_process(["--endpoint-url", f"http://127.0.0.1:{port}", "list-training-jobs"],
                                 {"AWS_CONFIG_FILE": str(tmp_path / "none"),
                                  "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")})

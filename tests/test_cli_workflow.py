@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -21,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_until
+from conftest import ServerProcess, minimal_request, unique_name, wait_for_job, wait_until
 from test_cli_support import aws_env, run_tf, run_tf_process
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
-FINISHED = ("Completed", "Failed", "Stopped")
 
 
 def shell_job(name: str, script: str, out: Path, **overrides: Any) -> dict[str, Any]:
@@ -47,17 +45,11 @@ def srv(server_factory_module: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def server_factory_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from conftest import ServerProcess
 
     data = tmp_path_factory.mktemp("tf-cli")
     server = ServerProcess(data, {"allowed_local_roots": [str(data)]}).start()
     yield server
     server.stop()
-
-
-def finished(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
-    return wait_until(lambda: (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"]
-                      in FINISHED and d, timeout=timeout, interval=0.1, message=f"{name} to finish")
 
 
 # ---------------------------------------------------------------------------------------------- logs
@@ -67,10 +59,8 @@ def test_logs_follow_prints_every_instance_and_exits_when_the_job_ends(srv: Any,
     srv.client().create_training_job(**shell_job(name, script, srv.data_dir / "out",
                                                  ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2,
                                                                  "VolumeSizeInGB": 1}))
-    started = time.monotonic()
     result = run_tf(["--endpoint-url", srv.endpoint, "logs", name, "--follow", "--poll", "0.2"], env)
     assert result.code == 0, result.stderr
-    assert time.monotonic() - started < 60
     for host in ("algo-1", "algo-2"):
         assert result.stdout.count(f"[{host}] hello from {host}\n") == 1  # every line once, none twice
         assert result.stdout.count(f"[{host}] second line from {host}\n") == 1
@@ -116,8 +106,7 @@ def test_wait_on_a_stopped_job_exits_2(srv: Any, env: dict[str, str]) -> None:
     sm = srv.client()
     name = unique_name("cli-stop")
     sm.create_training_job(**shell_job(name, "sleep 60", srv.data_dir / "out"))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name).get("SecondaryStatus") == "Training",
-               timeout=30, message="training")
+    wait_for_job(sm, name, "Training", secondary=True)
     stop = run_tf(["--endpoint-url", srv.endpoint, "stop-training-job", "--training-job-name", name], env)
     assert stop.code == 0, stop.stderr
     result = run_tf(["--endpoint-url", srv.endpoint, "wait", name, "--poll", "0.1"], env)
@@ -167,7 +156,9 @@ def screen(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[s
         os.execvpe(sys.executable, [sys.executable, "-m", "trainforge.cli", *argv], full)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:  # read the screen until the command ends (end of file), for at most ``timeout`` s
+        readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert readable, f"the command did not end within {timeout} s: {b''.join(chunks)[-2000:]!r}"
         try:
             data = os.read(fd, 65536)
         except OSError:
@@ -210,22 +201,6 @@ def test_logs_follow_on_a_terminal_is_colored(srv: Any, env: dict[str, str]) -> 
 
 
 # ---------------------------------------------------------------------------------- run and demo
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[dict[str, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"TRAINFORGE_HOME": str(tmp_path / "tfhome"), "TRAINFORGE_PORT": str(port),
-           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
-    yield env
-    pid_file = Path(env["TRAINFORGE_HOME"]) / "server.pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-
-
 def test_run_a_local_script(home: dict[str, str], tmp_path: Path) -> None:
     src = tmp_path / "project"
     (src / "lib").mkdir(parents=True)
@@ -279,9 +254,7 @@ def test_run_bad_arguments(home: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_demo_trains_a_real_model(home: dict[str, str]) -> None:
-    started = time.monotonic()
     result = run_tf_process(["demo"], home)
-    elapsed = time.monotonic() - started
     assert result.code == 0, result.stdout + result.stderr
     assert "started a local server" in result.stderr
     assert "Completed" in result.stdout
@@ -290,22 +263,20 @@ def test_demo_trains_a_real_model(home: dict[str, str]) -> None:
     assert match and int(match.group(1)) >= 27
     model = re.search(r"model\s+file://(\S+)", result.stdout)
     assert model and Path(model.group(1)).is_file()
-    assert elapsed < 60
     assert run_tf_process(["server", "stop"], home).code == 0
 
 
-def test_run_with_s3_output(home: dict[str, str], tmp_path: Path, s3: Any, s3_endpoint: str) -> None:
+def test_run_with_s3_output(home: dict[str, str], tmp_path: Path, s3: Any, s3_endpoint: str, bucket: str) -> None:
     """--output s3://...: the code goes to S3 next to the outputs; the model lands in S3."""
-    s3.create_bucket(Bucket="tf-cli-run")
     script = tmp_path / "s3job" / "train.py"
     script.parent.mkdir()
     script.write_text("import os\nprint('running from', os.getcwd(), flush=True)\n"
                       "open(os.path.join(os.environ['SM_MODEL_DIR'], 'w.txt'), 'w').write('42')\n")
     env = {**home, "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing"}
-    result = run_tf_process(["run", str(script), "--output", "s3://tf-cli-run/out", "--job-name", "cli-s3-run"], env)
+    result = run_tf_process(["run", str(script), "--output", f"s3://{bucket}/out", "--job-name", "cli-s3-run"], env)
     assert result.code == 0, result.stdout + result.stderr
-    assert "model             s3://tf-cli-run/out/cli-s3-run/output/model.tar.gz" in result.stdout
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="tf-cli-run")["Contents"]}
+    assert f"model             s3://{bucket}/out/cli-s3-run/output/model.tar.gz" in result.stdout
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {"out/cli-s3-run/source/sourcedir.tar.gz", "out/cli-s3-run/output/model.tar.gz"} <= keys
     assert run_tf_process(["server", "stop"], home).code == 0

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_until
 
-from trainforge import objectstore
 from trainforge.data import CheckpointSync, DataError, file_system_mounts, restore_checkpoints
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    objectstore.reset_client()
-    name = f"dc-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def keys(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,6 @@ from trainforge import objectstore
 from trainforge.data import DataError, stage_inputs
 from trainforge.data.channels import parse_channels
 from trainforge.data.sources import assign, list_items
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    objectstore.reset_client()
-    name = f"df-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def channel(name: str, uri: str, *, data_type: str = "S3Prefix", dist: str = "FullyReplicated",

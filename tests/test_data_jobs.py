@@ -10,21 +10,16 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import io
 import json
 import os
 import struct
 import sys
-import tarfile
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_until
-
-FINISHED = ("Completed", "Failed", "Stopped")
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 
 READER = r"""
 import base64, hashlib, json, os, sys, time
@@ -63,18 +58,6 @@ with open(os.path.join(os.environ["SM_MODEL_DIR"], f"digest-{host}.json"), "w") 
 """
 
 
-def wait_finished(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_until(lambda: (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"]
-                      in FINISHED and d, timeout=timeout, interval=0.1, message=f"{name} to finish")
-
-
-def read_model(s3: Any, uri: str) -> dict[str, bytes]:
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        return {m.name.lstrip("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-
-
 def s3_channel(name: str, uri: str, mode: str, *, data_type: str = "S3Prefix", dist: str = "FullyReplicated",
                attrs: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     src: dict[str, Any] = {"S3DataType": data_type, "S3Uri": uri, "S3DataDistributionType": dist}
@@ -110,13 +93,6 @@ def runner(server_factory: Any, tmp_path: Path) -> Any:
     return server_factory({"allowed_local_roots": [str(tmp_path)]})
 
 
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"dj-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
 def test_every_source_and_mode_through_a_job(runner: Any, s3: Any, bucket: str, tmp_path: Path) -> None:
     objs = {f"data/{k}": v for k, v in {"a.csv": b"alpha\n", "b/c.csv": b"charlie\n" * 3,
                                         "d.bin": bytes(range(256)) * 9}.items()}
@@ -146,9 +122,9 @@ def test_every_source_and_mode_through_a_job(runner: Any, s3: Any, bucket: str, 
     name = unique_name("channels")
     sm = runner.client()
     sm.create_training_job(**reader_job(name, bucket, channels))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    digest = json.loads(read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])["digest-algo-1.json"])
+    digest = json.loads(read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["digest-algo-1.json"])
     files = {k[len("data/"):]: sha(v) for k, v in objs.items()}
     assert digest["s3file"] == {"mode": "File", "files": files}
     assert digest["fastfile"] == {"mode": "FastFile", "files": files}
@@ -186,9 +162,9 @@ def test_sharded_three_instances(runner: Any, s3: Any, bucket: str) -> None:
                                                ShuffleConfig={"Seed": 5})])
     req["ResourceConfig"] = {**req["ResourceConfig"], "InstanceCount": 3, "InstanceType": "ml.t3.medium"}
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name, timeout=180)
+    desc = wait_for_job(sm, name, timeout=180)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    model = read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])
+    model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])
     digests = [json.loads(model[f"digest-algo-{i}.json"]) for i in (1, 2, 3)]
     sets = [set(d["train"]["files"]) for d in digests]
     assert set().union(*sets) == {k[len("shard/"):] for k in objs}
@@ -206,7 +182,7 @@ def test_path_escape_and_volume_overflow_fail_cleanly(runner: Any, s3: Any, buck
     name = unique_name("escape")
     sm.create_training_job(**reader_job(name, bucket, [
         s3_channel("train", f"s3://{bucket}/esc.json", "File", data_type="ManifestFile")]))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "outside the channel directory" in desc["FailureReason"]
     assert not list(tmp_path.rglob("escaped.txt")) and not list(Path(runner.data_dir).rglob("escaped.txt"))
@@ -219,7 +195,7 @@ def test_path_escape_and_volume_overflow_fail_cleanly(runner: Any, s3: Any, buck
     req = reader_job(name, bucket, [s3_channel("train", f"file://{big}", "File")])
     req["ResourceConfig"] = {**req["ResourceConfig"], "VolumeSizeInGB": 1}
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "storage volume of 1 GB" in desc["FailureReason"] and "VolumeSizeInGB" in desc["FailureReason"]
 
@@ -251,9 +227,9 @@ def test_stopped_job_resumes_from_its_checkpoint(runner: Any, s3: Any, bucket: s
     wait_until(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="ckpt/run/").get("KeyCount", 0) > 0,
                timeout=60, message="checkpoint synced up while training")
     sm.stop_training_job(TrainingJobName=first)
-    assert wait_finished(sm, first)["TrainingJobStatus"] == "Stopped"
+    assert wait_for_job(sm, first)["TrainingJobStatus"] == "Stopped"
     second = unique_name("ckpt2")
     sm.create_training_job(**job(second))
-    desc = wait_finished(sm, second)
+    desc = wait_for_job(sm, second)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    assert read_model(s3, desc["ModelArtifacts"]["S3ModelArtifacts"])["resumed-from"] == b"step-300"
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["resumed-from"] == b"step-300"

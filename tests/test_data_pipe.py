@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from conftest import wait_until
 from test_data_file import channel, put, request
 
-from trainforge import objectstore
 from trainforge.data import DataError, recordio, stage_inputs
 from trainforge.data.channels import parse_channels
 from trainforge.data.pipe import recordio_header, recordio_record
@@ -45,14 +43,6 @@ for e in range(epochs):
     out[e] = base64.b64encode(data).decode()
 print(json.dumps(out))
 """
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    objectstore.reset_client()
-    name = f"dp-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def read_epochs(ml: Path, name: str, epochs: int, early: dict[int, int] | None = None) -> list[bytes]:

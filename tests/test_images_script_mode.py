@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from test_agent_harness import (
     ControlPlane,
     agent_log,
@@ -23,7 +24,6 @@ from test_agent_harness import (
     namespaces_available,
     run_agent,
     start_agent,
-    wait_for,
 )
 
 RUNTIME = {"command": [sys.executable, "-m", "trainforge.images.script_mode"], "python": sys.executable,
@@ -191,7 +191,7 @@ def test_stop_reaches_the_script_through_the_entrypoint(tmp_path: Path, control:
     request = job(tmp_path, hps, OutputDataConfig={"S3OutputPath": f"file://{out}"})
     spec = make_spec(tmp_path, control, request=request, runtime=RUNTIME, isolation=ISOLATIONS[-1])
     proc = start_agent(spec)
-    wait_for(lambda: "ready" in control.logs(), message="the script to start")
+    wait_until(lambda: "ready" in control.logs(), message="the script to start")
     control.stop = "Stopped"
     assert proc.wait(30) == 0
     ev = control.exit_event()

@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,6 @@ import pytest
 
 from trainforge import objectstore
 from trainforge.objectstore import ObjectStoreError, parse_uri
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    objectstore.reset_client()
-    name = f"os-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def test_import_does_not_import_boto3() -> None:

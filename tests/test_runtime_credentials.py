@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import minimal_request, unique_name, wait_until
-from test_runtime_jobs import read_model, shell_job, wait_finished
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
+from test_runtime_jobs import shell_job
 
 from trainforge.api.agent_api import CREDENTIALS_PATH
 
 ROLE = "arn:aws:iam::000000000000:role/TrainerRole"
 PROBE = """
-import json, os, boto3
+import json, os, sys, boto3
 s3 = boto3.client("s3")
-keys = [o["Key"] for o in s3.list_objects_v2(Bucket="tf-creds")["Contents"]]
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=sys.argv[1])["Contents"]]
 creds = boto3.session.Session().get_credentials().get_frozen_credentials()
 env_secrets = sorted(k for k, v in os.environ.items() if "role-secret" in v or k == "AWS_SECRET_ACCESS_KEY")
 json.dump({"keys": keys, "access_key": creds.access_key, "env_secrets": env_secrets,
@@ -34,17 +34,16 @@ json.dump({"keys": keys, "access_key": creds.access_key, "env_secrets": env_secr
 
 
 def test_instance_reads_s3_with_its_role_credentials_and_sees_no_secret(
-        server_factory: Any, tmp_path: Path, s3: Any) -> None:
+        server_factory: Any, tmp_path: Path, s3: Any, bucket: str) -> None:
     srv = server_factory({"allowed_local_roots": [str(tmp_path)], "roles": {ROLE: {
         "aws_access_key_id": "ROLEKEY", "aws_secret_access_key": "role-secret"}}})
-    s3.create_bucket(Bucket="tf-creds")
-    s3.put_object(Bucket="tf-creds", Key="hello.txt", Body=b"hi")
+    s3.put_object(Bucket=bucket, Key="hello.txt", Body=b"hi")
     (tmp_path / "probe.py").write_text(PROBE)
     name = unique_name("creds")
     sm = srv.client()
-    req = shell_job(name, f"python3 {tmp_path}/probe.py", tmp_path / "out", RoleArn=ROLE)
+    req = shell_job(name, f"python3 {tmp_path}/probe.py {bucket}", tmp_path / "out", RoleArn=ROLE)
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name, timeout=60)
+    desc = wait_for_job(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     probe = json.loads(read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["probe.json"])
     assert probe["keys"] == ["hello.txt"]
@@ -137,7 +136,7 @@ def test_a_server_with_a_credentials_file_lends_its_own_keys_to_no_job(server_fa
     status, creds = fetch_credentials(srv.endpoint, token)
     assert (status, creds.get("AccessKeyId"), creds.get("SecretAccessKey")) == (200, "ROLEKEY", "role-secret")
     gate.write_text("go")
-    assert wait_finished(a, name)["TrainingJobStatus"] == "Completed"
+    assert wait_for_job(a, name)["TrainingJobStatus"] == "Completed"
 
 
 def test_credentials_only_for_a_role_the_configuration_still_allows(server_factory: Any, tmp_path: Path) -> None:
@@ -187,4 +186,4 @@ def test_an_earlier_attempts_token_gets_no_credentials(server_factory: Any, tmp_
     assert fetch_credentials(srv.endpoint, second)[0] == 200
     assert fetch_credentials(srv.endpoint, first)[0] == 403
     gate.write_text("go")
-    assert wait_finished(sm, name)["TrainingJobStatus"] == "Completed"
+    assert wait_for_job(sm, name)["TrainingJobStatus"] == "Completed"

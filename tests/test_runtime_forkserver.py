@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from conftest import instance_records, unique_name, wait_until
-from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
+from conftest import alive, instance_records, read_model, unique_name, wait_for_job, wait_until
+from test_runtime_jobs import log_messages, shell_job
 from test_runtime_recovery import assert_both_models_uploaded, kill_the_leader_after_its_training
 
 
@@ -20,11 +20,6 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return data.rsplit(b")", 1)[1].decode().split()  # state, ppid, pgrp, session, ...
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
 
 
 def fork_servers(parent: int | None = None) -> list[int]:
@@ -68,16 +63,16 @@ def test_agent_is_forked_detached_and_survives_its_fork_server(server_factory: A
     assert int(ppid) == forkserver  # its parent reaps it
     assert int(pgrp) == agent and int(session) == agent  # its own session, as a Popen'd agent had
     os.kill(forkserver, signal.SIGKILL)
-    wait_until(lambda: not _alive(forkserver), timeout=10, message="the fork server to die")
-    assert _alive(agent)
+    wait_until(lambda: not alive(forkserver), timeout=10, message="the fork server to die")
+    assert alive(agent)
     gate.write_text("go")
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {"m": b"m\n"}
     # the next job gets a new fork server
     second = unique_name("forked")
     sm.create_training_job(**shell_job(second, "echo second", tmp_path / "out"))
-    desc = wait_finished(sm, second)
+    desc = wait_for_job(sm, second)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert "second" in log_messages(srv, second)
     assert [p for p in fork_servers(srv.proc.pid) if p != forkserver]
@@ -95,13 +90,13 @@ def test_fork_server_outlives_a_killed_server_only_while_its_agents_run(server_f
     forkserver = int((_stat(agent) or ["", "0"])[1])
     assert forkserver in fork_servers(srv.proc.pid)
     srv.kill()
-    assert _alive(agent) and _alive(forkserver)  # it still reaps the agent
+    assert alive(agent) and alive(forkserver)  # it still reaps the agent
     srv.start()
     gate.write_text("go")
-    desc = wait_finished(srv.client(), name)
+    desc = wait_for_job(srv.client(), name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    wait_until(lambda: not _alive(agent), timeout=30, message="the agent to exit")
-    wait_until(lambda: not _alive(forkserver), timeout=30, message="the old fork server to exit")
+    wait_until(lambda: not alive(agent), timeout=30, message="the agent to exit")
+    wait_until(lambda: not alive(forkserver), timeout=30, message="the old fork server to exit")
 
 
 def test_agents_start_the_same_with_and_without_the_fork_server(server_factory: Any, tmp_path: Path) -> None:
@@ -119,7 +114,7 @@ def test_agents_start_the_same_with_and_without_the_fork_server(server_factory: 
         sm = srv.client()
         sm.create_training_job(**shell_job(name, f"cat /proc/self/status > {out}; echo m > /opt/ml/model/m",
                                            tmp_path / "out"))
-        desc = wait_finished(sm, name)
+        desc = wait_for_job(sm, name)
         assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
         seen[forkserver] = signal_lines(out)
         assert bool(fork_servers(pid)) == (forkserver == "1")
@@ -136,7 +131,10 @@ def test_finishing_agent_is_forked_too(server_factory: Any, tmp_path: Path) -> N
     sm, name, leader, first, gate = kill_the_leader_after_its_training(srv, tmp_path, "finishfork")
     second = wait_until(lambda: (pid := json.loads((leader / "instance.json").read_text())["agent_pid"]) != first
                         and pid, timeout=30, message="the finishing agent")
+    # It waits for algo-2, which trains until the gate opens: it runs now, a child of the fork server.
     fields = _stat(int(second))
-    assert fields is None or int(fields[1]) in fork_servers(srv.proc.pid)  # it may have ended already
+    assert fields is not None and fields[0] != "Z", f"the finishing agent {second} ended before the gate"
+    assert int(fields[1]) in fork_servers(srv.proc.pid)
+    assert int(fields[2]) == int(fields[3]) == int(second)  # its own session, as the first agent had
     gate.write_text("go")
-    assert_both_models_uploaded(wait_finished(sm, name))
+    assert_both_models_uploaded(wait_for_job(sm, name))

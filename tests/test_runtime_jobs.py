@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import textwrap
@@ -10,15 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_until
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 
-FINISHED = ("Completed", "Failed", "Stopped")
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.3.0-cpu-py311"
-
-
-def wait_finished(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
-    return wait_until(lambda: (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"]
-                      in FINISHED and d, timeout=timeout, interval=0.1, message=f"{name} to finish")
 
 
 def log_messages(srv: Any, name: str) -> list[str]:
@@ -27,12 +20,6 @@ def log_messages(srv: Any, name: str) -> list[str]:
                                         logStreamNamePrefix=f"{name}/")["logStreams"]
     return [e["message"] for s in streams for e in logs.get_log_events(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)["events"]]
-
-
-def read_model(uri: str) -> dict[str, bytes]:
-    assert uri.startswith("file://"), uri
-    with tarfile.open(uri[len("file://"):]) as tar:
-        return {m.name.lstrip("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
 def shell_job(name: str, script: str, out: Path, **overrides: Any) -> dict[str, Any]:
@@ -47,7 +34,8 @@ def runner(server_factory: Any, tmp_path: Path) -> Any:
     return server_factory({"allowed_local_roots": [str(tmp_path)]})
 
 
-def test_script_mode_job_completes_with_contract_metrics_and_logs(runner: Any, tmp_path: Path, s3: Any) -> None:
+def test_script_mode_job_completes_with_contract_metrics_and_logs(runner: Any, tmp_path: Path, s3: Any,
+                                                                  bucket: str) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "train.py").write_text(textwrap.dedent("""
@@ -70,9 +58,8 @@ def test_script_mode_job_completes_with_contract_metrics_and_logs(runner: Any, t
     tar_path = tmp_path / "sourcedir.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:
         tar.add(src / "train.py", arcname="train.py")
-    s3.create_bucket(Bucket="tf-runtime")
     for i in range(3):
-        s3.put_object(Bucket="tf-runtime", Key=f"data/train/part-{i}.csv", Body=b"x" * (10 + i))
+        s3.put_object(Bucket=bucket, Key=f"data/train/part-{i}.csv", Body=b"x" * (10 + i))
     name = unique_name("script")
     sm = runner.client()
     sm.create_training_job(
@@ -82,13 +69,13 @@ def test_script_mode_job_completes_with_contract_metrics_and_logs(runner: Any, t
         HyperParameters={"epochs": "3", "lr": "0.1", "sagemaker_program": '"train.py"',
                          "sagemaker_submit_directory": json.dumps(f"file://{tar_path}")},
         InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": "s3://tf-runtime/data/train/",
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/",
             "S3DataDistributionType": "FullyReplicated"}}}],
-        OutputDataConfig={"S3OutputPath": "s3://tf-runtime/out"},
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
         StoppingCondition={"MaxRuntimeInSeconds": 600},
     )
-    desc = wait_finished(sm, name, timeout=120)
+    desc = wait_for_job(sm, name, timeout=120)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     statuses = [t["Status"] for t in desc["SecondaryStatusTransitions"]]
     assert statuses == ["Starting", "Downloading", "Training", "Uploading", "Completed"], statuses
@@ -96,10 +83,8 @@ def test_script_mode_job_completes_with_contract_metrics_and_logs(runner: Any, t
     assert desc["TrainingStartTime"] <= desc["TrainingEndTime"]
     assert desc["BillableTimeInSeconds"] >= 1
     uri = desc["ModelArtifacts"]["S3ModelArtifacts"]
-    assert uri == f"s3://tf-runtime/out/{name}/output/model.tar.gz"
-    body = s3.get_object(Bucket="tf-runtime", Key=f"out/{name}/output/model.tar.gz")["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        model = json.loads(tar.extractfile("model.json").read())
+    assert uri == f"s3://{bucket}/out/{name}/output/model.tar.gz"
+    model = json.loads(read_model(uri)["model.json"])
     assert model["argv"] == ["--epochs", "3", "--lr", "0.1"]
     assert model["files"] == ["part-0.csv", "part-1.csv", "part-2.csv"] and model["bytes"] == 33
     assert model["hps"]["epochs"] == 3 and model["host"] == "algo-1"
@@ -123,7 +108,7 @@ def test_namespaced_instance_sees_opt_ml_and_its_host_name(runner: Any, tmp_path
     name = unique_name("ns")
     sm = runner.client()
     sm.create_training_job(**shell_job(name, script, tmp_path / "out"))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])
     assert model["hostname"].decode().strip() == "algo-1"
@@ -139,13 +124,13 @@ def test_network_isolation_leaves_no_route_to_the_host(runner: Any, tmp_path: Pa
     name = unique_name("netiso")
     sm = runner.client()
     sm.create_training_job(**shell_job(name, script, tmp_path / "out", EnableNetworkIsolation=True))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert int(read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["connect"]) != 0
     # The same probe without isolation reaches the server: the check above can fail.
     name2 = unique_name("netopen")
     sm.create_training_job(**shell_job(name2, script, tmp_path / "out"))
-    desc2 = wait_finished(sm, name2)
+    desc2 = wait_for_job(sm, name2)
     assert int(read_model(desc2["ModelArtifacts"]["S3ModelArtifacts"])["connect"]) == 0
 
 
@@ -154,7 +139,7 @@ def test_failure_file_becomes_failure_reason(runner: Any, tmp_path: Path) -> Non
     sm = runner.client()
     sm.create_training_job(**shell_job(name, "printf 'bad data in row 7' > /opt/ml/output/failure; exit 3",
                                        tmp_path / "out"))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Failed" and desc["SecondaryStatus"] == "Failed"
     assert desc["FailureReason"] == "AlgorithmError: bad data in row 7"
 
@@ -163,7 +148,7 @@ def test_exit_code_and_stderr_tail_without_failure_file(runner: Any, tmp_path: P
     name = unique_name("exit")
     sm = runner.client()
     sm.create_training_job(**shell_job(name, "echo 'something broke' >&2; exit 7", tmp_path / "out"))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "7" in desc["FailureReason"] and "something broke" in desc["FailureReason"]
     assert len(desc["FailureReason"]) <= 1024
@@ -178,7 +163,7 @@ def test_stop_during_training_uploads_the_model_saved_on_sigterm(runner: Any, tm
     # "ready" is printed once the TERM handler is installed
     wait_until(lambda: "ready" in log_messages(runner, name), timeout=30, message="the script's handler")
     sm.stop_training_job(TrainingJobName=name)
-    desc = wait_finished(sm, name, timeout=30)
+    desc = wait_for_job(sm, name, timeout=30)
     assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "Stopped")
     statuses = [t["Status"] for t in desc["SecondaryStatusTransitions"]]
     assert "Stopping" in statuses and statuses[-1] == "Stopped"
@@ -192,7 +177,7 @@ def test_max_runtime_exceeded(runner: Any, tmp_path: Path) -> None:
     sm = runner.client()
     sm.create_training_job(**shell_job(name, "sleep 60", tmp_path / "out",
                                        StoppingCondition={"MaxRuntimeInSeconds": 2}))
-    desc = wait_finished(sm, name, timeout=40)
+    desc = wait_for_job(sm, name, timeout=40)
     assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
 
 
@@ -201,13 +186,13 @@ def test_spot_job_ends_at_max_wait_time(runner: Any, tmp_path: Path) -> None:
     sm = runner.client()
     sm.create_training_job(**shell_job(name, "sleep 60", tmp_path / "out", EnableManagedSpotTraining=True,
                                        StoppingCondition={"MaxRuntimeInSeconds": 2, "MaxWaitTimeInSeconds": 3}))
-    desc = wait_finished(sm, name, timeout=40)
+    desc = wait_for_job(sm, name, timeout=40)
     assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
     # MaxWaitTimeInSeconds counts from creation, so with equal limits it is the one that ends the job.
     name2 = unique_name("spotwait")
     sm.create_training_job(**shell_job(name2, "sleep 60", tmp_path / "out", EnableManagedSpotTraining=True,
                                        StoppingCondition={"MaxRuntimeInSeconds": 3, "MaxWaitTimeInSeconds": 3}))
-    desc2 = wait_finished(sm, name2, timeout=40)
+    desc2 = wait_for_job(sm, name2, timeout=40)
     assert (desc2["TrainingJobStatus"], desc2["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")
 
 
@@ -218,7 +203,7 @@ def test_without_namespaces_paths_point_into_the_instance_directory(server_facto
     sm = srv.client()
     name = unique_name("plain")
     sm.create_training_job(**shell_job(name, 'echo "$SAGEMAKER_BASE_DIR" > "$SM_MODEL_DIR/base"', tmp_path / "out"))
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     base = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])["base"].decode().strip()
     assert base.startswith(str(srv.data_dir)) and base.endswith("/algo-1/opt/ml")
@@ -238,7 +223,7 @@ def test_several_instances_each_with_its_own_host_and_one_failing_stops_the_othe
     req = shell_job(name, script, tmp_path / "out")
     req["ResourceConfig"]["InstanceCount"] = 3
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])  # every host's model dir, merged
     assert {k for k in model if k.startswith("algo-")} == {"algo-1", "algo-2", "algo-3"}
@@ -250,7 +235,7 @@ def test_several_instances_each_with_its_own_host_and_one_failing_stops_the_othe
                     tmp_path / "out")
     req["ResourceConfig"]["InstanceCount"] = 3
     sm.create_training_job(**req)
-    desc = wait_finished(sm, failing, timeout=40)  # well before the others' 120 s sleep ends
+    desc = wait_for_job(sm, failing, timeout=40)  # well before the others' 120 s sleep ends
     assert desc["TrainingJobStatus"] == "Failed"
     assert desc["FailureReason"].startswith("AlgorithmError") and "broken" in desc["FailureReason"]
 
@@ -262,7 +247,7 @@ def test_writing_past_the_volume_size_fails_the_job(runner: Any, tmp_path: Path)
     req = shell_job(name, script, tmp_path / "out")
     req["ResourceConfig"]["VolumeSizeInGB"] = 1
     sm.create_training_job(**req)
-    desc = wait_finished(sm, name, timeout=60)
+    desc = wait_for_job(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "VolumeSizeInGB = 1" in desc["FailureReason"]
 
@@ -274,6 +259,6 @@ def test_stop_right_after_create_is_a_stop(runner: Any, tmp_path: Path) -> None:
         sm.create_training_job(**shell_job(name, "sleep 60", tmp_path / "out"))
         sm.stop_training_job(TrainingJobName=name)
     for name in names:
-        desc = wait_finished(sm, name, timeout=40)
+        desc = wait_for_job(sm, name, timeout=40)
         assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "Stopped"), desc.get("FailureReason")
         assert desc["CreationTime"] <= desc["LastModifiedTime"]

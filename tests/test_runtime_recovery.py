@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import instance_records, minimal_request, unique_name, wait_until
-from test_runtime_jobs import log_messages, read_model, shell_job, wait_finished
+from conftest import instance_records, minimal_request, read_model, unique_name, wait_for_job, wait_until
+from test_runtime_jobs import log_messages, shell_job
 
 
 def agent_pids(data_dir: Path, name: str) -> list[int]:
@@ -25,13 +25,12 @@ def test_server_killed_during_training_then_restarted(server_factory: Any, tmp_p
     name = unique_name("crash")
     sm = srv.client()
     sm.create_training_job(**shell_job(name, script, tmp_path / "out"))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=30, message="Training")
+    wait_for_job(sm, name, "Training", secondary=True, timeout=30)
     srv.kill()
     gate.write_text("go")  # training finishes while the control plane is down
     srv.start()
     sm = srv.client()
-    desc = wait_finished(sm, name, timeout=60)
+    desc = wait_for_job(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     logs = srv.client("logs")
     stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
@@ -46,11 +45,10 @@ def test_agent_killed_fails_the_job_with_a_reason(server_factory: Any, tmp_path:
     name = unique_name("agentkill")
     sm = srv.client()
     sm.create_training_job(**shell_job(name, "sleep 120", tmp_path / "out"))
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=30, message="Training")
+    wait_for_job(sm, name, "Training", secondary=True, timeout=30)
     pids = wait_until(lambda: agent_pids(srv.data_dir, name), message="agent process")
     os.kill(pids[0], signal.SIGKILL)
-    desc = wait_finished(sm, name, timeout=30)
+    desc = wait_for_job(sm, name, timeout=30)
     assert desc["TrainingJobStatus"] == "Failed"
     assert "agent" in desc["FailureReason"] and not desc["FailureReason"].startswith("AlgorithmError")
     # no process of the instance survives its agent
@@ -93,7 +91,7 @@ def test_agent_killed_after_training_is_finished_by_a_new_agent(
     if restart_server:
         srv.start()
         sm = srv.client()
-    assert_both_models_uploaded(wait_finished(sm, name, timeout=60))
+    assert_both_models_uploaded(wait_for_job(sm, name, timeout=60))
     assert json.loads((leader / "instance.json").read_text())["agent_pid"] != first_agent
     assert any("a new agent uploads and reports" in m for m in log_messages(srv, name))
     wait_until(lambda: not agent_pids(srv.data_dir, name), timeout=10, message="no agent left")
@@ -109,7 +107,7 @@ def test_agent_killed_is_retried_under_retry_strategy(server_factory: Any, tmp_p
     wait_until(lambda: marker.exists(), timeout=30, message="first attempt running")
     pids = wait_until(lambda: agent_pids(srv.data_dir, name), message="agent process")
     os.kill(pids[0], signal.SIGKILL)
-    desc = wait_finished(sm, name, timeout=60)
+    desc = wait_for_job(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     statuses = [t["Status"] for t in desc["SecondaryStatusTransitions"]]
     assert "Restarting" in statuses
@@ -129,7 +127,7 @@ def test_fifty_jobs_on_four_instance_slots(server_factory: Any, tmp_path: Path) 
         sm.describe_training_job(TrainingJobName=n)["SecondaryStatus"] == "Pending" for n in names[-10:]),
         timeout=30, message="a Pending job")
     assert saw_pending
-    descs = [wait_finished(sm, n, timeout=240) for n in names]
+    descs = [wait_for_job(sm, n, timeout=240) for n in names]
     assert [d["TrainingJobStatus"] for d in descs] == ["Completed"] * 50
     intervals = [(float((trace / f"{n}.start").read_text()), float((trace / f"{n}.end").read_text()))
                  for n in names]
@@ -146,7 +144,14 @@ def test_fifty_jobs_on_four_instance_slots(server_factory: Any, tmp_path: Path) 
 
 
 def test_minimal_request_is_a_valid_job(server: Any) -> None:
+    """conftest's minimal request runs to the end: the server completes it and stores its (empty) model."""
     name = unique_name("min")
     sm = server.client()
-    sm.create_training_job(**minimal_request(name))
-    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobName"] == name
+    out = f"file://{server.data_dir}/outputs"  # an allowed local root of the server
+    sm.create_training_job(**minimal_request(name, OutputDataConfig={"S3OutputPath": out}))
+    desc = wait_for_job(sm, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert [t["Status"] for t in desc["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert desc["ModelArtifacts"]["S3ModelArtifacts"] == f"{out}/{name}/output/model.tar.gz"
+    assert read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]) == {}

@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import unique_name, wait_until
+from conftest import unique_name, wait_for_job, wait_until
 from test_runtime_credentials import spec_token
-from test_runtime_jobs import log_messages, shell_job, wait_finished
+from test_runtime_jobs import log_messages, shell_job
 
 from trainforge.api.agent_api import REPORT_PATH
 
@@ -54,7 +54,7 @@ def test_a_report_after_the_end_is_refused(server_factory: Any, tmp_path: Path) 
     name = unique_name("late")
     sm.create_training_job(**shell_job(name, "echo done > /opt/ml/model/m", tmp_path / "out"))
     token = spec_token(srv.data_dir, name)
-    before = wait_finished(sm, name)
+    before = wait_for_job(sm, name)
     assert before["TrainingJobStatus"] == "Completed", before.get("FailureReason")
     for events in ([failed_exit()], [{"type": "status", "status": "Training", "message": "again"}],
                    [{"type": "log", "stream": "stdout", "message": "loss=1.5 after the end"}]):
@@ -79,8 +79,7 @@ def test_a_token_reports_only_for_its_own_job_and_never_chooses_the_model_uri(
                                            tmp_path / "out"))
     token_a = spec_token(srv.data_dir, a)
     for name in (a, b):
-        wait_until(lambda n=name: sm.describe_training_job(TrainingJobName=n)["SecondaryStatus"] == "Training",
-                   timeout=30, message=f"{name} training")
+        wait_for_job(sm, name, "Training", secondary=True)
     arn_b = sm.describe_training_job(TrainingJobName=b)["TrainingJobArn"]
     # A's token, a report naming job B: refused; neither job changes.
     status, _ = post_report(srv.endpoint, token_a, [failed_exit()], job=arn_b)
@@ -91,11 +90,11 @@ def test_a_token_reports_only_for_its_own_job_and_never_chooses_the_model_uri(
     # ModelArtifacts is the job's own output location all the same.
     ok = {**failed_exit("file:///elsewhere/model.tar.gz"), "outcome": "ok", "exit_code": 0, "failure_reason": None}
     assert post_report(srv.endpoint, token_a, [ok])[0] == 200
-    desc_a = wait_finished(sm, a)
+    desc_a = wait_for_job(sm, a)
     assert desc_a["ModelArtifacts"]["S3ModelArtifacts"] == f"file://{tmp_path / 'out'}/{a}/output/model.tar.gz"
     assert unchanged(sm.describe_training_job(TrainingJobName=b))
     gate.write_text("go")
-    desc_b = wait_finished(sm, b)
+    desc_b = wait_for_job(sm, b)
     assert desc_b["TrainingJobStatus"] == "Completed", desc_b.get("FailureReason")
     assert desc_b["ModelArtifacts"]["S3ModelArtifacts"] == f"file://{tmp_path / 'out'}/{b}/output/model.tar.gz"
 
@@ -121,8 +120,7 @@ def test_only_the_instance_and_attempt_a_token_was_given_to_may_report(
     os.kill(agent, signal.SIGKILL)  # a failure of ours: the job is tried again
     second = spec_token(srv.data_dir, name, attempt=2)
     wait_until(lambda: len(marker.read_text().split()) == 2, timeout=60, message="the second attempt running")
-    wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Training",
-               timeout=30, message="Training")
+    wait_for_job(sm, name, "Training", secondary=True)
     before = sm.describe_training_job(TrainingJobName=name)
     for token, host, attempt in ((first, "algo-1", 1), (first, "algo-1", 2),  # an earlier attempt's token
                                  (second, "algo-2", 2),  # another host's
@@ -135,7 +133,7 @@ def test_only_the_instance_and_attempt_a_token_was_given_to_may_report(
     log = srv.log_path.read_text()
     assert f"refused a report for {name} from algo-2 (attempt 2)" in log
     gate.write_text("go")
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
 
 
@@ -162,8 +160,8 @@ def test_a_catastrophic_metric_regex_is_disabled_and_stalls_no_one(server_factor
     wait_until(lambda: any("'alternation'" in m and "disabled" in m for m in log_messages(srv, name)),
                timeout=30, message="the line saying the definition is disabled")
     gate.write_text("go")
-    desc = wait_finished(sm, name)
+    desc = wait_for_job(sm, name)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]} == {"loss": 0.25}
     for other in others:
-        assert wait_finished(sm, other)["TrainingJobStatus"] == "Completed"
+        assert wait_for_job(sm, other)["TrainingJobStatus"] == "Completed"

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_until
-from test_runtime_jobs import read_model, wait_finished
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 
 GRACE = 120.0
 BOUND = 30.0  # every stopped job must have ended within this, far below the grace
@@ -87,7 +86,7 @@ def check_stopped(srv: Any, stopped: dict[str, Any]) -> None:
     for name, delay in stopped.items():
         # One bound for all of them: a stop that waits out the grace fails here, it does not hang.
         left = max(1.0, BOUND - (time.monotonic() - started))
-        desc = wait_finished(sm, name, timeout=left)
+        desc = wait_for_job(sm, name, timeout=left)
         assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopped", "Stopped"), (delay, desc)
         code = exited_code(srv, name)
         assert code not in (137, -9), f"stopped at {delay}: SIGKILLed (exit {code})"

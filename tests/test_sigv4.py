@@ -246,8 +246,8 @@ def test_twenty_minute_old_date_is_rejected_with_aws_message() -> None:
 
 def test_date_within_five_minutes_is_accepted_either_side() -> None:
     request = sign()
-    verifier(now=WHEN_EPOCH + 299).authenticate(*request.args())
-    verifier(now=WHEN_EPOCH - 299).authenticate(*request.args())
+    assert verifier(now=WHEN_EPOCH + 299).authenticate(*request.args()) == (ACCOUNT, "us-west-2")
+    assert verifier(now=WHEN_EPOCH - 299).authenticate(*request.args()) == (ACCOUNT, "us-west-2")
 
 
 def test_date_in_the_future_is_rejected_with_aws_message() -> None:

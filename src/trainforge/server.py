@@ -113,7 +113,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
 
 
 def run(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM. Prints the address it listens on."""
+    """Serve until SIGINT/SIGTERM. Prints the address it listens on (``port`` 0: a free port the
+    kernel chooses, named in that line)."""
     import uvicorn
 
     # Everything the server, its fork server and its agents create (database, job directories, specs,
@@ -125,16 +126,20 @@ def run(config: Config) -> None:
     uv_config = uvicorn.Config(server.app, host=config.host, port=config.port, log_level="warning",
                                access_log=False, lifespan="on", loop="auto", http="auto")
     uv_server = uvicorn.Server(uv_config)
+    # Bound here, not by uvicorn, so that port 0 (any free port) works: the banner and the agents'
+    # control URL (config.endpoint_url) name the port the kernel chose.
+    sock = uv_config.bind_socket()
+    config.port = sock.getsockname()[1]
     print(f"trainforge listening on http://{config.host}:{config.port} (data: {config.data_path}, "
           f"isolation: {server.scheduler.isolation})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: setattr(uv_server, "should_exit", True))
-    uv_server.run()
+    uv_server.run(sockets=[sock])
 
 
 def add_server_arguments(parser: Any) -> None:
     """The options of ``trainforge server`` (shared by the CLI and ``python -m trainforge.server``)."""
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080; 0: any free port, printed)")
     parser.add_argument("--data-dir", default=None, help="state and job files (default $TRAINFORGE_HOME or ~/.trainforge)")
     parser.add_argument("--database-url", default=None, help="sqlite:///path or postgresql://... (default SQLite in the data dir)")
     parser.add_argument("--config", default=None, help="YAML or JSON config file")

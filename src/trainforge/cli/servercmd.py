@@ -26,7 +26,8 @@ usage: trainforge server [--host HOST] [--port PORT] [--data-dir DIR] [--databas
        trainforge server status
 
 Runs the trainforge server in the foreground (Ctrl-C stops it). Command-line flags override the
-config file; the port defaults to $TRAINFORGE_PORT, then the config file, then 8080.
+config file; the port defaults to $TRAINFORGE_PORT, then the config file, then 8080 (--port 0:
+any free port, printed in the "trainforge listening on" line).
 
   stop     end the background server that trainforge started on first use (pid file in
            $TRAINFORGE_HOME, default ~/.trainforge)
