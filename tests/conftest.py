@@ -207,12 +207,13 @@ class ServerProcess:
         self.proc.wait()
 
     def client(self, service: str = "sagemaker", *, validate: bool = True, region: str = "us-east-1",
-               access_key: str = "testing", secret_key: str = "testing", retries: int = 0) -> Any:
+               access_key: str = "testing", secret_key: str = "testing", retries: int = 0,
+               read_timeout: float = 30) -> Any:
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name=region, aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
             config=BotoConfig(parameter_validation=validate, retries={"max_attempts": retries, "mode": "standard"},
-                              read_timeout=30),
+                              read_timeout=read_timeout),
         )
 
     def raw(self, operation: str, body: Any, prefix: str = "SageMaker.") -> tuple[int, Any]:

@@ -58,9 +58,11 @@ def test_stop_answer_is_handed_over(control: ControlPlane) -> None:
     r.close(time.time() + 5)
 
 
-def test_gone_answer(control: ControlPlane) -> None:
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_gone_answer(control: ControlPlane, status: int) -> None:
+    """The job is gone (401, 404), or the control plane refuses this agent's reports (403): it stops."""
     gone = threading.Event()
-    control.answer_status = 404
+    control.answer_status = status
     r = Reporter(spec_for(control.url), None, on_gone=gone.set)
     r.log("x")
     r.start()

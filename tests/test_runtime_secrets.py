@@ -111,7 +111,8 @@ def test_data_dir_is_private_and_the_store_keeps_only_token_digests(server_facto
     # The store has the token's digest, never the token; the digest alone fetches nothing.
     with sqlite3.connect(f"file:{data_dir / 'trainforge.db'}?mode=ro", uri=True) as db:
         dump = "\n".join(db.iterdump())
-        stored = db.execute("SELECT token FROM jobs WHERE name = ?", (name,)).fetchone()[0]
+        stored = db.execute("SELECT instances.token FROM instances JOIN jobs ON jobs.id = instances.job_id "
+                            "WHERE name = ?", (name,)).fetchone()[0]
     assert token not in dump
     assert stored == hashlib.sha256(token.encode()).hexdigest()
     assert credentials_status(srv.endpoint, token) == 200  # the running job's agents get credentials
@@ -139,7 +140,8 @@ def test_data_dir_is_private_and_the_store_keeps_only_token_digests(server_facto
 def test_an_agent_running_across_the_upgrade_to_token_digests_keeps_reporting(
         server_factory: Any, tmp_path: Path) -> None:
     """A database of revision 0004 held the token itself; revision 0005 replaces it by its digest, and
-    the agent that was running with the token finishes its job through the upgraded server."""
+    0006 gives the digest to the job's instances: the agent that was running with the token finishes
+    its job through the upgraded server."""
     srv = server_factory({"allowed_local_roots": [str(tmp_path)]})
     sm = srv.client()
     gate = tmp_path / "gate"
@@ -153,11 +155,15 @@ def test_an_agent_running_across_the_upgrade_to_token_digests_keeps_reporting(
     srv.kill()
     with sqlite3.connect(srv.data_dir / "trainforge.db") as db:  # as revision 0004 stored it
         db.execute("UPDATE jobs SET token = ? WHERE name = ?", (token, name))
+        db.execute("DROP INDEX ix_instances_token")  # per-instance tokens came with revision 0006
+        db.execute("ALTER TABLE instances DROP COLUMN token")
         db.execute("UPDATE alembic_version SET version_num = '0004'")
     srv.start()
     with sqlite3.connect(f"file:{srv.data_dir / 'trainforge.db'}?mode=ro", uri=True) as db:
         stored = db.execute("SELECT token FROM jobs WHERE name = ?", (name,)).fetchone()[0]
-    assert stored == hashlib.sha256(token.encode()).hexdigest()
+        shared = db.execute("SELECT instances.token FROM instances JOIN jobs ON jobs.id = instances.job_id "
+                            "WHERE name = ?", (name,)).fetchone()[0]
+    assert stored == shared == hashlib.sha256(token.encode()).hexdigest()
     gate.write_text("go")
     desc = wait_for_job(srv.client(), name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")

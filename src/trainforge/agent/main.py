@@ -34,6 +34,7 @@ from trainforge.agent.inputs import (
     start_sync,
     use_job_credentials,
 )
+from trainforge.agent.metrics import metric_reader
 from trainforge.agent.outcome import Outcome, algorithm_failure, error_reason
 from trainforge.agent.reporter import Reporter
 from trainforge.agent.runner import Stopper
@@ -297,7 +298,8 @@ class Agent:
                         direct: Direct | None) -> tuple[runner.RunResult, BaseException | None]:
         """Stream the training process to its end, then mark the instance exited and stop the
         data workers; returns how it ran and whether the final checkpoint upload failed."""
-        result = runner.run(instance, self.reporter, self.stopper, self.deadline, self.grace)
+        metrics = metric_reader(self.spec, self._stderr_line)  # while the process starts
+        result = runner.run(instance, self.reporter, self.stopper, self.deadline, self.grace, metrics)
         self._advance(Phase.ENDED)
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at

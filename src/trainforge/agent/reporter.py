@@ -48,6 +48,7 @@ class Reporter:
         self._path = urlsplit(self._url).path.rstrip("/") + REPORT_PATH
         self._token = spec["token"]
         self._host, self._attempt = spec["host"], spec.get("attempt", 1)
+        self._job = spec.get("job_arn")  # the job the reports name (the token must be of it)
         self._outbox_path = outbox_path
         self._on_stop, self._on_gone = on_stop, on_gone
         self._cond = threading.Condition()
@@ -87,8 +88,13 @@ class Reporter:
             self._cond.notify_all()
         return seq
 
-    def log(self, message: str, stream: str = "stdout", when: float | None = None) -> int:
-        return self.emit({"type": "log", "time": when or time.time(), "stream": stream, "message": message})
+    def log(self, message: str, stream: str = "stdout", when: float | None = None,
+            metrics: list[list[Any]] | None = None) -> int:
+        """A log line, with the metric samples read from it (``[[name, value], ...]``, agent/metrics.py)."""
+        event: dict[str, Any] = {"type": "log", "time": when or time.time(), "stream": stream, "message": message}
+        if metrics:
+            event["metrics"] = metrics
+        return self.emit(event)
 
     def status(self, status: str, message: str) -> int:
         return self.emit({"type": "status", "status": status, "message": message, "time": time.time()})
@@ -202,13 +208,14 @@ class Reporter:
     def _post(self, seq: int, events: list[dict[str, Any]]) -> dict[str, Any]:
         from trainforge.agent.transport import Connection  # in the sender thread: socket only
 
-        body = json.dumps({"host": self._host, "attempt": self._attempt, "seq": seq, "events": events},
+        claims = {"job": self._job} if self._job else {}
+        body = json.dumps({**claims, "host": self._host, "attempt": self._attempt, "seq": seq, "events": events},
                           separators=(",", ":")).encode()
         if self._conn is None:
             self._conn = Connection(self._url, REQUEST_TIMEOUT)
         status, data = self._conn.post(self._path, body, {
             "Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
-        if status in (401, 404):
+        if status in (401, 403, 404):
             raise _Gone()
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
@@ -267,4 +274,5 @@ class Reporter:
 
 
 class _Gone(Exception):
-    """401/404: the job is gone."""
+    """401/404: the job is gone; 403: the control plane refuses this agent's reports (its job or
+    its instance has ended, or it was launched again)."""

@@ -18,6 +18,7 @@ import time
 from typing import IO
 
 from trainforge.agent.isolation import SETUP_FAILED, Instance
+from trainforge.agent.metrics import MetricReader
 from trainforge.agent.reporter import Reporter
 
 MAX_LINE_BYTES = 256 * 1024  # a longer line is sent in pieces (CloudWatch's event limit)
@@ -58,7 +59,8 @@ class RunResult:
 
 
 class _Pumps:
-    def __init__(self, instance: Instance, reporter: Reporter):
+    def __init__(self, instance: Instance, reporter: Reporter, metrics: MetricReader | None):
+        self.metrics = metrics
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.first_line_at: float | None = None
         self.threads = [
@@ -84,7 +86,7 @@ class _Pumps:
             if line.endswith("\n"):
                 line = line[:-1]
                 line = line.removesuffix("\r")
-            reporter.log(line, stream, now)
+            reporter.log(line, stream, now, self.metrics.samples(line) if self.metrics else None)
             if stream == "stderr":
                 self.tail.append(line)
 
@@ -95,8 +97,8 @@ class _Pumps:
 
 
 def run(instance: Instance, reporter: Reporter, stopper: Stopper, deadline: float | None,
-        grace: float) -> RunResult:
-    pumps = _Pumps(instance, reporter)
+        grace: float, metrics: MetricReader | None = None) -> RunResult:
+    pumps = _Pumps(instance, reporter, metrics)
     exited = threading.Event()
 
     def watch() -> None:

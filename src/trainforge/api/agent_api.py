@@ -2,7 +2,9 @@
 
 The credentials endpoint speaks the protocol of boto3's container credential provider
 (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` + ``AWS_CONTAINER_AUTHORIZATION_TOKEN``): the token
-arrives raw in ``Authorization``. Credentials are served only while the job runs.
+arrives raw in ``Authorization``. Credentials are served only to a living instance of the job
+(an agent's own token, of the current attempt, whose instance has not reported its exit) while
+the job runs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ def role_credentials(config: Config, job: JobRow) -> dict[str, str]:
     return {"AccessKeyId": frozen.access_key, "SecretAccessKey": frozen.secret_key, "Token": frozen.token or ""}
 
 
+def living_job(store: JobStore, token: str) -> JobRow | None:
+    """The running job of whose current attempt ``token`` is a living instance's; None otherwise."""
+    living = [i for i in store.instances_by_token(token) if i["state"] == "running"] if token else []
+    job = store.get_by_id(living[0]["job_id"]) if living else None
+    if job is None or job.phase != "running" or living[0]["attempt"] != job.attempt:
+        return None
+    return job
+
+
 def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Route]:
     async def report(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
@@ -69,9 +80,9 @@ def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Rout
 
     async def credentials(request: Request) -> Response:
         token = request.headers.get("authorization", "")
-        job = await run_in_threadpool(store.get_by_token, token) if token else None
-        if job is None or job.phase != "running":
-            return json_response({"__type": "AccessDenied", "message": "No running job has this token."}, 403)
+        job = await run_in_threadpool(living_job, store, token)
+        if job is None:
+            return json_response({"__type": "AccessDenied", "message": "No running instance has this token."}, 403)
         try:
             creds = await run_in_threadpool(role_credentials, config, job)
         except ServiceError as exc:

@@ -28,7 +28,7 @@ from trainforge.agent import instance_files
 from trainforge.scheduler import faults, handles
 from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.service import lifecycle
-from trainforge.store.jobs import JobRow, JobStore, new_token
+from trainforge.store.jobs import JobRow, JobStore, new_token, token_digest
 from trainforge.store.schema import jobs as jobs_table
 
 log = logging.getLogger("trainforge.scheduler")
@@ -42,7 +42,6 @@ class Prepared:
     now: float
     deadline: float
     deadline_reason: str
-    token: str  # the agents' token for this attempt; the store keeps only its digest
     agents: list[tuple[str, Path]] = field(default_factory=list)  # (host, spec path)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -121,13 +120,13 @@ class Launcher:
         if job_dir.exists():
             shutil.rmtree(job_dir, ignore_errors=True)
         deadline, reason = deadline_of(job, now)
-        prepared = Prepared(job, now, deadline, reason, new_token())
+        prepared = Prepared(job, now, deadline, reason)
         epoch = int(now)
         common = {
             "job_name": job.name, "job_arn": job.arn, "region": job.region, "account_id": job.account_id,
             "attempt": job.attempt, "hosts": [h for h, _, _ in hosts], "instance_groups": _groups(hosts),
             "job_dir": str(job_dir), "request": request, "runtime": runtime,
-            "control_url": self.config.endpoint_url, "token": prepared.token, "isolation": self.isolation,
+            "control_url": self.config.endpoint_url, "isolation": self.isolation,
             "stop_grace_seconds": self.config.stop_grace_seconds, "deadline": deadline,
             "s3_endpoint_url": _s3_endpoint(),
             "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
@@ -137,14 +136,18 @@ class Launcher:
             inst_dir = job_dir / host
             inst_dir.mkdir(parents=True, exist_ok=True)
             shape = self.capacity.shape(itype)
-            spec = {**common, "host": host, "instance_type": itype, "instance_group": group,
+            # Each agent's own token binds job, attempt and host; the store keeps only its digest.
+            token = new_token()
+            spec = {**common, "token": token, "host": host, "instance_type": itype, "instance_group": group,
                     "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": shape.gpus}
             spec_path = inst_dir / instance_files.SPEC
             instance_files.write_spec(inst_dir, spec)
             prepared.agents.append((host, spec_path))
-            prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt, "backend": self.backend.name,
-                                  "handle": handles.launching(inst_dir, now, self.config.agent_start_grace_seconds), "next_seq": 0, "state": "running",
-                                  "started_at": now, "log_stream": f"{job.name}/{host}-{epoch}"})
+            prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt,
+                                  "backend": self.backend.name, "next_seq": 0, "state": "running",
+                                  "handle": handles.launching(inst_dir, now, self.config.agent_start_grace_seconds),
+                                  "started_at": now, "log_stream": f"{job.name}/{host}-{epoch}",
+                                  "token": token_digest(token)})
         return prepared
 
     # -- the store ----------------------------------------------------------------------------------
@@ -160,9 +163,8 @@ class Launcher:
         locked.deadline, locked.deadline_reason = p.deadline, p.deadline_reason
         locked.phase = "running"
         lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=p.now)
-        self.store.replace_instances(conn, locked.id, p.rows)
+        self.store.replace_instances(conn, locked.id, p.rows)  # an earlier attempt's tokens go with its rows
         self.store.save(conn, locked)
-        self.store.set_token(conn, locked.id, p.token)  # an earlier attempt's agents lose theirs
         return True
 
     def start_agents(self, agents: list[tuple[JobRow, str, Path, bool]]) -> None:

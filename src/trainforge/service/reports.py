@@ -2,19 +2,31 @@
 
 Reports are idempotent: each event has a sequence number per (job, attempt, host) and only
 numbers not stored yet are applied, so an agent may retry a report as often as it needs to.
+
+A report must come from the instance and the attempt it names: its token is that agent's own
+(``instances.token``, a new one per launch), bound to one job, attempt and host. A report naming
+another job, host or attempt is refused (403) and logged. A job that has ended, and an instance
+that has reported its exit, accept no new event at all — log lines included: only an agent the
+control plane has given up on could still send any, and refusing tells it to stop; a retry of
+events already stored is acknowledged as before. Metric samples arrive with the log lines they
+were read from: the agent evaluates MetricDefinitions (``agent/metrics.py``), never the control
+plane, so no job's regex runs here, let alone under the store's lock.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import math
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from trainforge.api.errors import ServiceError
 from trainforge.service import lifecycle
+from trainforge.service.training_jobs import model_artifacts_uri
 from trainforge.store.jobs import JobRow, JobStore
+
+log = logging.getLogger("trainforge.reports")
 
 # Order of the running statuses: an instance never moves the job backwards.
 _RANK = {"Starting": 0, "Pending": 0, "Restarting": 0, "Downloading": 1, "Training": 2, "Uploading": 3}
@@ -25,25 +37,24 @@ class Unauthorized(ServiceError):
     status = 401
 
 
-@lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str] | None:
-    try:
-        return re.compile(pattern)
-    except re.error:
-        return None
+class Refused(ServiceError):
+    code = "AccessDeniedException"
+    status = 403
 
 
-def metric_samples(definitions: list[dict[str, str]], line: str) -> list[tuple[str, float]]:
-    """The (name, value) samples one log line yields: the first group of each matching regex."""
+def _refuse(job: JobRow, host: str, attempt: int, why: str) -> Refused:
+    log.warning("refused a report for %s from %s (attempt %d): %s", job.name, host, attempt, why)
+    return Refused(f"This report is refused: {why}.")
+
+
+def reported_metrics(event: dict[str, Any], names: set[str]) -> list[tuple[str, float]]:
+    """The samples an agent read from a log line: ``[[name, value], ...]`` of the job's own metrics."""
     out = []
-    for d in definitions:
-        rx = _compiled(d["Regex"])
-        m = rx.search(line) if rx else None
-        if m:
-            try:
-                out.append((d["Name"], float(m.group(1) if m.groups() else m.group(0))))
-            except (ValueError, TypeError):
-                continue
+    for name, value in event.get("metrics") or []:
+        if name not in names or isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise ValueError(f"not a sample of the job's MetricDefinitions: {[name, value]!r}")
+        out.append((str(name), float(value)))
     return out
 
 
@@ -53,21 +64,33 @@ class Reports:
         self.on_job_change = on_job_change
 
     def ingest(self, token: str, body: dict[str, Any]) -> dict[str, Any]:
-        job = self.store.get_by_token(token)
-        if job is None:
-            raise Unauthorized("Unknown job token.")
         host, attempt, seq = str(body["host"]), int(body["attempt"]), int(body["seq"])
         events: list[dict[str, Any]] = body.get("events") or []
+        owned = self.store.instances_by_token(token)
+        job = self.store.get_by_id(owned[0]["job_id"]) if owned else None
+        if job is None:
+            log.warning("refused a report from %s (attempt %d): unknown token", host, attempt)
+            raise Unauthorized("Unknown instance token.")
+        mine = next((i for i in owned if i["host"] == host), None)
+        if body.get("job", job.arn) != job.arn:
+            raise _refuse(job, host, attempt, f"it names another job ({str(body['job'])[:300]})")
+        if mine is None:
+            raise _refuse(job, host, attempt, "the token is another instance's")
+        if mine["attempt"] != attempt:
+            raise _refuse(job, host, attempt, f"the token is attempt {mine['attempt']}'s")
         ended = False
         with self.store.locked(job.id) as (conn, locked):
-            if locked is None:
-                raise Unauthorized("The job is gone.")
-            insts = {i["host"]: i for i in self.store.instances_of(conn, locked.id)}
+            insts = {i["host"]: i for i in self.store.instances_of(conn, job.id)} if locked else {}
             inst = insts.get(host)
-            if inst is None or inst["attempt"] != attempt or locked.attempt != attempt:
-                # A report of an earlier attempt: acknowledge it and tell the agent to stop.
-                return {"next_seq": seq + len(events), "stop": "Stopped"}
+            if locked is None or inst is None or inst["token"] != mine["token"]:
+                raise Unauthorized("The token is no longer valid: the job is gone or was launched again.")
+            if inst["attempt"] != locked.attempt:
+                raise _refuse(locked, host, attempt, f"the job is at attempt {locked.attempt} now")
             fresh = events[max(0, inst["next_seq"] - seq):]
+            if fresh and locked.status in lifecycle.FINISHED:
+                raise _refuse(locked, host, attempt, f"the job has ended ({locked.status})")
+            if fresh and inst["state"] == "exited":
+                raise _refuse(locked, host, attempt, "the instance has reported its exit")
             if fresh:
                 ended = self._apply(conn, locked, inst, insts, fresh)
                 self.store.update_instance(conn, locked.id, host, next_seq=seq + len(events),
@@ -83,6 +106,7 @@ class Reports:
     def _apply(self, conn: Any, job: JobRow, inst: dict[str, Any], insts: dict[str, dict[str, Any]],
                events: list[dict[str, Any]]) -> bool:
         definitions = (job.request.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
+        names = {str(d["Name"]) for d in definitions}
         logs: list[dict[str, Any]] = []
         metrics: list[dict[str, Any]] = []
         now_ms = int(time.time() * 1000)
@@ -94,7 +118,7 @@ class Reports:
                 msg = str(ev.get("message", ""))
                 logs.append({"job_id": job.id, "stream": inst["log_stream"], "timestamp": int(t * 1000),
                              "ingestion_time": now_ms, "message": msg})
-                for name, value in metric_samples(definitions, msg):
+                for name, value in reported_metrics(ev, names):
                     metrics.append({"job_id": job.id, "name": name, "timestamp": t, "value": value,
                                     "host": inst["host"]})
                     final[name] = {"MetricName": name, "Value": value, "Timestamp": t}
@@ -109,8 +133,8 @@ class Reports:
                 inst["outcome"] = ev.get("outcome") or "platform"
                 inst["failure_reason"] = ev.get("failure_reason")
                 inst["ended_at"] = t
-                if ev.get("model_artifacts"):
-                    job.state["ModelArtifacts"] = {"S3ModelArtifacts": ev["model_artifacts"]}
+                if ev.get("model_artifacts"):  # uploaded: always to the job's own output location
+                    job.state["ModelArtifacts"] = {"S3ModelArtifacts": model_artifacts_uri(job.request)}
                 if ev.get("stop_reason") == "MaxRuntimeExceeded" and job.stop_reason is None:
                     # the agent's deadline: MaxRuntimeInSeconds, or MaxWaitTimeInSeconds for spot jobs
                     job.stop_reason = job.deadline_stop_reason

@@ -138,7 +138,6 @@ class JobStore:
             jobs.c.account_id == bindparam("account_id"), jobs.c.region == bindparam("region"),
             jobs.c.name == bindparam("name")))
         self._by_id = db.prepare(select(jobs).where(jobs.c.id == bindparam("id")))
-        self._by_token = db.prepare(select(jobs).where(jobs.c.token == bindparam("token")))
         self.name_index = NameIndex(db)
 
     # --- settings ----------------------------------------------------------------------------
@@ -161,7 +160,7 @@ class JobStore:
         row = dict(values)
         row["request"] = dumps(values["request"])
         row["state"] = dumps(values["state"])
-        # A token nobody holds until the job is launched (set_token): the column is unique and required.
+        # A token nobody holds (the agents' tokens are per instance): the column is unique and required.
         row.setdefault("token", token_digest(new_token()))
         try:
             with self.db.write() as conn:
@@ -182,19 +181,6 @@ class JobStore:
     def get_by_id(self, job_id: int) -> JobRow | None:
         row = self._by_id.first(id=job_id)
         return JobRow.from_mapping(row) if row else None
-
-    def get_by_token(self, token: str) -> JobRow | None:
-        """The job whose current agent token is ``token`` (looked up by its digest)."""
-        digest = token_digest(token)
-        row = self._by_token.first(token=digest)
-        if not row or not hmac.compare_digest(str(row["token"]), digest):
-            return None
-        return JobRow.from_mapping(row)
-
-    @staticmethod
-    def set_token(conn: Connection, job_id: int, token: str) -> None:
-        """In the caller's transaction: ``token`` (its digest) becomes the job's only valid agent token."""
-        conn.execute(update(jobs).where(jobs.c.id == job_id).values(token=token_digest(token)))
 
     @contextmanager
     def locked(self, job_id: int) -> Iterator[tuple[Connection, JobRow | None]]:
@@ -347,6 +333,14 @@ class JobStore:
     def instances_of(conn: Connection, job_id: int) -> list[dict[str, Any]]:
         res = conn.execute(select(instances).where(instances.c.job_id == job_id).order_by(instances.c.host))
         return [dict(r._mapping) for r in res]
+
+    def instances_by_token(self, token: str) -> list[dict[str, Any]]:
+        """The instance whose agent token is ``token`` (looked up by its digest): one row, or every
+        host of a job launched before per-instance tokens (migration 0006), or none."""
+        digest = token_digest(token)
+        with self.db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(select(instances).where(instances.c.token == digest))]
+        return [r for r in rows if hmac.compare_digest(str(r["token"]), digest)]
 
     def read_instances(self, job_id: int) -> list[dict[str, Any]]:
         with self.db.read() as conn:

@@ -54,7 +54,8 @@ jobs = Table(
     # Hosts whose dead agent was replaced by one that finishes the instance (at most once per host):
     # a JSON array of host names, null = none.
     Column("finishing_hosts", Text),
-    # Secret the job's agents present to the control plane.
+    # The digest of a token nobody holds: the agents' tokens are per instance (instances.token) since
+    # migration 0006; this required, unique column is no longer read.
     Column("token", String(64), nullable=False),
     UniqueConstraint("account_id", "region", "name", name="uq_jobs_name"),
     UniqueConstraint("token", name="uq_jobs_token"),
@@ -95,7 +96,11 @@ instances = Table(
     Column("started_at", Float),
     Column("ended_at", Float),
     Column("log_stream", String(512)),
+    # SHA-256 digest of the token of this instance's agent, which binds job, attempt and host (a new
+    # one per launch). Rows of instances launched before migration 0006 share their job's digest.
+    Column("token", String(64)),
 )
+Index("ix_instances_token", instances.c.token)
 
 tags = Table(
     "tags",
