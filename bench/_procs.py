@@ -38,8 +38,12 @@ def _table() -> dict[int, tuple[int, str]]:
     return out
 
 
-def descendants(exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
-    """The living (not zombie) descendants of this process, less ``exclude`` (not their children)."""
+def descendants(exclude: set[int], *, reap: bool = False) -> list[int]:
+    """The living (not zombie) descendants of this process, less ``exclude`` (not their children).
+    With ``reap``, first collect the zombies among this process's children outside ``exclude`` (Popen
+    objects wait for those, e.g. a server's)."""
+    if reap:
+        _reap(exclude)
     table = _table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
@@ -53,8 +57,7 @@ def descendants(exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[a
     return sorted(found)
 
 
-def reap(keep: set[int]) -> None:
-    """Collect the zombies among this process's children, except ``keep`` (Popen objects wait for those)."""
+def _reap(keep: set[int]) -> None:
     me = os.getpid()
     for pid, (ppid, state) in _table().items():
         if ppid == me and state == "Z" and pid not in keep:

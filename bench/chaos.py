@@ -36,6 +36,7 @@ Columns, per fault (loss columns: target zero):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
@@ -198,8 +199,10 @@ def poll(probe: Callable[[], Any], timeout: float, interval: float = 0.002) -> A
     return None
 
 
-def job_script(rng: random.Random) -> str:
-    return f'sleep 0.{rng.randrange(1, 5)}; echo ok > "$SM_MODEL_DIR/x"'
+def job_script(rng: random.Random, longest: float) -> str:
+    """A short shell job: sleeps up to ``longest`` s, writes a model file. Jobs longer than a restart
+    (a few seconds) are still training when the restarted server reconciles."""
+    return f'sleep {rng.uniform(0.1, longest):.2f}; echo ok > "$SM_MODEL_DIR/x"'
 
 
 # --- the faults: each runs its workload and its kill; True when the server was killed -----------------
@@ -208,7 +211,7 @@ def fault_launch(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool
     os.mkfifo(gate)
     sm = t.bench.clients[0]
     t.create(sm, t.request("blocker", f"cat {gate} > /dev/null", itype="ml.m5.4xlarge"))
-    queued = [t.request(f"q{i}", job_script(rng)) for i in range(8)]
+    queued = [t.request(f"q{i}", job_script(rng, 6.0)) for i in range(8)]
     for req in queued:
         t.create(sm, req)
     # Release the blocker (its `cat` reads the FIFO to its end), then kill within the launch window.
@@ -236,11 +239,12 @@ def fault_burst(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool:
     kill_after = rng.randrange(threads * each)
     reached = threading.Event()
     start = threading.Barrier(threads + 1)
+    reqs = [[t.request(f"b{n}-{k}", job_script(rng, 3.0)) for k in range(each)] for n in range(threads)]
 
     def creator(n: int) -> None:
         start.wait()
-        for k in range(each):
-            if not t.create(t.bench.clients[n], t.request(f"b{n}-{k}", job_script(rng))):
+        for req in reqs[n]:
+            if not t.create(t.bench.clients[n], req):
                 return  # the server is gone: this thread stops
             if len(t.acked) >= kill_after:
                 reached.set()
@@ -271,7 +275,7 @@ def fault_upload(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool
 
 def fault_agent(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool:
     for i in range(6):
-        t.create(t.bench.clients[0], t.request(f"a{i}", f'sleep 0.{rng.randrange(2, 9)}; echo ok > "$SM_MODEL_DIR/x"'))
+        t.create(t.bench.clients[0], t.request(f"a{i}", job_script(rng, 0.9)))
     time.sleep(rng.uniform(0, 0.8))
     server = t.bench.server.proc
     assert server is not None
@@ -309,6 +313,7 @@ class Bench:
             self.trial(Trial(self, self.fault, index))
             print(f"  {self.fault} trial {index + 1}/{self.args.trials}: {self.progress()}", flush=True)
         self.server.stop()
+        self.settle(set())
         self.orphans(f"{self.fault}: after the clean stop at the end", set())
         banner = self.server.log_path.read_text(errors="replace")
         self.tally.isolation = banner.rsplit("isolation: ", 1)[-1].split(")")[0] if "isolation: " in banner else "?"
@@ -351,9 +356,8 @@ class Bench:
                 pass
         tally.stuck += len(stuck)
         server_pid = self.server.proc.pid if self.server.proc else 0
-        if not self.args.stop_each_trial:
-            keep = {server_pid} | _procs.forkservers(server_pid)
-            self.orphans(t.prefix, keep, count=False)  # first let them go: the comparison wants every report in
+        keep = {server_pid} | _procs.forkservers(server_pid)
+        self.settle(keep)  # the agents' last reports are in before the comparison
         changed = dict(monitor.changed)
         for name in tracked:
             described = self.describe(name)
@@ -374,9 +378,9 @@ class Bench:
         tally.findings += [f"{t.prefix}: changed {n}: {what}" for n, what in sorted(changed.items())]
         if self.args.stop_each_trial:
             self.server.stop()
-            self.orphans(f"{t.prefix}: after the clean stop", set())
-        else:
-            self.orphans(t.prefix, {server_pid} | _procs.forkservers(server_pid))
+            keep = set()
+            self.settle(keep)
+        self.orphans(t.prefix + (" after the clean stop" if self.args.stop_each_trial else ""), keep)
 
     def describe(self, name: str) -> dict[str, Any] | None:
         try:
@@ -384,20 +388,17 @@ class Bench:
         except ClientError:
             return None
 
-    def orphans(self, where: str, keep: set[int], count: bool = True) -> None:
-        """Wait (at most --quiesce s) for the trial's processes other than ``keep`` to end; count and
-        kill the ones left."""
-        def left() -> list[int]:
-            _procs.reap(keep)
-            return _procs.descendants(keep)
-        poll(lambda: not left(), timeout=self.args.quiesce, interval=0.1)
-        if not count:
-            return
-        pids = left()
+    def settle(self, keep: set[int]) -> None:
+        """Wait (at most --quiesce s) for the processes the servers started, other than ``keep``, to end."""
+        poll(lambda: not _procs.descendants(keep, reap=True), timeout=self.args.quiesce, interval=0.1)
+
+    def orphans(self, where: str, keep: set[int]) -> None:
+        """Count, name and kill the processes the servers started, other than ``keep``, still alive."""
+        pids = _procs.descendants(keep, reap=True)
         self.tally.orphans += len(pids)
         self.tally.findings += [f"{where}: orphan {pid}: {_procs.describe(pid)}" for pid in pids]
         _procs.kill(pids)
-        poll(lambda: not left(), timeout=5, interval=0.05)
+        poll(lambda: not _procs.descendants(keep, reap=True), timeout=5, interval=0.05)
 
 
 def fuzz_line(work: Path, seed: int) -> str:
@@ -468,6 +469,7 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     work = Path(tempfile.mkdtemp(prefix="tf-bench-chaos-"))
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
