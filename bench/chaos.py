@@ -140,7 +140,7 @@ class Monitor(threading.Thread):
             if state[0] != status:
                 self.changed[name] = f"listed {status}, then described {state[0]}"
         elif seen is not None and status != seen[0]:
-            self.changed.setdefault(name, f"{seen[0]} -> {status}")
+            self.changed.setdefault(name, f"{seen[0]} ({(seen[1] or '')[:90]}) -> {status}")
 
     def halt(self) -> None:
         self._halt.set()
@@ -211,7 +211,7 @@ def fault_launch(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool
     os.mkfifo(gate)
     sm = t.bench.clients[0]
     t.create(sm, t.request("blocker", f"cat {gate} > /dev/null", itype="ml.m5.4xlarge"))
-    queued = [t.request(f"q{i}", job_script(rng, 6.0)) for i in range(8)]
+    queued = [t.request(f"q{i}", job_script(rng, 5.0)) for i in range(8)]
     for req in queued:
         t.create(sm, req)
     # Release the blocker (its `cat` reads the FIFO to its end), then kill within the launch window.
@@ -239,7 +239,7 @@ def fault_burst(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool:
     kill_after = rng.randrange(threads * each)
     reached = threading.Event()
     start = threading.Barrier(threads + 1)
-    reqs = [[t.request(f"b{n}-{k}", job_script(rng, 3.0)) for k in range(each)] for n in range(threads)]
+    reqs = [[t.request(f"b{n}-{k}", job_script(rng, 1.5)) for k in range(each)] for n in range(threads)]
 
     def creator(n: int) -> None:
         start.wait()
@@ -310,8 +310,8 @@ class Bench:
             if self.server.proc is None or self.server.proc.poll() is not None:
                 self.server.start()
                 self.clients = self.clients or [client(self.server.endpoint) for _ in range(8)]
-            self.trial(Trial(self, self.fault, index))
-            print(f"  {self.fault} trial {index + 1}/{self.args.trials}: {self.progress()}", flush=True)
+            phases = self.trial(Trial(self, self.fault, index))
+            print(f"  {self.fault} {index + 1}/{self.args.trials}: {self.progress()} ({phases})", flush=True)
         self.server.stop()
         self.settle(set())
         self.orphans(f"{self.fault}: after the clean stop at the end", set())
@@ -324,40 +324,61 @@ class Bench:
         t = self.tally
         return " ".join(f"{k}={getattr(t, k)}" for k in ("acked", "unacked", *LOSS_COLUMNS, "not_done"))
 
-    def trial(self, t: Trial) -> None:
+    def trial(self, t: Trial) -> str:
+        """One trial; returns how long its phases took."""
         tally = self.tally
         monitor = Monitor(self.server.endpoint, t.prefix)
         monitor.start()
+        marks = [time.monotonic()]
         if FAULTS[self.fault](t, self.rng, self.args):
+            marks.append(time.monotonic())
             self.server.start()  # the same port: the running agents know it
+        marks.append(time.monotonic())
         tally.trials += 1
         tally.created += len(t.acked) + len(t.unacked) + len(t.rejected)
         tally.acked += len(t.acked)
         tally.unacked += len(t.unacked)
         tally.rejected += len(t.rejected)
         tally.findings += [f"{t.prefix}: create rejected: {r}" for r in t.rejected]
-        sm = self.clients[0]
-        present = listed(sm, t.prefix)
+        present = listed(self.clients[0], t.prefix)
         missing = {n for n in t.acked if n not in present or not self.describe(n)}
         tracked = [n for n in present if n not in missing]
         tally.unacked_exist += sum(1 for n in t.unacked if n in present)
+        self.wait_terminal(t, monitor, tracked)
+        marks.append(time.monotonic())
+        server_pid = self.server.proc.pid if self.server.proc else 0
+        keep = {server_pid} | _procs.forkservers(server_pid)
+        self.settle(keep)  # the agents' last reports are in before the comparison
+        marks.append(time.monotonic())
+        self.compare(t, monitor, tracked, missing)
+        if self.args.stop_each_trial:
+            self.server.stop()
+            keep = set()
+            self.settle(keep)
+        self.orphans(t.prefix + (" after the clean stop" if self.args.stop_each_trial else ""), keep)
+        phases = ("workload+kill", "restart", "to terminal", "settle") if len(marks) == 5 else (
+            "workload+kill", "to terminal", "settle")
+        return ", ".join(f"{p} {b - a:.1f}s" for p, a, b in zip(phases, marks, marks[1:]))
 
+    def wait_terminal(self, t: Trial, monitor: Monitor, tracked: list[str]) -> None:
+        """Until every tracked job is terminal; the ones that are not by --stuck-after are stuck (stopped)."""
         def unfinished() -> list[str]:
             return [n for n in tracked if monitor.latest.get(n) not in TERMINAL]
         poll(lambda: not unfinished(), timeout=self.args.stuck_after, interval=0.1)
         stuck = unfinished()
         for name in stuck:
             d: dict[str, Any] = self.describe(name) or {}
-            tally.findings.append(f"{t.prefix}: stuck {name}: {d.get('TrainingJobStatus')}/"
-                                  f"{d.get('SecondaryStatus')} after {self.args.stuck_after:g} s")
+            self.tally.findings.append(f"{t.prefix}: stuck {name}: {d.get('TrainingJobStatus')}/"
+                                       f"{d.get('SecondaryStatus')} after {self.args.stuck_after:g} s")
             try:
-                sm.stop_training_job(TrainingJobName=name)
+                self.clients[0].stop_training_job(TrainingJobName=name)
             except ClientError:
                 pass
-        tally.stuck += len(stuck)
-        server_pid = self.server.proc.pid if self.server.proc else 0
-        keep = {server_pid} | _procs.forkservers(server_pid)
-        self.settle(keep)  # the agents' last reports are in before the comparison
+        self.tally.stuck += len(stuck)
+
+    def compare(self, t: Trial, monitor: Monitor, tracked: list[str], missing: set[str]) -> None:
+        """Every job's final state against the first terminal state the monitor saw."""
+        tally = self.tally
         changed = dict(monitor.changed)
         for name in tracked:
             described = self.describe(name)
@@ -376,11 +397,6 @@ class Bench:
         tally.findings += [f"{t.prefix}: missing {n}" for n in sorted(missing)]
         tally.changed += len(changed)
         tally.findings += [f"{t.prefix}: changed {n}: {what}" for n, what in sorted(changed.items())]
-        if self.args.stop_each_trial:
-            self.server.stop()
-            keep = set()
-            self.settle(keep)
-        self.orphans(t.prefix + (" after the clean stop" if self.args.stop_each_trial else ""), keep)
 
     def describe(self, name: str) -> dict[str, Any] | None:
         try:
@@ -449,7 +465,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=50, help="kill trials per fault (default 50: 200 in all)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--faults", default=",".join(FAULTS), help="which faults, comma-separated")
-    ap.add_argument("--launch-window", type=float, default=0.15, help="s after the batch's first spec.json")
+    ap.add_argument("--launch-window", type=float, default=0.3, help="s after the batch's first spec.json")
     ap.add_argument("--upload-window", type=float, default=0.3, help="s after the first outcome.json")
     ap.add_argument("--stuck-after", type=float, default=60.0, help="s a job may take to end after the restart")
     ap.add_argument("--quiesce", type=float, default=5.0, help="s the trial's processes get to end")
