@@ -300,7 +300,7 @@ class Bench:
         config = {"allowed_local_roots": [str(work)], "capacity_cpus": 16, "capacity_memory_mb": 10**6,
                   "instance_types": {"ml.m5.large": {"cpus": 2, "memory_mb": 1024},
                                      "ml.m5.4xlarge": {"cpus": 16, "memory_mb": 1024}},
-                  "stop_grace_seconds": 5}
+                  "stop_grace_seconds": 5, "isolation": args.isolation}
         self.server = ServerProcess(self.work / "data", config)
         self.clients: list[Any] = []
 
@@ -471,6 +471,8 @@ def main() -> None:
     ap.add_argument("--quiesce", type=float, default=5.0, help="s the trial's processes get to end")
     ap.add_argument("--stop-each-trial", action="store_true",
                     help="stop the server cleanly after every trial and count orphans then (slower)")
+    ap.add_argument("--isolation", default="auto", choices=("auto", "namespace", "none"),
+                    help="the servers' instance isolation (default: namespaces when the machine allows)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     faults = [f for f in args.faults.split(",") if f]
