@@ -49,13 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 import _procs
+from _monitor import Monitor, client, final_state, listed
 from conftest import TERMINAL, ServerProcess, minimal_request
 
 from trainforge.config import DEFAULT_ACCOUNT, DEFAULT_REGION
@@ -65,86 +65,14 @@ LOSS_COLUMNS = ("missing", "changed", "stuck", "orphans")
 
 @dataclass
 class Tally:
-    trials: int = 0
-    created: int = 0
-    acked: int = 0
-    unacked: int = 0
-    unacked_exist: int = 0
-    rejected: int = 0
-    missing: int = 0
-    changed: int = 0
-    stuck: int = 0
-    orphans: int = 0
-    not_done: int = 0
+    """One fault's figures: ``counts`` by name (trials, created, acked, unacked, unacked_exist, rejected,
+    missing, changed, stuck, orphans, not_done), the time it took, and what was found."""
+
+    counts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     isolation: str = "?"
     findings: list[str] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
-
-
-def client(endpoint: str) -> Any:
-    """A SageMaker client that neither retries nor waits long: a dead server is an error at once."""
-    return boto3.client("sagemaker", endpoint_url=endpoint, region_name=DEFAULT_REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=BotoConfig(retries={"max_attempts": 0, "mode": "standard"}, connect_timeout=1,
-                                          read_timeout=15, max_pool_connections=4))
-
-
-def final_state(described: dict[str, Any]) -> tuple[str, str | None, str | None]:
-    return (described["TrainingJobStatus"], described.get("FailureReason"),
-            (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts"))
-
-
-def listed(sm: Any, prefix: str) -> dict[str, str]:
-    """ListTrainingJobs of the names containing ``prefix``, every page: name -> status."""
-    params: dict[str, Any] = {"NameContains": prefix, "MaxResults": 100}
-    found: dict[str, str] = {}
-    while True:
-        page = sm.list_training_jobs(**params)
-        found.update((s["TrainingJobName"], s["TrainingJobStatus"]) for s in page["TrainingJobSummaries"])
-        if not page.get("NextToken"):
-            return found
-        params["NextToken"] = page["NextToken"]
-
-
-class Monitor(threading.Thread):
-    """Polls the trial's jobs (by name prefix) until stopped; connection errors (a dead server) pass."""
-
-    def __init__(self, endpoint: str, prefix: str) -> None:
-        super().__init__(daemon=True, name=f"monitor {prefix}")
-        self.sm = client(endpoint)
-        self.prefix = prefix
-        self.latest: dict[str, str] = {}  # name -> the status last listed
-        self.first: dict[str, tuple[str, str | None, str | None]] = {}  # the first terminal state seen
-        self.changed: dict[str, str] = {}  # name -> what changed
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                self.poll()
-            except (BotoCoreError, ClientError):
-                pass
-            self._halt.wait(0.1)
-
-    def poll(self) -> None:
-        for name, status in listed(self.sm, self.prefix).items():
-            self.observe(name, status)
-
-    def observe(self, name: str, status: str) -> None:
-        self.latest[name] = status
-        seen = self.first.get(name)
-        if seen is None and status in TERMINAL:
-            state = final_state(self.sm.describe_training_job(TrainingJobName=name))
-            self.first[name] = (status, *state[1:])
-            if state[0] != status:
-                self.changed[name] = f"listed {status}, then described {state[0]}"
-        elif seen is not None and status != seen[0]:
-            self.changed.setdefault(name, f"{seen[0]} ({(seen[1] or '')[:90]}) -> {status}")
-
-    def halt(self) -> None:
-        self._halt.set()
-        self.join(10)
 
 
 class Trial:
@@ -322,7 +250,7 @@ class Bench:
 
     def progress(self) -> str:
         t = self.tally
-        return " ".join(f"{k}={getattr(t, k)}" for k in ("acked", "unacked", *LOSS_COLUMNS, "not_done"))
+        return " ".join(f"{k}={t.counts[k]}" for k in ("acked", "unacked", *LOSS_COLUMNS, "not_done"))
 
     def trial(self, t: Trial) -> str:
         """One trial; returns how long its phases took."""
@@ -334,16 +262,16 @@ class Bench:
             marks.append(time.monotonic())
             self.server.start()  # the same port: the running agents know it
         marks.append(time.monotonic())
-        tally.trials += 1
-        tally.created += len(t.acked) + len(t.unacked) + len(t.rejected)
-        tally.acked += len(t.acked)
-        tally.unacked += len(t.unacked)
-        tally.rejected += len(t.rejected)
+        tally.counts["trials"] += 1
+        tally.counts["created"] += len(t.acked) + len(t.unacked) + len(t.rejected)
+        tally.counts["acked"] += len(t.acked)
+        tally.counts["unacked"] += len(t.unacked)
+        tally.counts["rejected"] += len(t.rejected)
         tally.findings += [f"{t.prefix}: create rejected: {r}" for r in t.rejected]
         present = listed(self.clients[0], t.prefix)
         missing = {n for n in t.acked if n not in present or not self.describe(n)}
         tracked = [n for n in present if n not in missing]
-        tally.unacked_exist += sum(1 for n in t.unacked if n in present)
+        tally.counts["unacked_exist"] += sum(1 for n in t.unacked if n in present)
         self.wait_terminal(t, monitor, tracked)
         marks.append(time.monotonic())
         server_pid = self.server.proc.pid if self.server.proc else 0
@@ -374,7 +302,7 @@ class Bench:
                 self.clients[0].stop_training_job(TrainingJobName=name)
             except ClientError:
                 pass
-        self.tally.stuck += len(stuck)
+        self.tally.counts["stuck"] += len(stuck)
 
     def compare(self, t: Trial, monitor: Monitor, tracked: list[str], missing: set[str]) -> None:
         """Every job's final state against the first terminal state the monitor saw."""
@@ -390,12 +318,12 @@ class Bench:
             if first is not None and first != state and name not in changed:
                 changed[name] = f"first seen {first}, finally {state}"
             if state[0] != "Completed":
-                tally.not_done += 1
+                tally.counts["not_done"] += 1
                 tally.reasons[f"{state[0]}: {(state[1] or '')[:110]}"] += 1
         monitor.halt()
-        tally.missing += len(missing)
+        tally.counts["missing"] += len(missing)
         tally.findings += [f"{t.prefix}: missing {n}" for n in sorted(missing)]
-        tally.changed += len(changed)
+        tally.counts["changed"] += len(changed)
         tally.findings += [f"{t.prefix}: changed {n}: {what}" for n, what in sorted(changed.items())]
 
     def describe(self, name: str) -> dict[str, Any] | None:
@@ -411,7 +339,7 @@ class Bench:
     def orphans(self, where: str, keep: set[int]) -> None:
         """Count, name and kill the processes the servers started, other than ``keep``, still alive."""
         pids = _procs.descendants(keep, reap=True)
-        self.tally.orphans += len(pids)
+        self.tally.counts["orphans"] += len(pids)
         self.tally.findings += [f"{where}: orphan {pid}: {_procs.describe(pid)}" for pid in pids]
         _procs.kill(pids)
         poll(lambda: not _procs.descendants(keep, reap=True), timeout=5, interval=0.05)
@@ -448,12 +376,13 @@ COLUMNS = ("trials", "created", "acked", "unacked", "missing", "changed", "stuck
 
 
 def table(tallies: dict[str, Tally]) -> str:
-    rows = [("fault", *COLUMNS, "seconds")]
+    rows: list[tuple[str, ...]] = [("fault", *COLUMNS, "seconds")]
     for fault, t in tallies.items():
-        rows.append((fault, str(t.trials), str(t.created), str(t.acked), f"{t.unacked} ({t.unacked_exist} exist)",
-                     str(t.missing), str(t.changed), str(t.stuck), str(t.orphans), str(t.not_done),
-                     f"{t.seconds:.0f}"))
-    kills = sum(t.trials for t in tallies.values())
+        c = t.counts
+        rows.append((fault, *(str(c[k]) for k in ("trials", "created", "acked")),
+                     f"{c['unacked']} ({c['unacked_exist']} exist)",
+                     *(str(c[k]) for k in (*LOSS_COLUMNS, "not_done")), f"{t.seconds:.0f}"))
+    kills = sum(t.counts["trials"] for t in tallies.values())
     rows.append(("target", f">= 200 ({kills})", "", "", "", "0", "0", "0", "0", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
