@@ -9,8 +9,10 @@ server on the same port when it was the one killed, and waits. Faults:
   launch  the server, while a launch batch is under way: 8 jobs queue behind a blocker holding the
           whole machine; the blocker is released; the kill lands uniformly within --launch-window
           seconds of the first of the 8 spec.json files appearing (the scheduler writing the batch).
-  burst   the server, during a burst of creates from 8 threads (3 each): after the k-th
-          acknowledged create, k uniform in 0..23.
+          These jobs last up to 1 s + 1.5 times the server's last (re)start: some are still
+          training when the restarted server reconciles.
+  burst   the server, during a burst of creates from 8 threads (3 each, jobs of up to 1.5 s):
+          after the k-th acknowledged create, k uniform in 0..23.
   upload  the server, while models are uploaded: 4 jobs write a 4 MB model (3 to s3:// on a moto
           server started here, 1 to file://); the kill lands uniformly within --upload-window
           seconds of the first outcome.json (the agent writes it just before its upload).
@@ -139,7 +141,8 @@ def fault_launch(t: Trial, rng: random.Random, args: argparse.Namespace) -> bool
     os.mkfifo(gate)
     sm = t.bench.clients[0]
     t.create(sm, t.request("blocker", f"cat {gate} > /dev/null", itype="ml.m5.4xlarge"))
-    queued = [t.request(f"q{i}", job_script(rng, 5.0)) for i in range(8)]
+    # Up to 1.5 restarts long: some are still training when the restarted server reconciles.
+    queued = [t.request(f"q{i}", job_script(rng, 1.0 + 1.5 * t.bench.start_seconds)) for i in range(8)]
     for req in queued:
         t.create(sm, req)
     # Release the blocker (its `cat` reads the FIFO to its end), then kill within the launch window.
@@ -231,12 +234,18 @@ class Bench:
                   "stop_grace_seconds": 5, "isolation": args.isolation}
         self.server = ServerProcess(self.work / "data", config)
         self.clients: list[Any] = []
+        self.start_seconds = 3.0  # how long the last (re)start of the server took
+
+    def start(self) -> None:
+        began = time.monotonic()
+        self.server.start()
+        self.start_seconds = time.monotonic() - began
 
     def run(self) -> Tally:
         began = time.monotonic()
         for index in range(self.args.trials):
             if self.server.proc is None or self.server.proc.poll() is not None:
-                self.server.start()
+                self.start()
                 self.clients = self.clients or [client(self.server.endpoint) for _ in range(8)]
             phases = self.trial(Trial(self, self.fault, index))
             print(f"  {self.fault} {index + 1}/{self.args.trials}: {self.progress()} ({phases})", flush=True)
@@ -260,7 +269,7 @@ class Bench:
         marks = [time.monotonic()]
         if FAULTS[self.fault](t, self.rng, self.args):
             marks.append(time.monotonic())
-            self.server.start()  # the same port: the running agents know it
+            self.start()  # the same port: the running agents know it
         marks.append(time.monotonic())
         tally.counts["trials"] += 1
         tally.counts["created"] += len(t.acked) + len(t.unacked) + len(t.rejected)
