@@ -38,9 +38,11 @@ Columns, per fault (loss columns: target zero):
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -354,31 +356,22 @@ class Bench:
         poll(lambda: not _procs.descendants(keep, reap=True), timeout=5, interval=0.05)
 
 
-def fuzz_line(work: Path, seed: int) -> str:
-    """HOOK (issue 9, wired at merge): the fuzz line — requests, 5xx answers, creates stored although
-    rejected. It runs the model-driven request generator of tests/test_api_fuzz.py (branch
-    api-hardening) when that file is here and has ``generate_requests(rng, count)`` yielding
-    ``(operation, body)``; adjust this function to its real interface when merging."""
-    try:
-        import test_api_fuzz  # type: ignore[import-not-found]
-    except ImportError:
-        return "fuzz: not available (tests/test_api_fuzz.py is not on this branch)"
-    generate = getattr(test_api_fuzz, "generate_requests", None)
-    if generate is None:
-        return "fuzz: not available (wire tests/test_api_fuzz.py's generator into fuzz_line() in bench/chaos.py)"
-    server = ServerProcess(work / "fuzz").start()
-    requests = server_errors = stored = 0
-    try:
-        for operation, body in generate(random.Random(seed), 2000):
-            status, _ = server.raw(operation, body)
-            requests += 1
-            server_errors += status >= 500
-            name = body.get("TrainingJobName") if isinstance(body, dict) else None
-            if operation == "CreateTrainingJob" and status != 200 and isinstance(name, str):
-                stored += server.raw("DescribeTrainingJob", {"TrainingJobName": name})[0] == 200
-    finally:
-        server.stop()
-    return f"fuzz: {requests} requests, {server_errors} answered 5xx, {stored} creates stored while rejected"
+def fuzz_line(work: Path, seed: int, examples: int) -> str:
+    """The fuzz line: the suite's model-driven fuzz test (tests/test_api_fuzz.py, requests for the nine
+    operations generated from botocore's model, each mutated once) run with this seed against its own
+    server; it counts requests, 5xx answers and rejected creates that were stored anyway."""
+    report = work / "fuzz.json"
+    env = dict(os.environ, TRAINFORGE_FUZZ_SEED=str(seed), TRAINFORGE_FUZZ_EXAMPLES=str(examples),
+               TRAINFORGE_FUZZ_REPORT=str(report))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                          str(work / "fuzz"), str(HERE.parent / "tests" / "test_api_fuzz.py")],
+                         check=False, env=env, cwd=HERE.parent, capture_output=True, text=True)
+    if not report.exists():
+        return f"fuzz: did not run (pytest exit {run.returncode}): {run.stdout[-300:]}"
+    t = json.loads(report.read_text())
+    verdict = "passed" if run.returncode == 0 else f"FAILED (pytest exit {run.returncode})"
+    return (f"fuzz: {t['requests']} requests, {t['server_errors']} answered 5xx, "
+            f"{t['stored_while_rejected']} creates stored while rejected (seed {seed}; {verdict})")
 
 
 COLUMNS = ("trials", "created", "acked", "unacked", "missing", "changed", "stuck", "orphans", "not done")
@@ -412,6 +405,7 @@ def main() -> None:
     ap.add_argument("--isolation", default="auto", choices=("auto", "namespace", "none"),
                     help="the servers' instance isolation (default: namespaces when the machine allows)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--fuzz-examples", type=int, default=2000, help="requests of the fuzz line")
     args = ap.parse_args()
     faults = [f for f in args.faults.split(",") if f]
     if unknown := set(faults) - set(FAULTS):
@@ -440,7 +434,7 @@ def main() -> None:
     try:
         for fault in faults:
             tallies[fault] = Bench(fault, work, "chaos", args, random.Random(f"{seed}-{fault}")).run()
-        fuzz = fuzz_line(work, seed)
+        fuzz = fuzz_line(work, seed, args.fuzz_examples)
     finally:
         moto.stop()
         if not args.keep:

@@ -37,6 +37,8 @@ from trainforge.awsmodel import SUPPORTED_OPERATIONS, operation
 JSON_11 = "application/x-amz-json-1.1"
 SEED = int(os.environ.get("TRAINFORGE_FUZZ_SEED") or random.randrange(2**32))
 MAX_EXAMPLES = int(os.environ.get("TRAINFORGE_FUZZ_EXAMPLES") or 200)
+# What the run saw, written as JSON to $TRAINFORGE_FUZZ_REPORT when set (bench/chaos.py's fuzz line).
+TALLY = {"requests": 0, "server_errors": 0, "stored_while_rejected": 0}
 AUTH = ("AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sagemaker/aws4_request, "
         "SignedHeaders=host, Signature=00")
 _JAVA_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
@@ -282,6 +284,8 @@ def test_fuzz_the_api(fuzz_server: tuple[ServerProcess, dict[str, str]]) -> None
             done = f"wire: {change}"
         what = f"{method} {path} {op} ({done}): {body[:300]!r}"
         status, content_type, payload = _send(port, method, path, headers, body)
+        TALLY["requests"] += 1
+        TALLY["server_errors"] += status >= 500
         answer = _check_answer(status, content_type, payload, what)
         name = request.get("TrainingJobName") if isinstance(request, dict) else None
         if not isinstance(name, str):
@@ -294,6 +298,7 @@ def test_fuzz_the_api(fuzz_server: tuple[ServerProcess, dict[str, str]]) -> None
         elif op == "CreateTrainingJob" and status != 200 and name not in accepted:
             got = _send(port, "POST", "/", {"X-Amz-Target": "SageMaker.DescribeTrainingJob", "Authorization": AUTH},
                         json.dumps({"TrainingJobName": name}).encode())
+            TALLY["stored_while_rejected"] += got[0] != 400
             assert got[0] == 400, f"a rejected create was stored: {what} -> {answer}"
 
     try:
@@ -304,3 +309,7 @@ def test_fuzz_the_api(fuzz_server: tuple[ServerProcess, dict[str, str]]) -> None
     except BaseException:
         print(f"reproduce with TRAINFORGE_FUZZ_SEED={SEED}")
         raise
+    finally:
+        if os.environ.get("TRAINFORGE_FUZZ_REPORT"):
+            with open(os.environ["TRAINFORGE_FUZZ_REPORT"], "w", encoding="utf-8") as f:
+                json.dump(TALLY, f)
