@@ -42,6 +42,11 @@ class Refused(ServiceError):
     status = 403
 
 
+def _unknown(host: str, attempt: int) -> Unauthorized:
+    log.warning("refused a report from %s (attempt %d): unknown token", host, attempt)
+    return Unauthorized("Unknown instance token.")
+
+
 def _refuse(job: JobRow, host: str, attempt: int, why: str) -> Refused:
     log.warning("refused a report for %s from %s (attempt %d): %s", job.name, host, attempt, why)
     return Refused(f"This report is refused: {why}.")
@@ -67,22 +72,22 @@ class Reports:
         host, attempt, seq = str(body["host"]), int(body["attempt"]), int(body["seq"])
         events: list[dict[str, Any]] = body.get("events") or []
         owned = self.store.instances_by_token(token)
-        job = self.store.get_by_id(owned[0]["job_id"]) if owned else None
-        if job is None:
-            log.warning("refused a report from %s (attempt %d): unknown token", host, attempt)
-            raise Unauthorized("Unknown instance token.")
+        if not owned:
+            raise _unknown(host, attempt)
         mine = next((i for i in owned if i["host"] == host), None)
-        if body.get("job", job.arn) != job.arn:
-            raise _refuse(job, host, attempt, f"it names another job ({str(body['job'])[:300]})")
-        if mine is None:
-            raise _refuse(job, host, attempt, "the token is another instance's")
-        if mine["attempt"] != attempt:
-            raise _refuse(job, host, attempt, f"the token is attempt {mine['attempt']}'s")
         ended = False
-        with self.store.locked(job.id) as (conn, locked):
-            insts = {i["host"]: i for i in self.store.instances_of(conn, job.id)} if locked else {}
+        with self.store.locked(owned[0]["job_id"]) as (conn, locked):
+            if locked is None:
+                raise _unknown(host, attempt)
+            if body.get("job", locked.arn) != locked.arn:
+                raise _refuse(locked, host, attempt, f"it names another job ({str(body['job'])[:300]})")
+            if mine is None:
+                raise _refuse(locked, host, attempt, "the token is another instance's")
+            if mine["attempt"] != attempt:
+                raise _refuse(locked, host, attempt, f"the token is attempt {mine['attempt']}'s")
+            insts = {i["host"]: i for i in self.store.instances_of(conn, locked.id)}
             inst = insts.get(host)
-            if locked is None or inst is None or inst["token"] != mine["token"]:
+            if inst is None or inst["token"] != mine["token"]:
                 raise Unauthorized("The token is no longer valid: the job is gone or was launched again.")
             if inst["attempt"] != locked.attempt:
                 raise _refuse(locked, host, attempt, f"the job is at attempt {locked.attempt} now")
@@ -100,7 +105,7 @@ class Reports:
             next_seq = max(inst["next_seq"], seq + len(events))
             stop = _stop_for(locked, insts)
         if ended or fresh and any(e["type"] == "exit" for e in fresh):
-            self.on_job_change(job.id)
+            self.on_job_change(locked.id)
         return {"next_seq": next_seq, "stop": stop}
 
     def _apply(self, conn: Any, job: JobRow, inst: dict[str, Any], insts: dict[str, dict[str, Any]],

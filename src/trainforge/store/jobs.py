@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -86,7 +85,6 @@ class JobRow:
     phase: str
     stop_reason: str | None
     attempt: int
-    token: str  # the digest of the current attempt's agent token (see token_digest)
     deadline: float | None = None
     deadline_reason: str | None = None
     finishing_hosts: list[str] = field(default_factory=list)
@@ -114,7 +112,7 @@ class JobRow:
 _SCALARS = (
     "id", "account_id", "region", "name", "arn", "status", "secondary_status", "creation_time",
     "last_modified_time", "training_end_time", "warm_pool_status", "training_plan_arn", "phase",
-    "stop_reason", "attempt", "token", "deadline", "deadline_reason",
+    "stop_reason", "attempt", "deadline", "deadline_reason",
 )
 
 SORT_COLUMNS = {
@@ -337,10 +335,9 @@ class JobStore:
     def instances_by_token(self, token: str) -> list[dict[str, Any]]:
         """The instance whose agent token is ``token`` (looked up by its digest): one row, or every
         host of a job launched before per-instance tokens (migration 0006), or none."""
-        digest = token_digest(token)
         with self.db.read() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(select(instances).where(instances.c.token == digest))]
-        return [r for r in rows if hmac.compare_digest(str(r["token"]), digest)]
+            found = conn.execute(select(instances).where(instances.c.token == token_digest(token)))
+            return [dict(r._mapping) for r in found]
 
     def read_instances(self, job_id: int) -> list[dict[str, Any]]:
         with self.db.read() as conn:
