@@ -119,11 +119,12 @@ class LocalBackend:
         except OSError:
             return False
 
-    def find_agent(self, instance_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-        """The handle of the living agent that ``instance.json`` names (each agent records itself
-        there first thing), or None. It must really be that agent: the PID started at the recorded
-        time (not recycled), and the process works in ``instance_dir``, where every agent starts."""
-        state = instance_files.read_state(instance_dir)
+    def find_agent(self, instance_dir: str | os.PathLike[str],
+                   state: instance_files.InstanceState | None) -> dict[str, Any] | None:
+        """The handle of the living agent that ``state`` (the instance's ``instance.json``, where each
+        agent records itself first thing) names, or None. It must really be that agent: the PID
+        started at the recorded time (not recycled), and the process works in ``instance_dir``, where
+        every agent starts."""
         if state is None or not state.get("agent_pid") or state.get("agent_start_ticks") is None:
             return None
         handle = {"pid": int(state["agent_pid"]), "start_ticks": state["agent_start_ticks"],
@@ -153,8 +154,8 @@ class LocalBackend:
         groups = [int(handle["pid"])] if handle.get("pid") else []
         instance_dir = handle.get("instance_dir")
         if instance_dir:
-            found = self.find_agent(instance_dir)
             state = instance_files.read_state(instance_dir)
+            found = self.find_agent(instance_dir, state)
             if found is not None:
                 groups.append(int(found["pid"]))
             if state is not None and state.get("pgid"):

@@ -46,7 +46,8 @@ class Lost:
 
 def find(backend: Any, host: str, raw: str | None, instance_dir: Path, now: float) -> Lost:
     """Look for the agent of an instance whose stored handle (``raw``) names no living agent."""
-    found = backend.find_agent(instance_dir)
+    state = instance_files.read_state(instance_dir)
+    found = backend.find_agent(instance_dir, state)
     if found is not None:
         return Lost(adopt=found)
     handle = load(raw) or {}
@@ -54,7 +55,6 @@ def find(backend: Any, host: str, raw: str | None, instance_dir: Path, now: floa
         return Lost(reason=f"InternalServerError: the trainforge agent of {host} could not be started: "
                            f"{handle['error']}")
     launched_at = handle.get("launched_at")
-    state = instance_files.read_state(instance_dir)
     appeared = launched_at is not None and state is not None and float(state.get("started") or 0) >= launched_at
     if handle.get("pid") or appeared:
         return Lost(reason=f"InternalServerError: the trainforge agent of {host} exited without reporting "
