@@ -109,6 +109,8 @@ _REASONS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ModelPackageConfig", _PRESENT, "model packages (model registry) are not implemented"),
 ]
 _NOT_IMPLEMENTED = "trainforge does not implement this member"
+_REASON_AT = {path: (refused, why) for path, refused, why in _REASONS}  # looked up once per member
+assert len(_REASON_AT) == len(_REASONS), "one reason per path"
 
 
 def _refusals(shape: Shape, value: Any, implemented: frozenset[str], path: str, shown: str) -> Iterator[str]:
@@ -119,7 +121,8 @@ def _refusals(shape: Shape, value: Any, implemented: frozenset[str], path: str, 
             if member_value is None or member is None:  # unknown names are the validator's business
                 continue
             member_path, member_shown = (f"{path}.{name}", f"{shown}.{name}") if path else (name, name)
-            why = next((why for p, refused, why in _REASONS if p == member_path and refused(member_value)), None)
+            refused, reason = _REASON_AT.get(member_path, (None, None))
+            why = reason if refused is not None and refused(member_value) else None
             if why is None and member_path not in implemented:
                 why = _NOT_IMPLEMENTED
             if why is not None:
