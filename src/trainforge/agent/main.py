@@ -162,9 +162,9 @@ class Agent:
             return None
         return instance_files.outbox_path(instance_dir)
 
-    def _stderr_line(self, message: str) -> None:
-        """One line of the agent's own in the job's log (stream stderr)."""
-        self.reporter.log(message, "stderr")
+    def _notice(self, message: str) -> None:
+        """One line of the agent's own: to the instance's trainforge stream, not the algorithm's."""
+        self.reporter.notice(message)
 
     def _downloading(self, message: str) -> None:
         self.reporter.status("Downloading", message)
@@ -213,9 +213,9 @@ class Agent:
         if outcome is None:
             return Outcome("platform", None, "InternalServerError: the trainforge agent of "
                            f"{self.spec['host']} died and its instance cannot be finished"), None
-        self.reporter.log(f"[trainforge] the agent of {self.spec['host']} exited before finishing; a new "
-                          f"agent uploads and reports the instance's end (training ended: "
-                          f"{outcome.outcome}, exit code {outcome.exit_code})", "stderr")
+        self.reporter.notice(f"the agent of {self.spec['host']} exited before finishing; a new "
+                             f"agent uploads and reports the instance's end (training ended: "
+                             f"{outcome.outcome}, exit code {outcome.exit_code})")
         return self._upload(paths, outcome)
 
     def _prepare(self, paths: Paths) -> Inputs | Outcome:
@@ -224,12 +224,12 @@ class Agent:
         spec, reporter = self.spec, self.reporter
         runtime = spec.get("runtime") or {}
         if runtime.get("error"):
-            reporter.log(f"[trainforge] {runtime['error']}", "stderr")
+            reporter.notice(str(runtime["error"]))
             return Outcome("algorithm", None, str(runtime["error"])[:1024])
         try:
             isolation.check_available(spec)
         except isolation.IsolationError as exc:
-            reporter.log(f"[trainforge] {exc}", "stderr")
+            reporter.notice(str(exc))
             return Outcome("algorithm", None, f"ClientError: {exc}"[:1024])
         layout.create(spec, paths)
         reporter.status("Downloading", "Downloading input data")
@@ -241,7 +241,7 @@ class Agent:
     def _stage(self, paths: Paths) -> Inputs | Outcome:
         box, _thread = run_staging(lambda: stage(
             self.spec, paths, progress=self._downloading,
-            log=self._stderr_line, on_error=self._on_data_error), self.stopper.wake)
+            log=self._notice, on_error=self._on_data_error), self.stopper.wake)
         while not box:
             if self.stopper.reason is not None:
                 return Outcome("stopped", None, None, self.stopper.reason)
@@ -274,12 +274,12 @@ class Agent:
             env["TRAINFORGE_ALLOWED_LOCAL_ROOTS"] = json.dumps(spec["allowed_local_roots"])
         direct = plan_direct(spec, paths, argv, env)
         reporter.status("Training", "Training image download completed. Training in progress.")
-        reporter.log(isolation.describe(spec, paths))
+        reporter.notice(isolation.describe(spec, paths))
         if direct is not None:
             argv = direct.command
             reporter.log(INVOKING + " ".join(argv))
         # before the process starts: what is in LocalPath now (restored checkpoints) is the baseline
-        start_sync(spec, paths, inputs, self._stderr_line)
+        start_sync(spec, paths, inputs, self._notice)
         try:
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts)
         except OSError as exc:  # the entrypoint cannot be executed at all
@@ -287,7 +287,7 @@ class Agent:
             if inputs.sync is not None:
                 inputs.sync.stop(final=False)
             reason = f"AlgorithmError: cannot run {argv[0]}: {exc.strerror or exc}"
-            reporter.log(f"[trainforge] {reason}", "stderr")
+            reporter.notice(reason)
             return Outcome("algorithm", 127, reason)
         self.timings["spawned"] = time.time()
         self._write_state(paths, instance)
@@ -298,7 +298,7 @@ class Agent:
                         direct: Direct | None) -> tuple[runner.RunResult, BaseException | None]:
         """Stream the training process to its end, then mark the instance exited and stop the
         data workers; returns how it ran and whether the final checkpoint upload failed."""
-        metrics = metric_reader(self.spec, self._stderr_line)  # while the process starts
+        metrics = metric_reader(self.spec, self._notice)  # while the process starts
         result = runner.run(instance, self.reporter, self.stopper, self.deadline, self.grace, metrics)
         self._advance(Phase.ENDED)
         if result.first_line_at:
@@ -354,17 +354,17 @@ class Agent:
         until = max(self.deadline or 0.0, time.time()) + self.grace + 60
         missing = outputs.wait_for_peers(spec, paths, until, give_up=lambda: reporter.gone)
         if missing:
-            reporter.log(f"[trainforge] uploading without {', '.join(missing)}: not exited in time", "stderr")
+            reporter.notice(f"uploading without {', '.join(missing)}: not exited in time")
         try:
             use_job_credentials(spec)
             artifacts = outputs.upload(spec, paths, include_model=success,
-                                       log=self._stderr_line)
+                                       log=self._notice)
         except Exception as exc:  # noqa: BLE001
             if not success:  # best effort for a failed job's output data
-                reporter.log(f"[trainforge] could not upload the output data: {exc}", "stderr")
+                reporter.notice(f"could not upload the output data: {exc}")
                 return outcome, None
             reason = error_reason(exc, "InternalServerError", f"(while uploading the outputs to {prefix})")
-            reporter.log(f"[trainforge] {reason}", "stderr")
+            reporter.notice(reason)
             return Outcome("platform", outcome.exit_code, reason), None
         return outcome, artifacts
 
@@ -406,14 +406,14 @@ class Agent:
         """A background data worker failed mid-training: the instance cannot finish correctly."""
         if self.data_error is None and self._phase == Phase.TRAINING:
             self.data_error = exc
-            self.reporter.log(f"[trainforge] input data failed while training: {exc}", "stderr")
+            self.reporter.notice(f"input data failed while training: {exc}")
             self.stopper.request("Stopped")
 
     def _data_failure(self, exc: BaseException, context: str, exit_code: int | None = None) -> Outcome:
         user = bool(getattr(exc, "user", False))
         reason = error_reason(exc, "ClientError" if user else "InternalServerError",
                               "" if getattr(exc, "user", None) is not None else context)
-        self.reporter.log(f"[trainforge] {reason}", "stderr")
+        self.reporter.notice(reason)
         if not hasattr(exc, "user"):
             import traceback
 

@@ -1,12 +1,17 @@
 """Metric samples from the training's output lines (MetricDefinitions), read by the agent.
 
-Each definition's Regex is searched in every stdout/stderr line of the training process; the
-first group (else the whole match) parsed as a finite float is one sample, sent with the line's
-log event. The regexes are the job's own and may backtrack catastrophically (``(a|aa)+$`` against
-forty ``a`` then ``!`` takes minutes): every search runs with a budget (the ``regex`` engine's
-timeout, checked as it backtracks; it also releases the GIL meanwhile, so the reporter keeps
-sending), and a definition that overruns it is disabled for the rest of the instance, with a line
-in the job's log saying why. The control plane runs none of these regexes.
+Each definition's Regex is searched in every stdout/stderr line of the training process as its
+CloudWatch event shows it (agent/logtext.py), as SageMaker matches MetricDefinitions against the
+log text: a tab printed by the training is ``#011`` there, so a regex written for SageMaker
+(XGBoost's ``.*\\[[0-9]+\\].*#011validation-rmse:(\\S+)``) matches, and one written for the raw
+output (``\\t``, which trainforge matched before issue 13) no longer does. The first group (else
+the whole match) parsed as a finite float is one sample, sent with the line's log event.
+
+The regexes are the job's own and may backtrack catastrophically (``(a|aa)+$`` against forty ``a``
+then ``!`` takes minutes): every search runs with a budget (the ``regex`` engine's timeout, checked
+as it backtracks; it also releases the GIL meanwhile, so the reporter keeps sending), and a
+definition that overruns it is disabled for the rest of the instance, with a line in the
+instance's trainforge stream saying why. The control plane runs none of these regexes.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class MetricReader:
                      f"the metric gets no samples")
 
     def samples(self, line: str) -> list[list[Any]]:
-        """``[[name, value], ...]``: what the line yields, in the order of the definitions."""
+        """``[[name, value], ...]``: what the line (its event text) yields, in the order of the definitions."""
         out: list[list[Any]] = []
         for entry in list(self._active):
             name, rx = entry

@@ -27,6 +27,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from trainforge.log_streams import PLATFORM_KIND
+
+NOTICE_MARK = "[trainforge] "
 REPORT_PATH = "/_trainforge/agent/v1/report"
 HEARTBEAT_SECONDS = 2.0
 MAX_BATCH_EVENTS = 2000
@@ -90,11 +93,19 @@ class Reporter:
 
     def log(self, message: str, stream: str = "stdout", when: float | None = None,
             metrics: list[list[Any]] | None = None) -> int:
-        """A log line, with the metric samples read from it (``[[name, value], ...]``, agent/metrics.py)."""
+        """A line of the algorithm's output, as its CloudWatch event shows it (agent/logtext.py), with
+        the metric samples read from it (``[[name, value], ...]``, agent/metrics.py)."""
         event: dict[str, Any] = {"type": "log", "time": when or time.time(), "stream": stream, "message": message}
         if metrics:
             event["metrics"] = metrics
         return self.emit(event)
+
+    def notice(self, message: str) -> int:
+        """A line of trainforge's own (not the algorithm's): it goes to the instance's trainforge
+        stream (log_streams.py), marked ``[trainforge]``."""
+        if not message.startswith(NOTICE_MARK):
+            message = NOTICE_MARK + message
+        return self.emit({"type": "log", "time": time.time(), "stream": PLATFORM_KIND, "message": message})
 
     def status(self, status: str, message: str) -> int:
         return self.emit({"type": "status", "status": status, "message": message, "time": time.time()})

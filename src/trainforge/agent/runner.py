@@ -18,6 +18,7 @@ import time
 from typing import IO
 
 from trainforge.agent.isolation import SETUP_FAILED, Instance
+from trainforge.agent.logtext import render
 from trainforge.agent.metrics import MetricReader
 from trainforge.agent.reporter import Reporter
 
@@ -82,13 +83,12 @@ class _Pumps:
             now = time.time()
             if self.first_line_at is None:
                 self.first_line_at = now
-            line = raw.decode("utf-8", "replace")
-            if line.endswith("\n"):
-                line = line[:-1]
-                line = line.removesuffix("\r")
-            reporter.log(line, stream, now, self.metrics.samples(line) if self.metrics else None)
-            if stream == "stderr":
-                self.tail.append(line)
+            body = raw[:-1] if raw.endswith(b"\n") else raw
+            text = render(body)  # the CloudWatch event's text: the metric regexes see it too
+            if text:
+                reporter.log(text, stream, now, self.metrics.samples(text) if self.metrics else None)
+            if stream == "stderr":  # for the failure reason: the line as printed
+                self.tail.append(body.decode("utf-8", "replace").removesuffix("\r"))
 
     def join(self, seconds: float) -> None:
         end = time.time() + seconds

@@ -1,6 +1,8 @@
-"""Training-job logs from the CloudWatch Logs API of the endpoint (group /aws/sagemaker/TrainingJobs,
-one stream per instance named ``<job>/algo-<n>-<epoch>``), merged in time order and prefixed with
-the host; ``trainforge logs JOB [--follow] [--since ...]``."""
+"""Training-job logs from the CloudWatch Logs API of the endpoint (group /aws/sagemaker/TrainingJobs):
+per instance the algorithm's stream ``<job>/algo-<n>-<epoch>`` and trainforge's own
+``<job>.trainforge/algo-<n>-<epoch>`` (log_streams.py), merged in time order, each line prefixed with
+its host; trainforge's lines (``[trainforge] ...``) are dimmed. ``trainforge logs JOB [--follow]
+[--since ...]``."""
 
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.text import Text
 
+from trainforge.log_streams import LOG_GROUP, job_prefixes
+
 from .argparser import ArgParser, parse_strict
 from .connection import connect
 from .errors import ParamError
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 HOST_STYLES = ("cyan", "magenta", "yellow", "green", "blue", "bright_red", "bright_cyan", "bright_magenta")
+PLATFORM_STYLE = "dim"
 _EPOCH_SUFFIX = re.compile(r"-\d+$")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 
@@ -32,10 +36,12 @@ class LogEvent:
     timestamp: int
     message: str
     stream: str
+    platform: bool = False  # a line of trainforge's own, not the algorithm's
 
 
-def host_of(job: str, stream: str) -> str:
-    name = stream[len(job) + 1:] if stream.startswith(job + "/") else stream
+def host_of(stream: str) -> str:
+    """``algo-N`` of ``<job>/algo-N-<epoch>`` and of ``<job>.trainforge/algo-N-<epoch>``."""
+    name = stream.split("/", 1)[-1]
     return _EPOCH_SUFFIX.sub("", name) or name
 
 
@@ -70,8 +76,12 @@ class LogFollower:
         self._tokens: dict[str, str | None] = {}
 
     def streams(self) -> list[str]:
+        """The job's algorithm streams and its trainforge streams."""
+        return sorted(name for prefix in job_prefixes(self.job) for name in self._streams(prefix))
+
+    def _streams(self, prefix: str) -> list[str]:
         names: list[str] = []
-        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": self.job + "/"}
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": prefix}
         while True:
             try:
                 page = self._client.describe_log_streams(**kwargs)
@@ -81,14 +91,15 @@ class LogFollower:
                 raise
             names += [s["logStreamName"] for s in page.get("logStreams", [])]
             if not page.get("nextToken") or page["nextToken"] == kwargs.get("nextToken"):
-                return sorted(names)
+                return names
             kwargs["nextToken"] = page["nextToken"]
 
     def poll(self) -> list[LogEvent]:
         events: list[LogEvent] = []
+        platform_prefix = job_prefixes(self.job)[1]
         for stream in self.streams():
             token = self._tokens.get(stream)
-            host = host_of(self.job, stream)
+            host, platform = host_of(stream), stream.startswith(platform_prefix)
             while True:
                 kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream,
                                           "startFromHead": True}
@@ -98,7 +109,8 @@ class LogFollower:
                     kwargs["startTime"] = self._start
                 page = self._client.get_log_events(**kwargs)
                 batch = page.get("events", [])
-                events += [LogEvent(host, e.get("timestamp", 0), e.get("message", ""), stream) for e in batch]
+                events += [LogEvent(host, e.get("timestamp", 0), e.get("message", ""), stream, platform)
+                           for e in batch]
                 new_token = page.get("nextForwardToken") or token
                 if not batch or new_token == token:
                     token = new_token
@@ -124,7 +136,7 @@ class LogPrinter:
 
     def line(self, event: LogEvent) -> Text:
         text = Text(f"[{event.host}] ", style=self.style_for(event.host))
-        text.append(event.message.rstrip("\n"))
+        text.append(event.message.rstrip("\n"), style=PLATFORM_STYLE if event.platform else "")
         return text
 
     def print(self, events: list[LogEvent]) -> None:

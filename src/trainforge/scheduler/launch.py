@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy import select
 
 from trainforge.agent import instance_files
+from trainforge.log_streams import algorithm_stream
 from trainforge.scheduler import faults, handles
 from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.service import lifecycle
@@ -146,7 +147,7 @@ class Launcher:
             prepared.rows.append({"job_id": job.id, "host": host, "attempt": job.attempt,
                                   "backend": self.backend.name, "next_seq": 0, "state": "running",
                                   "handle": handles.launching(inst_dir, now, self.config.agent_start_grace_seconds),
-                                  "started_at": now, "log_stream": f"{job.name}/{host}-{epoch}",
+                                  "started_at": now, "log_stream": algorithm_stream(job.name, host, epoch),
                                   "token": token_digest(token)})
         return prepared
 

@@ -1,6 +1,7 @@
 """The CloudWatch Logs subset the SageMaker SDK reads training logs with.
 
-Log group ``/aws/sagemaker/TrainingJobs``; one stream per instance, ``<job>/algo-<n>-<epoch>``.
+Log group ``/aws/sagemaker/TrainingJobs``; per instance, the algorithm's stream ``<job>/algo-<n>-<epoch>``
+and trainforge's own ``<job>.trainforge/algo-<n>-<epoch>`` (log_streams.py).
 Paging tokens are ``f/<id>`` (forward) and ``b/<id>`` (backward): positions in the event table.
 """
 
@@ -9,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from trainforge.api.errors import ServiceError, ValidationError
+from trainforge.log_streams import LOG_GROUP
 from trainforge.service.training_jobs import Caller
 from trainforge.store.jobs import JobStore
-
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 class LogGroupNotFound(ServiceError):

@@ -10,7 +10,9 @@ that has reported its exit, accept no new event at all — log lines included: o
 control plane has given up on could still send any, and refusing tells it to stop; a retry of
 events already stored is acknowledged as before. Metric samples arrive with the log lines they
 were read from: the agent evaluates MetricDefinitions (``agent/metrics.py``), never the control
-plane, so no job's regex runs here, let alone under the store's lock.
+plane, so no job's regex runs here, let alone under the store's lock. A log line of trainforge's
+own (``stream`` "trainforge", ``Reporter.notice``) is stored in the instance's trainforge stream,
+every other in its algorithm stream (log_streams.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trainforge.api.errors import ServiceError
+from trainforge.log_streams import PLATFORM_KIND, platform_stream
 from trainforge.service import lifecycle
 from trainforge.service.training_jobs import model_artifacts_uri
 from trainforge.store.jobs import JobRow, JobStore
@@ -121,7 +124,9 @@ class Reports:
             t = float(ev.get("time") or time.time())
             if kind == "log":
                 msg = str(ev.get("message", ""))
-                logs.append({"job_id": job.id, "stream": inst["log_stream"], "timestamp": int(t * 1000),
+                own = ev.get("stream") == PLATFORM_KIND  # trainforge's line, not the algorithm's
+                logs.append({"job_id": job.id, "stream": platform_stream(inst["log_stream"]) if own
+                             else inst["log_stream"], "timestamp": int(t * 1000),
                              "ingestion_time": now_ms, "message": msg})
                 for name, value in reported_metrics(ev, names):
                     metrics.append({"job_id": job.id, "name": name, "timestamp": t, "value": value,

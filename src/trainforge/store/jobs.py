@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from trainforge.log_streams import platform_stream
 from trainforge.store.db import Database
 from trainforge.store.name_index import NameIndex
 from trainforge.store.schema import instances, jobs, log_events, metric_samples, settings, tags
@@ -360,17 +361,21 @@ class JobStore:
             conn.execute(insert(metric_samples), rows)
 
     def log_streams(self, account_id: str, region: str, prefix: str | None) -> list[dict[str, Any]]:
-        """Every instance log stream of the account, with first/last event times."""
+        """Every instance log stream of the account whose name starts with ``prefix``: the algorithm's
+        and trainforge's (log_streams.py), by name, with first/last event times."""
         stmt = (
             select(instances.c.log_stream, instances.c.started_at, jobs.c.id)
             .join(jobs, jobs.c.id == instances.c.job_id)
             .where(jobs.c.account_id == account_id, jobs.c.region == region,
                    instances.c.log_stream.is_not(None))
         )
-        if prefix:
-            stmt = stmt.where(instances.c.log_stream.startswith(prefix, autoescape=True))
+        if prefix:  # both names of an instance start with its job's name, which has no "." and no "/"
+            job_part = re.split(r"[./]", prefix, maxsplit=1)[0]
+            stmt = stmt.where(instances.c.log_stream.startswith(job_part, autoescape=True))
         with self.db.read() as conn:
-            streams = [dict(r._mapping) for r in conn.execute(stmt.order_by(instances.c.log_stream))]
+            streams = sorted(({**r._mapping, "log_stream": name} for r in conn.execute(stmt)
+                              for name in (r.log_stream, platform_stream(r.log_stream))
+                              if name.startswith(prefix or "")), key=lambda s: s["log_stream"])
             for s in streams:
                 first_last = conn.execute(
                     select(func.min(log_events.c.timestamp), func.max(log_events.c.timestamp),
