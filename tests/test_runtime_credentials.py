@@ -55,10 +55,10 @@ def test_instance_reads_s3_with_its_role_credentials_and_sees_no_secret(
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=10)
     assert err.value.code == 403
-    # and nothing of the secret reached the job's logs
+    # and nothing of the secret reached the job's logs (the algorithm's streams nor trainforge's)
     logs = srv.client("logs")
     events = logs.filter_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
-                                    logStreamNamePrefix=f"{name}/")["events"]
+                                    logStreamNamePrefix=name)["events"]
     assert not any("role-secret" in e["message"] for e in events)
 
 

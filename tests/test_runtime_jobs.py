@@ -15,9 +15,10 @@ PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2
 
 
 def log_messages(srv: Any, name: str) -> list[str]:
+    """Every line of the job's log streams: the algorithm's and trainforge's own."""
     logs = srv.client("logs")
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
-                                        logStreamNamePrefix=f"{name}/")["logStreams"]
+    streams = [s for prefix in (f"{name}/", f"{name}.trainforge/") for s in logs.describe_log_streams(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=prefix)["logStreams"]]
     return [e["message"] for s in streams for e in logs.get_log_events(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)["events"]]
 
