@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,22 @@ def wire_protocol(request: Any) -> str:
         return "smithy-rpc-v2-cbor"
     if request.headers.get("X-Amz-Target"):
         return "json"
-    assert b"Action=" in request.body
+    body = request.body.decode() if isinstance(request.body, bytes) else request.body
+    assert "Action=" in body
     return "query"
 
 
-def metric_job(server: ServerProcess, command: str = SCRIPT) -> str:
+@pytest.fixture(scope="module")
+def output_bucket(s3_endpoint: str) -> str:
+    name = f"tf-cw-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def metric_job(server: ServerProcess, bucket: str, command: str = SCRIPT) -> str:
     sm = server.client()
     name = unique_name("cw")
-    req = minimal_request(name)
+    req = minimal_request(name, OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"})
     req["AlgorithmSpecification"]["ContainerArguments"] = [command]
     req["AlgorithmSpecification"]["MetricDefinitions"] = [{"Name": METRIC, "Regex": r"loss=([0-9.]+)"}]
     sm.create_training_job(**req)
@@ -94,8 +103,8 @@ def logged_samples(server: ServerProcess, job: str) -> list[tuple[float, float]]
 
 
 @pytest.fixture(scope="module")
-def job(server: ServerProcess) -> dict[str, Any]:
-    name = metric_job(server)
+def job(server: ServerProcess, output_bucket: str) -> dict[str, Any]:
+    name = metric_job(server, output_bucket)
     return {"name": name, "samples": logged_samples(server, name),
             "description": server.client().describe_training_job(TrainingJobName=name)}
 
@@ -279,7 +288,7 @@ def test_aws_cli(server: ServerProcess, model_paths: dict[str, Path], job: dict[
     points = sorted(json.loads(run.stdout)["Datapoints"], key=lambda p: p["Timestamp"])
     assert [(p["Sum"], p["SampleCount"]) for p in points] == [(v, 1.0) for v in VALUES]
     marker = {"smithy-rpc-v2-cbor": "/service/GraniteServiceVersion20100801/operation/GetMetricStatistics",
-              "json": "GraniteServiceVersion20100801.GetMetricStatistics", "query": "Action=GetMetricStatistics"}
+              "json": "GraniteServiceVersion20100801.GetMetricStatistics", "query": "'Action': 'GetMetricStatistics'"}
     assert marker[protocol] in run.stderr
     query = json.dumps([{"Id": "loss", "MetricStat": {"Metric": {"Namespace": NS, "MetricName": METRIC, "Dimensions": [
         {"Name": "TrainingJobName", "Value": job["name"]}]}, "Period": 1, "Stat": "Maximum"}}])
@@ -305,10 +314,10 @@ def test_training_job_analytics(server: ServerProcess, job: dict[str, Any], monk
     assert list(frame["timestamp"]) == [t - min(want) for t in sorted(want)]
 
 
-def test_retention_drops_old_points(server_factory: Any, model_paths: dict[str, Path]) -> None:
+def test_retention_drops_old_points(server_factory: Any, model_paths: dict[str, Path], output_bucket: str) -> None:
     retention = 20.0  # seconds
     srv = server_factory({"metrics_retention_days": retention / 86400})
-    name = metric_job(srv, "echo 'epoch 0: loss=3.5'")
+    name = metric_job(srv, output_bucket, "echo 'epoch 0: loss=3.5'")
     cw = cloudwatch(srv, model_paths["json"], "json")
     dims = [{"Name": "TrainingJobName", "Value": name}]
     now = datetime.now(UTC)
