@@ -245,8 +245,8 @@ def test_errors(server: ServerProcess, model_paths: dict[str, Path], protocol: s
     base = {"Namespace": NS, "MetricName": METRIC, "StartTime": now - timedelta(hours=1), "EndTime": now,
             "Period": 60, "Statistics": ["Sum"]}
     cases = [
-        ({**base, "Period": 0}, "ValidationError", "Value '0' at 'period' failed to satisfy constraint: "
-                                                   "Member must have value greater than or equal to 1"),
+        ({**base, "Period": 0}, "ValidationError", ("Value '0' at 'period' failed to satisfy constraint: "
+                                                   "Member must have value greater than or equal to 1")),
         ({**base, "Period": 7}, "InvalidParameterValue", "The parameter Period must be a multiple of 60."),
         ({**base, "ExtendedStatistics": ["p90"]}, "InvalidParameterCombination",
          "Must specify either Statistics or ExtendedStatistics, but not both."),

@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from trainforge.api.errors import ServiceError, ValidationError
@@ -54,9 +53,7 @@ class InvalidNextToken(ServiceError):
 
 
 def epoch(value: Any) -> float:
-    """A request's timestamp (epoch number, ISO 8601 string or datetime) as epoch seconds."""
-    if isinstance(value, datetime):
-        return value.timestamp()
+    """A request's timestamp (an epoch number, or an ISO 8601 string of the query protocol) in seconds."""
     if isinstance(value, str):
         return iso_timestamp(value).timestamp()
     return float(value)
@@ -220,7 +217,7 @@ class Metrics:
         offset = 0
         if params.get("NextToken"):
             try:
-                offset = int(self.signer.decode(params["NextToken"], _plain(query)))
+                offset = int(self.signer.decode(params["NextToken"], query))
             except ValidationError as exc:
                 raise InvalidNextToken(exc.message) from None
         budget = int(params.get("MaxDatapoints") or DEFAULT_MAX_DATAPOINTS)
@@ -237,7 +234,7 @@ class Metrics:
             r["Messages"] = []
         out: dict[str, Any] = {"MetricDataResults": results, "Messages": []}
         if offset + budget < total:
-            out["NextToken"] = self.signer.encode(offset + budget, _plain(query))
+            out["NextToken"] = self.signer.encode(offset + budget, query)
         return out
 
     def list_metrics(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
@@ -263,25 +260,15 @@ class Metrics:
         query = {k: v for k, v in params.items() if k != "NextToken"}
         start = 0
         if params.get("NextToken"):
-            start = int(self.signer.decode(params["NextToken"], _plain(query)))
+            start = int(self.signer.decode(params["NextToken"], query))
         out: dict[str, Any] = {"Metrics": metrics[start:start + LIST_PAGE]}
         if params.get("IncludeLinkedAccounts"):
             out["OwningAccounts"] = [caller.account_id] * len(out["Metrics"])
         if start + LIST_PAGE < len(metrics):
-            out["NextToken"] = self.signer.encode(start + LIST_PAGE, _plain(query))
+            out["NextToken"] = self.signer.encode(start + LIST_PAGE, query)
         return out
 
     def handlers(self) -> dict[str, Callable[[Caller, dict[str, Any]], dict[str, Any]]]:
         return {"GetMetricStatistics": self.get_metric_statistics, "GetMetricData": self.get_metric_data,
                 "ListMetrics": self.list_metrics}
 
-
-def _plain(value: Any) -> Any:
-    """A request as JSON-encodable values (timestamps as epoch seconds), for a token's query digest."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return value
