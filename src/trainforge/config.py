@@ -82,6 +82,9 @@ class Config:
     # Isolation: "auto" (namespaces when possible), "namespace" (required), "none".
     isolation: str = "auto"
     log_level: str = "info"
+    # How long CloudWatch metric samples (algorithm and instance metrics) are kept; CloudWatch's own
+    # retention is 15 months (service/cloudwatch.py).
+    metrics_retention_days: float = 455.0
 
     # ----------------------------------------------------------------------------------------
     @property

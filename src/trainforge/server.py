@@ -15,6 +15,7 @@ from typing import Any
 
 from trainforge.api.agent_api import agent_routes
 from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, sagemaker_handlers
+from trainforge.api.cloudwatch import CloudWatchEndpoint
 from trainforge.api.errors import ValidationError
 from trainforge.api.sigv4 import Authenticator
 from trainforge.api.validation import warm
@@ -22,6 +23,7 @@ from trainforge.awsmodel import SUPPORTED_OPERATIONS
 from trainforge.config import Config
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.scheduler.scheduler import Scheduler
+from trainforge.service.cloudwatch import Metrics
 from trainforge.service.create_rules import check_create
 from trainforge.service.logs import Logs
 from trainforge.service.pagination import TokenSigner
@@ -31,6 +33,7 @@ from trainforge.service.training_jobs import TrainingJobs
 from trainforge.service.unsupported import check_supported
 from trainforge.store.db import Database
 from trainforge.store.jobs import JobStore
+from trainforge.store.metrics import MetricStore
 
 log = logging.getLogger("trainforge")
 
@@ -104,10 +107,14 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     tags = Tags(store, signer)
     logs = Logs(store)
     auth = Authenticator(config.load_credentials(), config.account_id, config.region)
-    endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes,
-                               sagemaker_handlers(jobs, tags), logs.handlers(), store_version=db.read_version)
-    startup = [scheduler.start] if start_scheduler else []
-    app = build_app(endpoint, agent_routes(store, reports, config), startup, [scheduler.stop, db.dispose])
+    metrics = Metrics(MetricStore(db), signer, config.metrics_retention_days)
+    cloudwatch = CloudWatchEndpoint(auth.authenticate, config.max_body_bytes, metrics.handlers())
+    warm(list(metrics.handlers()), service="cloudwatch")
+    endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes, sagemaker_handlers(jobs, tags),
+                               logs.handlers(), store_version=db.read_version, others=[cloudwatch])
+    startup = [scheduler.start, metrics.start_pruning] if start_scheduler else []
+    app = build_app(endpoint, agent_routes(store, reports, config) + cloudwatch.routes(), startup,
+                    [metrics.stop_pruning, scheduler.stop, db.dispose])
     log.info("isolation: %s", isolation)
     return Server(config, db, store, jobs, scheduler, app)
 

@@ -38,6 +38,7 @@ from trainforge.agent.metrics import metric_reader
 from trainforge.agent.outcome import Outcome, algorithm_failure, error_reason
 from trainforge.agent.reporter import Reporter
 from trainforge.agent.runner import Stopper
+from trainforge.agent.sampler import start_sampler
 from trainforge.agent.spec import Paths, leader, output_prefix
 
 INVOKING = "Invoking script with the following command: "  # script_mode's line, same words
@@ -299,7 +300,12 @@ class Agent:
         """Stream the training process to its end, then mark the instance exited and stop the
         data workers; returns how it ran and whether the final checkpoint upload failed."""
         metrics = metric_reader(self.spec, self._notice)  # while the process starts
-        result = runner.run(instance, self.reporter, self.stopper, self.deadline, self.grace, metrics)
+        sampler = start_sampler(self.spec, instance.pid, paths.host_ml, self.reporter.emit)
+        try:
+            result = runner.run(instance, self.reporter, self.stopper, self.deadline, self.grace, metrics)
+        finally:
+            if sampler is not None:
+                sampler.stop()
         self._advance(Phase.ENDED)
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at

@@ -115,8 +115,10 @@ class AwsJsonEndpoint:
 
     def __init__(self, authenticate: Callable[..., tuple[str, str]], max_body: int,
                  sagemaker: dict[str, Handler], logs: dict[str, Handler],
-                 store_version: Callable[[], object | None] | None = None) -> None:
+                 store_version: Callable[[], object | None] | None = None, others: Sequence[Any] = ()) -> None:
         self.authenticate = authenticate
+        # Other services' protocols at POST / (api/cloudwatch.py): async claims(request) -> bool, handle(request)
+        self.others = tuple(others)
         self.max_body = max_body
         self.sagemaker = sagemaker
         self.logs = logs
@@ -138,6 +140,9 @@ class AwsJsonEndpoint:
         return self.cache.get((*caller, target.decode()[len(SAGEMAKER_PREFIX):], body))
 
     async def handle(self, request: Request) -> Response:
+        for other in self.others:
+            if await other.claims(request):
+                return await other.handle(request)  # type: ignore[no-any-return]
         try:
             return await self._dispatch(request)
         except errors.ServiceError as exc:

@@ -51,7 +51,7 @@ __all__ = [
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
-DEFAULT_SERVICES = ("sagemaker", "logs")
+DEFAULT_SERVICES = ("sagemaker", "logs", "monitoring")
 MAX_PRESIGN_EXPIRES = 7 * 24 * 3600  # AWS's ceiling for X-Amz-Expires
 
 MISMATCH_MESSAGE = (

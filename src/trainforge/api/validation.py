@@ -86,7 +86,7 @@ Ok = Callable[[Any], bool]
 _INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _UNBOUNDED = float("inf")
 
-_VALIDATORS: dict[str, Callable[[Any, list[str]], None]] = {}
+_VALIDATORS: dict[tuple[str, str], Callable[[Any, list[str]], None]] = {}  # (service, operation) ->
 # An S3-URI pattern such as ``(https|s3)://([^/]+)/?(.*)``: ``file://`` URIs pass it too (DESIGN.md:
 # "file:// URIs accepted wherever an S3 URI is"); service/create_rules.py checks their roots.
 _S3_PATTERN = re.compile(r"\bs3\)?://")
@@ -98,27 +98,28 @@ def _or_file_uri(match: c.Matcher) -> c.Matcher:
     return matcher
 
 
-def validate(operation_name: str, params: Any) -> None:
-    """Raise ValidationError (all violations) or SerializationError (first wrong type)."""
-    check = _VALIDATORS.get(operation_name)
+def validate(operation_name: str, params: Any, service: str = "sagemaker") -> None:
+    """Raise ValidationError (all violations) or SerializationError (first wrong type); ``service``
+    names botocore's model (``cloudwatch`` for api/cloudwatch.py)."""
+    check = _VALIDATORS.get((service, operation_name))
     if check is None:
-        check = _compile(operation_name)
+        check = _compile(operation_name, service)
     errors: list[str] = []
     check(params, errors)
     if errors:
         raise ValidationError(c.summary(errors))
 
 
-def warm(operation_names: tuple[str, ...] | list[str]) -> None:
+def warm(operation_names: tuple[str, ...] | list[str], service: str = "sagemaker") -> None:
     """Compile the validators of these operations now (server start-up)."""
     for name in operation_names:
-        if name not in _VALIDATORS:
-            _compile(name)
+        if (service, name) not in _VALIDATORS:
+            _compile(name, service)
 
 
-def _compile(operation_name: str) -> Callable[[Any, list[str]], None]:
+def _compile(operation_name: str, service: str = "sagemaker") -> Callable[[Any, list[str]], None]:
     try:
-        shape = operation(operation_name).input_shape
+        shape = operation(operation_name, service).input_shape
     except OperationNotFoundError:
         raise UnknownOperation(f"Unknown operation {operation_name}") from None
     if shape is None:
@@ -135,7 +136,7 @@ def _compile(operation_name: str) -> Callable[[Any, list[str]], None]:
                 raise SerializationError("Request body must be a JSON object")
             body(params, "", errors)
 
-    _VALIDATORS[operation_name] = check
+    _VALIDATORS[(service, operation_name)] = check
     return check
 
 

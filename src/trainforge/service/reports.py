@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from trainforge.agent.sampler import INSTANCE_METRICS
 from trainforge.api.errors import ServiceError
 from trainforge.log_streams import PLATFORM_KIND, platform_stream
 from trainforge.service import lifecycle
 from trainforge.service.training_jobs import model_artifacts_uri
 from trainforge.store.jobs import JobRow, JobStore
+from trainforge.store.metrics import ALGORITHM, INSTANCE
 
 log = logging.getLogger("trainforge.reports")
 
@@ -55,8 +57,9 @@ def _refuse(job: JobRow, host: str, attempt: int, why: str) -> Refused:
     return Refused(f"This report is refused: {why}.")
 
 
-def reported_metrics(event: dict[str, Any], names: set[str]) -> list[tuple[str, float]]:
-    """The samples an agent read from a log line: ``[[name, value], ...]`` of the job's own metrics."""
+def reported_metrics(event: dict[str, Any], names: set[str] | frozenset[str]) -> list[tuple[str, float]]:
+    """The samples of an event (``[[name, value], ...]``): of the job's own metrics, read from a log
+    line, or of the instance metrics, in a sample event."""
     out = []
     for name, value in event.get("metrics") or []:
         if name not in names or isinstance(value, bool) or not isinstance(value, int | float) \
@@ -130,8 +133,12 @@ class Reports:
                              "ingestion_time": now_ms, "message": msg})
                 for name, value in reported_metrics(ev, names):
                     metrics.append({"job_id": job.id, "name": name, "timestamp": t, "value": value,
-                                    "host": inst["host"]})
+                                    "host": inst["host"], "kind": ALGORITHM})
                     final[name] = {"MetricName": name, "Value": value, "Timestamp": t}
+            elif kind == "sample":  # the instance's utilisation (agent/sampler.py)
+                metrics.extend({"job_id": job.id, "name": name, "timestamp": t, "value": value,
+                                "host": inst["host"], "kind": INSTANCE}
+                               for name, value in reported_metrics(ev, INSTANCE_METRICS))
             elif kind == "status":
                 status = ev["status"]
                 if job.status in (lifecycle.IN_PROGRESS,) and _RANK.get(status, -1) >= _RANK.get(
@@ -152,7 +159,8 @@ class Reports:
             job.state["FinalMetricDataList"] = list(final.values())
         self.store.append_logs(conn, logs)
         self.store.append_metrics(conn, metrics)
-        job.last_modified_time = time.time()
+        if any(ev.get("type") != "sample" for ev in events):  # samples alone do not modify the job
+            job.last_modified_time = time.time()
         insts[inst["host"]] = inst
         if all(i["state"] == "exited" for i in insts.values()):
             conclude(job, list(insts.values()))

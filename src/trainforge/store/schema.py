@@ -142,5 +142,10 @@ metric_samples = Table(
     Column("timestamp", Float, nullable=False),
     Column("value", Float, nullable=False),
     Column("host", String(16)),
+    # algorithm (MetricDefinitions) | instance (CPUUtilization, ... sampled by the agent); migration 0007
+    Column("kind", String(16), nullable=False, server_default="algorithm"),
 )
-Index("ix_metric_samples_job", metric_samples.c.job_id, metric_samples.c.name, metric_samples.c.id)
+# One series over a time range (CloudWatch reads); every sample older than the retention (migration 0007).
+Index("ix_metric_samples_series", metric_samples.c.job_id, metric_samples.c.name, metric_samples.c.host,
+      metric_samples.c.timestamp)
+Index("ix_metric_samples_time", metric_samples.c.timestamp)
