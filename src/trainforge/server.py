@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from trainforge.api.agent_api import agent_routes
-from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, sagemaker_handlers
+from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, request_id, sagemaker_handlers
 from trainforge.api.errors import ValidationError
+from trainforge.api.query import QueryEndpoint
 from trainforge.api.sigv4 import Authenticator
 from trainforge.api.validation import warm
 from trainforge.awsmodel import SUPPORTED_OPERATIONS
@@ -23,6 +24,7 @@ from trainforge.config import Config
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.scheduler.scheduler import Scheduler
 from trainforge.service.create_rules import check_create
+from trainforge.service.identity import Identity
 from trainforge.service.logs import Logs
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.reports import Reports
@@ -103,9 +105,14 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     reports = Reports(store, on_job_change=scheduler.wake)
     tags = Tags(store, signer)
     logs = Logs(store)
-    auth = Authenticator(config.load_credentials(), config.account_id, config.region)
+    credentials = config.load_credentials()
+    auth = Authenticator(credentials, config.account_id, config.region)
+    # STS and IAM requests (the query protocol) are signed for their own services.
+    query_auth = Authenticator(credentials, config.account_id, config.region, services=("sts", "iam"))
+    query = QueryEndpoint(query_auth.authenticate, config.max_body_bytes, Identity(config), request_id)
     endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes,
-                               sagemaker_handlers(jobs, tags), logs.handlers(), store_version=db.read_version)
+                               sagemaker_handlers(jobs, tags), logs.handlers(), store_version=db.read_version,
+                               query=query.handle)
     startup = [scheduler.start] if start_scheduler else []
     app = build_app(endpoint, agent_routes(store, reports, config), startup, [scheduler.stop, db.dispose])
     log.info("isolation: %s", isolation)

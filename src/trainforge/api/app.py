@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trainforge.api import errors
+from trainforge.api.query import is_form
 from trainforge.api.validation import validate
 from trainforge.awsmodel import SUPPORTED_OPERATIONS, all_operation_names
 from trainforge.service.training_jobs import Caller
@@ -115,8 +116,10 @@ class AwsJsonEndpoint:
 
     def __init__(self, authenticate: Callable[..., tuple[str, str]], max_body: int,
                  sagemaker: dict[str, Handler], logs: dict[str, Handler],
-                 store_version: Callable[[], object | None] | None = None) -> None:
+                 store_version: Callable[[], object | None] | None = None,
+                 query: Callable[[Request], Awaitable[Response]] | None = None) -> None:
         self.authenticate = authenticate
+        self.query = query  # the query protocol's requests (STS, IAM: api/query.py), told by a form body
         self.max_body = max_body
         self.sagemaker = sagemaker
         self.logs = logs
@@ -138,6 +141,8 @@ class AwsJsonEndpoint:
         return self.cache.get((*caller, target.decode()[len(SAGEMAKER_PREFIX):], body))
 
     async def handle(self, request: Request) -> Response:
+        if self.query is not None and is_form(request.headers.get("content-type")):
+            return await self.query(request)
         try:
             return await self._dispatch(request)
         except errors.ServiceError as exc:
