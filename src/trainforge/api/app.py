@@ -141,7 +141,9 @@ class AwsJsonEndpoint:
         return self.cache.get((*caller, target.decode()[len(SAGEMAKER_PREFIX):], body))
 
     async def handle(self, request: Request) -> Response:
-        if self.query is not None and is_form(request.headers.get("content-type")):
+        # A form body without X-Amz-Target is the query protocol (STS, IAM); with one, a JSON request.
+        if self.query is not None and "x-amz-target" not in request.headers and is_form(
+                request.headers.get("content-type")):
             return await self.query(request)
         try:
             return await self._dispatch(request)
