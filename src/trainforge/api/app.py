@@ -1,7 +1,8 @@
 """The HTTP face of trainforge: AWS JSON 1.1 routing, errors, and the agents' endpoints.
 
 ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>`` (or ``Logs_20140328.<Operation>``) is
-dispatched to the service layer; every answer is JSON with AWS's error shape on failure, including
+dispatched to the service layer (a form-encoded body without that header is the query protocol of
+STS and IAM: ``api/query.py``); every answer is JSON with AWS's error shape on failure, including
 unknown paths (404) and methods (405), both ``UnknownOperationException``, and internal failures
 (500 ``InternalFailure``, no details). A request must come as JSON (``Content-Type``
 ``application/x-amz-json-1.1``, ``-1.0`` or ``application/json``, or none); a body that is not a JSON
