@@ -42,8 +42,9 @@ _TIME_SERIES_REPOSITORIES = ("/tensorflow-training:", "/mxnet-training:", "/pyto
 
 def _time_series_default(spec: dict[str, Any]) -> bool:
     """EnableSageMakerMetricsTimeSeries as the API reference defines its default: off, except with a
-    MetricDefinition, a built-in algorithm (AlgorithmName) or a prebuilt framework image."""
-    if spec.get("MetricDefinitions") or spec.get("AlgorithmName"):
+    MetricDefinition or a prebuilt framework image (and SageMaker's built-in algorithms, which
+    trainforge does not have)."""
+    if spec.get("MetricDefinitions"):
         return True
     image = spec.get("TrainingImage") or ""
     return any(repo in image for repo in _TIME_SERIES_REPOSITORIES)
