@@ -80,6 +80,8 @@ def test_sdk_v2_pytorch_fit_with_logs_then_attach(server: ServerProcess, s3_endp
     described = server.client().describe_training_job(TrainingJobName=job)
     assert described["TrainingJobStatus"] == "Completed"
     assert described["HyperParameters"]["sagemaker_program"] == '"train.py"'
+    # A prebuilt framework image: SageMaker's default turns time-series metrics on (describe_defaults.py).
+    assert described["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] is True
 
     attached = run_snippet("sdk2", "v2_attach.py", env, job)
     assert _line(attached, "attached:") == f"{job} ml.m5.large"  # output_kms_key: "" (printed empty)
