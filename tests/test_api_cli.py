@@ -17,6 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import ServerProcess, unique_name, wait_until
 
+from trainforge.service.describe_defaults import fill_in
+
 pytestmark = pytest.mark.skipif(shutil.which("aws") is None, reason="the aws CLI (awscli) is not installed")
 
 
@@ -92,13 +94,16 @@ def test_create_with_shorthand_syntax(server: ServerProcess, tmp_path: Path, s3:
             "MetricDefinitions": [{"Name": "loss", "Regex": "loss: (.*)"}, {"Name": "acc", "Regex": "acc: (.*)"}],
             "EnableSageMakerMetricsTimeSeries": True, "ContainerEntrypoint": ["/bin/sh", "-c"],
             "ContainerArguments": ["exit 0"]}
+        # As sent, with SageMaker's defaults for what the channels left out (describe_defaults.py).
+        unset = {"CompressionType": "None", "RecordWrapperType": "None"}
         assert d["InputDataConfig"] == [
             {"ChannelName": "train", "DataSource": {"S3DataSource": {
                 "S3DataType": "S3Prefix", "S3Uri": "s3://tf-cli-input/train/", "S3DataDistributionType": "FullyReplicated"}},
-             "ContentType": "text/csv", "InputMode": "File"},
+             "ContentType": "text/csv", "InputMode": "File", **unset},
             {"ChannelName": "validation", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": "s3://tf-cli-input/val/"}}}]
-        assert d["OutputDataConfig"] == {"S3OutputPath": "s3://tf-cli-output/out", "CompressionType": "NONE"}
+                "S3DataType": "S3Prefix", "S3Uri": "s3://tf-cli-input/val/", "S3DataDistributionType": "FullyReplicated"}},
+             **unset}]
+        assert d["OutputDataConfig"] == {"S3OutputPath": "s3://tf-cli-output/out", "CompressionType": "NONE", "KmsKeyId": ""}
         assert d["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10}
         assert d["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
         assert d["EnableNetworkIsolation"] is False
@@ -154,8 +159,8 @@ def test_create_with_cli_input_json(server: ServerProcess, tmp_path: Path) -> No
     try:
         d = describe(server, tmp_path, name)
         for member, value in request.items():
-            if member != "Tags":
-                assert d[member] == value, member
+            if member != "Tags":  # as sent, with SageMaker's defaults for what it left out
+                assert d[member] == fill_in({member: value})[member], member
         assert "Tags" not in d
         assert d["SecondaryStatusTransitions"][0]["Status"] == "Starting"
         # awscli v1 prints timestamps as they came on the wire (epoch seconds).

@@ -24,6 +24,8 @@ from conftest import ServerProcess, minimal_request, stop_quietly, unique_name, 
 from model_samples import sample
 from test_api_unsupported import shape_at
 
+from trainforge.service.describe_defaults import fill_in
+
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
 CREATE = MODEL.operation_model("CreateTrainingJob").input_shape
 DESCRIBE = MODEL.operation_model("DescribeTrainingJob").output_shape
@@ -293,13 +295,15 @@ def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
 
 
 def _assert_described(sm: Any, request: dict[str, Any], transitions: list[str], failure: str) -> dict[str, Any]:
-    """Every member sent is described, once the job has ended as expected (each request names an input
-    or an image that trainforge does not have, so its job fails the same way every time)."""
+    """Every member sent is described (with SageMaker's defaults for what it left out: the table is
+    checked row by row in test_describe_defaults.py), once the job has ended as expected (each request
+    names an input or an image that trainforge does not have, so its job fails the same way every time)."""
     described = wait_for_job(sm, request["TrainingJobName"])
     for member, value in request.items():
         if member in NOT_DESCRIBED:
             assert member not in described
             continue
+        value = fill_in({member: value})[member]
         assert described.get(member) == value, f"{member}: sent {value!r}, described {described.get(member)!r}"
     name = request["TrainingJobName"]
     assert described["TrainingJobArn"] == f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/{name}"

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from trainforge.api.agent_api import agent_routes
-from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, sagemaker_handlers
+from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, request_id, sagemaker_handlers
 from trainforge.api.cloudwatch import CloudWatchEndpoint
 from trainforge.api.errors import ValidationError
+from trainforge.api.query import QueryEndpoint
 from trainforge.api.sigv4 import Authenticator
 from trainforge.api.validation import warm
 from trainforge.awsmodel import SUPPORTED_OPERATIONS
@@ -25,6 +26,7 @@ from trainforge.scheduler.capacity import CapacityModel
 from trainforge.scheduler.scheduler import Scheduler
 from trainforge.service.cloudwatch import Metrics
 from trainforge.service.create_rules import check_create
+from trainforge.service.identity import Identity
 from trainforge.service.logs import Logs
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.reports import Reports
@@ -106,12 +108,17 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     reports = Reports(store, on_job_change=scheduler.wake)
     tags = Tags(store, signer)
     logs = Logs(store)
-    auth = Authenticator(config.load_credentials(), config.account_id, config.region)
+    credentials = config.load_credentials()
+    auth = Authenticator(credentials, config.account_id, config.region)
     metrics = Metrics(MetricStore(db), signer, config.metrics_retention_days)
     cloudwatch = CloudWatchEndpoint(auth.authenticate, config.max_body_bytes, metrics.handlers())
     warm(list(metrics.handlers()), service="cloudwatch")
+    # STS and IAM requests (the query protocol) are signed for their own services.
+    query_auth = Authenticator(credentials, config.account_id, config.region, services=("sts", "iam"))
+    query = QueryEndpoint(query_auth.authenticate, config.max_body_bytes, Identity(config), request_id)
     endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes, sagemaker_handlers(jobs, tags),
-                               logs.handlers(), store_version=db.read_version, others=[cloudwatch])
+                               logs.handlers(), store_version=db.read_version, others=[cloudwatch],
+                               query=query.handle)
     startup = [scheduler.start, metrics.start_pruning] if start_scheduler else []
     app = build_app(endpoint, agent_routes(store, reports, config) + cloudwatch.routes(), startup,
                     [metrics.stop_pruning, scheduler.stop, db.dispose])

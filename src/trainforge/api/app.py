@@ -1,7 +1,8 @@
 """The HTTP face of trainforge: AWS JSON 1.1 routing, errors, and the agents' endpoints.
 
 ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>`` (or ``Logs_20140328.<Operation>``) is
-dispatched to the service layer; every answer is JSON with AWS's error shape on failure, including
+dispatched to the service layer (a form-encoded body without that header is the query protocol of
+STS and IAM: ``api/query.py``); every answer is JSON with AWS's error shape on failure, including
 unknown paths (404) and methods (405), both ``UnknownOperationException``, and internal failures
 (500 ``InternalFailure``, no details). A request must come as JSON (``Content-Type``
 ``application/x-amz-json-1.1``, ``-1.0`` or ``application/json``, or none); a body that is not a JSON
@@ -26,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trainforge.api import errors
+from trainforge.api.query import is_form
 from trainforge.api.validation import validate
 from trainforge.awsmodel import SUPPORTED_OPERATIONS, all_operation_names
 from trainforge.service.training_jobs import Caller
@@ -115,10 +117,12 @@ class AwsJsonEndpoint:
 
     def __init__(self, authenticate: Callable[..., tuple[str, str]], max_body: int,
                  sagemaker: dict[str, Handler], logs: dict[str, Handler],
-                 store_version: Callable[[], object | None] | None = None, others: Sequence[Any] = ()) -> None:
+                 store_version: Callable[[], object | None] | None = None, others: Sequence[Any] = (),
+                 query: Callable[[Request], Awaitable[Response]] | None = None) -> None:
         self.authenticate = authenticate
         # Other services' protocols at POST / (api/cloudwatch.py): async claims(request) -> bool, handle(request)
         self.others = tuple(others)
+        self.query = query  # the query protocol's requests (STS, IAM: api/query.py), told by a form body
         self.max_body = max_body
         self.sagemaker = sagemaker
         self.logs = logs
@@ -143,6 +147,10 @@ class AwsJsonEndpoint:
         for other in self.others:
             if await other.claims(request):
                 return await other.handle(request)  # type: ignore[no-any-return]
+        # A form body without X-Amz-Target is the query protocol (STS, IAM); with one, a JSON request.
+        if self.query is not None and "x-amz-target" not in request.headers and is_form(
+                request.headers.get("content-type")):
+            return await self.query(request)
         try:
             return await self._dispatch(request)
         except errors.ServiceError as exc:

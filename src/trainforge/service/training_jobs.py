@@ -18,6 +18,7 @@ from trainforge.awsmodel import operation
 from trainforge.config import Config
 from trainforge.service import lifecycle
 from trainforge.service.create_rules import check_role, check_update
+from trainforge.service.describe_defaults import fill_in
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.unsupported import check_supported, rule_statuses
 from trainforge.store.jobs import DuplicateName, JobRow, JobStore
@@ -41,12 +42,6 @@ def job_arn(caller: Caller, name: str) -> str:
 
 
 _DESCRIBE_MEMBERS = frozenset(operation("DescribeTrainingJob").output_shape.members)
-# Members AWS always returns, with the value it reports when the request left them out.
-_DESCRIBE_DEFAULTS = {
-    "EnableNetworkIsolation": False,
-    "EnableInterContainerTrafficEncryption": False,
-    "EnableManagedSpotTraining": False,
-}
 _UPDATABLE = ("ProfilerConfig", "ProfilerRuleConfigurations", "RemoteDebugConfig")
 
 
@@ -189,10 +184,9 @@ class TrainingJobs:
 
 
 def describe_document(job: JobRow) -> dict[str, Any]:
-    """DescribeTrainingJob's answer: the request as sent plus the service's own members."""
-    doc: dict[str, Any] = {k: v for k, v in job.request.items() if k in _DESCRIBE_MEMBERS}
-    for key, default in _DESCRIBE_DEFAULTS.items():
-        doc.setdefault(key, default)
+    """DescribeTrainingJob's answer: the request as sent, filled in with SageMaker's defaults
+    (``describe_defaults.py``; the stored request is not changed), plus the service's own members."""
+    doc: dict[str, Any] = fill_in({k: v for k, v in job.request.items() if k in _DESCRIBE_MEMBERS})
     for key, value in job.state.items():
         if key == "TrainingTimeInSeconds" and job.training_end_time is not None:
             # A job that had started training: finish() gave it TrainingTimeInSeconds, and its end
