@@ -172,6 +172,7 @@ def start(config: Any, key_pair: dict[str, str], extra_keys: dict[str, str] | No
     _wait_answering(s3, data_dir / LOG_FILE)
     info = {"endpoint_url": s3.endpoint_url, "access_key_id": s3.access_key_id,
             "secret_access_key": s3.secret_access_key, "region": s3.region, "bucket": bucket,
+            "account_id": config.account_id,
             "root": str(root), "pid": str(process.pid)}
     (data_dir / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
     log.info("embedded S3 endpoint %s over %s (default bucket %s)", s3.endpoint_url, root, bucket)

@@ -154,7 +154,10 @@ def start_s3(config: Config, store: JobStore) -> embedded_s3.EmbeddedS3 | None:
     if not config.embedded_s3:
         return None
     pair = json.loads(store.setting(embedded_s3.KEY_SETTING, embedded_s3.new_key_pair))
+    # the keys of the credentials file and of the roles mapped to keys sign S3 requests too
     extra = {key: str(entry["secret_access_key"]) for key, entry in (config.load_credentials() or {}).items()}
+    extra.update({r["aws_access_key_id"]: r["aws_secret_access_key"] for r in config.roles.values()
+                  if r.get("aws_access_key_id") and r.get("aws_secret_access_key")})
     s3 = embedded_s3.start(config, pair, extra)
     s3.apply()
     return s3
