@@ -111,9 +111,12 @@ def _free_port(preferred: int) -> int:
     raise OSError("no free port for the embedded S3 endpoint")
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # libc is loaded before the fork: the child only makes one system call, no import, no dlopen
+    _LIBC.prctl(1, signal.SIGTERM)  # type: ignore[union-attr]  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -164,8 +167,8 @@ def start(config: Any, key_pair: dict[str, str], extra_keys: dict[str, str] | No
     command = [binary, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}", *RCLONE_FLAGS]
     with open(data_dir / LOG_FILE, "ab") as log_file:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=env, close_fds=True, preexec_fn=_die_with_parent
-                                   if sys.platform.startswith("linux") else None)
+                                   env=env, close_fds=True,
+                                   preexec_fn=_die_with_parent if _LIBC is not None else None)  # noqa: PLW1509
     s3 = EmbeddedS3(root, f"http://127.0.0.1:{port}", key_pair["access_key_id"], key_pair["secret_access_key"],
                     config.region, bucket, process)
     _wait_answering(s3, data_dir / LOG_FILE)

@@ -22,8 +22,8 @@ from botocore.exceptions import ClientError
 from . import demo_train, embedded
 from .argparser import ArgParser, parse_strict
 from .connection import Connection, connect
-from .envcmd import s3_client, s3_info
 from .demo_data import IRIS_CSV
+from .envcmd import s3_client, s3_info
 from .logs import LogFollower, make_console
 from .runcmd import submit
 from .scriptjob import ScriptJob, job_name_for

@@ -90,7 +90,7 @@ def variables(connection: Connection, info: dict[str, str] | None) -> dict[str, 
 
 def render(values: dict[str, str], shell: str, cleared: tuple[str, ...] = CLEARED) -> str:
     if shell == "fish":
-        quote = lambda v: "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731
+        quote = lambda v: "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
         lines = [f"set -e {name};" for name in cleared] + [f"set -gx {k} {quote(v)};" for k, v in values.items()]
     else:
         lines = [f"unset {' '.join(cleared)};"] if cleared else []
