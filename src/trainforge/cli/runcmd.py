@@ -116,14 +116,15 @@ def job_from_args(ns: argparse.Namespace, stage: bool) -> ScriptJob:
                      environment=parse_pairs(ns.env, "--env"))
 
 
-def submit(connection: Connection, job: ScriptJob, stderr: IO[str]) -> tuple[Any, dict[str, Any]]:
-    """Upload the source and create the job; (sagemaker client, request sent)."""
+def submit(connection: Connection, job: ScriptJob, stderr: IO[str],
+           s3_client: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Upload the source (with ``s3_client()`` when given) and create the job; (sagemaker client, request)."""
     if not is_local(connection.endpoint_url) and not job.output_uri.startswith("s3://"):
         print("trainforge: warning: the endpoint is not on this machine; it may not read file:// paths "
               "(use --output s3://... and s3:// channels)", file=stderr)
     (embedded.home() / "output").mkdir(parents=True, exist_ok=True)
-    submit_uri = upload_source(job, embedded.home() / "uploads", lambda: boto3.session.Session(
-        botocore_session=connection.session).client("s3", region_name=connection.region))
+    submit_uri = upload_source(job, embedded.home() / "uploads", s3_client or (lambda: boto3.session.Session(
+        botocore_session=connection.session).client("s3", region_name=connection.region)))
     body = request(job, submit_uri)
     client = connection.client("sagemaker")
     client.create_training_job(**body)

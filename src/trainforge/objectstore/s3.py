@@ -211,13 +211,20 @@ def _fast_get(state: _State, loc: Location, start: int | None, end: int | None, 
 
 
 def _whole_answer(resp: Any, start: int | None, end: int | None) -> bool:
-    """Whether a 200 (the whole object) answers the request exactly.
+    """Whether a 200 answers the request exactly.
 
-    A server may answer a Range that covers the whole object with 200 instead of 206 (rclone
-    does): the body is then the bytes asked for when the range starts at 0 and the object's
-    length is ``end + 1``. Anything else falls back to boto3.
+    rclone answers a Range with 200 instead of 206, with the bytes asked for and a ``Content-Range``
+    naming them: that is the answer when its range is the one requested. A 200 without one is the
+    whole object: the answer when the range starts at 0 and the object's length is ``end + 1``.
+    Anything else falls back to boto3.
     """
-    if start is None or end is None:
-        return start in (None, 0)
+    if start is None:
+        return True
+    served = resp.headers.get("Content-Range", "")
+    if served:
+        first, _, last = served.removeprefix("bytes ").partition("/")[0].partition("-")
+        return first == str(start) and (end is None or last == str(end))
+    if end is None:
+        return start == 0
     length = resp.headers.get("Content-Length")
     return start == 0 and length is not None and length.isdigit() and int(length) == end + 1
