@@ -244,6 +244,19 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def release_volumes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Instance volumes a test leaves mounted under its tmp_path (a leader that never ran to release
+    them) are unmounted after it, so pytest can remove the directory."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is not None and os.geteuid() == 0:
+        from trainforge.sandbox.volume import mounted_under, release_under
+
+        if mounted_under(str(tmp)):
+            release_under(str(tmp))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def aws_environment(s3_endpoint: str) -> Iterator[None]:
     """Every server and client in the tests uses moto's S3 and fake credentials."""

@@ -79,7 +79,7 @@ class Config:
     # How long after its launch an agent may take to record itself in its instance directory: a
     # server restarted in the launch window waits that long for an agent it has no handle of.
     agent_start_grace_seconds: float = 30.0
-    # Isolation: "auto" (namespaces when possible), "namespace" (required), "none".
+    # Isolation: "auto" (the sandbox; jobs refused where there is none), "sandbox" (required), "none".
     isolation: str = "auto"
     log_level: str = "info"
 

@@ -68,8 +68,9 @@ def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
 
 class Launcher:
     def __init__(self, store: JobStore, backend: Any, capacity: CapacityModel, config: Any, isolation: str,
-                 job_dir: Callable[[JobRow], Path]) -> None:
+                 job_dir: Callable[[JobRow], Path], sandbox: dict[str, Any] | None = None) -> None:
         self.store = store
+        self.sandbox = sandbox
         self.backend = backend
         self.capacity = capacity
         self.config = config
@@ -118,6 +119,10 @@ class Launcher:
         hosts = host_names(request)
         job_dir = self.job_dir(job)
         if job_dir.exists():
+            if self.sandbox is not None:  # a former attempt's volumes: unmounted, never walked into
+                from trainforge.sandbox.volume import release_under
+
+                release_under(str(job_dir))
             shutil.rmtree(job_dir, ignore_errors=True)
         deadline, reason = deadline_of(job, now)
         prepared = Prepared(job, now, deadline, reason)
@@ -140,6 +145,8 @@ class Launcher:
             token = new_token()
             spec = {**common, "token": token, "host": host, "instance_type": itype, "instance_group": group,
                     "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": shape.gpus}
+            if self.sandbox is not None:
+                spec["sandbox"] = {**self.sandbox, "cpus": shape.cpus, "memory_mb": shape.memory_mb}
             spec_path = inst_dir / instance_files.SPEC
             instance_files.write_spec(inst_dir, spec)
             prepared.agents.append((host, spec_path))
