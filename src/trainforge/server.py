@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import stat
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -46,18 +46,17 @@ def volume_gb(spec: dict[str, Any]) -> int:
 def prepare_volume(spec: dict[str, Any], paths: Paths) -> None:
     """The instance's /opt/ml becomes a filesystem of VolumeSizeInGB (:mod:`trainforge.sandbox.volume`)."""
     size = volume_gb(spec)
+    root = os.path.dirname(paths.host_ml)  # instance_dir/opt: /opt/ml and the LocalPaths outside it
     if size > 0:
-        volume.mount(settings(spec)["dir"], paths.instance_dir, paths.host_ml, size, uid(spec))
-    else:
-        os.makedirs(paths.host_ml, exist_ok=True)
-        os.chown(paths.host_ml, uid(spec), uid(spec))
+        volume.mount(settings(spec)["dir"], paths.instance_dir, root, size, uid(spec))
+    os.makedirs(paths.host_ml, exist_ok=True)
 
 
-def hand_over(spec: dict[str, Any], paths: Paths, extra: list[str]) -> None:
-    """Everything under /opt/ml (and the instance's LocalPaths outside it) now belongs to the
+def hand_over(spec: dict[str, Any], paths: Paths) -> None:
+    """Everything on the volume (/opt/ml, the instance's LocalPaths outside it) now belongs to the
     instance's root: the agent staged it as the host's root. Symlinks are not followed."""
     owner = uid(spec)
-    for top in [paths.host_ml, *extra]:
+    for top in [os.path.dirname(paths.host_ml)]:
         os.lchown(top, owner, owner)
         for dirpath, dirnames, filenames in os.walk(top):
             for name in dirnames + filenames:

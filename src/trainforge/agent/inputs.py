@@ -103,10 +103,13 @@ def start_sync(spec: dict[str, Any], paths: Paths, inputs: Inputs, log: Callable
 
     cc = layout.checkpoint_config(request, paths)
     tb = layout.tensorboard_local_path(request, paths)
+    debug = (request.get("DebugHookConfig") or {}).get("LocalPath")
     inputs.sync = data.CheckpointSync(
         request, Path(paths.host_ml), allowed_roots=allowed_roots(spec), log=log,
         checkpoint_local_path=Path(paths.to_host(cc["LocalPath"])) if cc else None,
-        tensorboard_local_path=Path(paths.to_host(tb)) if tb else None).start()
+        tensorboard_local_path=Path(paths.to_host(tb)) if tb else None,
+        debug_local_path=Path(paths.to_host(debug)) if debug else None,
+        device=paths.volume_device()).start()
 
 
 def run_staging(target: Callable[[], Inputs], wake: threading.Event) -> tuple[list[Any], threading.Thread]:

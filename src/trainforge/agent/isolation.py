@@ -47,7 +47,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
+from trainforge.agent.spec import Paths, network_isolated
 
 SETUP_FAILED = "sandbox setup failed"
 RUNC_ERROR = "msg=\"runc run failed: "  # how runc logs that a container could not start

@@ -131,7 +131,8 @@ def local_paths(request: dict[str, Any], paths: Paths) -> list[str]:
     """The LocalPaths the platform reads back, as the training process sees them."""
     cc = checkpoint_config(request, paths)
     tb = tensorboard_local_path(request, paths)
-    return [p for p in ((cc or {}).get("LocalPath"), tb) if p]
+    debug = (request.get("DebugHookConfig") or {}).get("LocalPath")
+    return [p for p in ((cc or {}).get("LocalPath"), tb, debug and paths.to_container(debug)) if p]
 
 
 def config_files(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:

@@ -291,8 +291,7 @@ class Agent:
         local_paths = layout.local_paths(spec["request"], paths)
         try:
             if isolation.sandboxed(spec):
-                container.hand_over(spec, paths, [p for p in map(paths.to_host, local_paths)
-                                                  if not p.startswith(paths.host_ml)])
+                container.hand_over(spec, paths)
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths)
         except OSError as exc:  # the entrypoint cannot be executed at all
             inputs.close()

@@ -61,8 +61,23 @@ class Paths:
         job_dir = os.path.abspath(spec.get("job_dir") or os.path.dirname(instance_dir))
         host_ml = os.path.join(instance_dir, "opt", "ml")
         if spec.get("isolation") == "sandbox":
-            return cls(instance_dir, job_dir, host_ml, CONTAINER_ML, os.path.join(instance_dir, "local"))
+            return cls(instance_dir, job_dir, host_ml, CONTAINER_ML, os.path.join(instance_dir, "opt", "local"))
         return cls(instance_dir, job_dir, host_ml, host_ml)
+
+    def volume_root_of(self, host: str) -> str:
+        """Where an instance's volume is mounted in the sandbox: ``/opt/ml`` and ``local_root`` lie on it."""
+        return os.path.join(self.instance_dir_of(host), "opt")
+
+    def volume_device(self, host: str | None = None) -> int | None:
+        """The filesystem of an instance's volume (this instance's by default) in the sandbox, else
+        None: what the agent reads back from an instance must lie on it."""
+        if self.local_root is None:
+            return None
+        root = self.volume_root_of(host) if host else os.path.dirname(self.host_ml)
+        try:
+            return os.stat(root).st_dev
+        except OSError:
+            return None
 
     def container(self, *parts: str) -> str:
         return os.path.join(self.container_ml, *parts)

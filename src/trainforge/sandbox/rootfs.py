@@ -88,10 +88,10 @@ def instance_root(roots: str, name: str, uid: int) -> str:
     """The instance's (empty) root directory, with the merged-/usr links, owned by its root."""
     root = os.path.join(roots, name)
     os.makedirs(root, mode=0o755, exist_ok=True)
-    for name, target in MERGED_USR.items():
-        link = os.path.join(root, name)
+    for top, target in MERGED_USR.items():
+        link = os.path.join(root, top)
         if not os.path.lexists(link):
-            if os.path.islink("/" + name):
+            if os.path.islink("/" + top):
                 os.symlink(target, link)
             else:
                 os.mkdir(link)
