@@ -51,7 +51,6 @@ import stat
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from trainforge.sandbox.gpu_env import HOST_DEV_ISOLATIONS as HOST_DEV_ISOLATIONS  # re-exported
 from trainforge.sandbox.gpu_env import visible_devices
 
 PROC_GPUS = "/proc/driver/nvidia/gpus"
