@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,10 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = SRC + os.pathsep + os.environ.get("PYTHONPATH", "")  # the server: this checkout's
 
 import boto3
 from botocore.config import Config as BotoConfig
+from overhead import start_server
 
 from trainforge.sandbox import gpus
 
@@ -58,28 +60,6 @@ def torch_python(given: str | None) -> str | None:
         if candidate and subprocess.run([candidate, "-c", "import torch"], capture_output=True, check=False).returncode == 0:
             return candidate
     return None
-
-
-def start_server(data: Path, python: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = data / "config.json"
-    cfg.write_text(json.dumps({"images": [{"image": "gpucheck/torch:*", "kind": "command",
-                                            "entrypoint": [python, "-c"]}], "stop_grace_seconds": 5}))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
-    with open(data / "server.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "trainforge.server", "--port", str(port), "--data-dir",
-                                 str(data), "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start: " + (data / "server.log").read_text()[-3000:])
 
 
 def job_lines(endpoint: str, name: str) -> list[str]:
@@ -152,7 +132,8 @@ def main() -> int:
     bare = found(bare_run.stdout.splitlines())
     bare_seconds = time.monotonic() - bare_start
     data = Path(tempfile.mkdtemp(prefix="tf-gpucheck-"))
-    proc, endpoint = start_server(data, python)
+    proc, endpoint = start_server(data, {"images": [{"image": "gpucheck/torch:*", "kind": "command",
+                                                     "entrypoint": [python, "-c"]}], "stop_grace_seconds": 5})
     try:
         described, lines, job_seconds = run_job(endpoint, data, args.timeout)
     finally:
