@@ -54,10 +54,11 @@ class Config:
     # access key id -> {"secret_access_key": ..., "account_id": ...}; None = accept any key
     credentials_file: str | None = None
     max_body_bytes: int = 1024 * 1024
-    # Capacity of this machine for the local backend. None = measured (cores, memory, 0 GPUs).
+    # Capacity of this machine for the local backend. None = measured (cores, memory, the NVIDIA GPUs
+    # found: sandbox/gpus.py). GPUs are handed out by index, 0 … capacity_gpus - 1.
     capacity_cpus: float | None = None
     capacity_memory_mb: int | None = None
-    capacity_gpus: int = 0
+    capacity_gpus: int | None = None
     # With capacity_cpus / capacity_memory_mb unset, the machine offers its cores and its memory
     # times this (jobs on a development machine share them, as processes do).
     overcommit: float = 4.0

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
-from trainforge.sandbox import rootfs, runc, volume
+from trainforge.sandbox import gpus, rootfs, runc, volume
 
 DROPPED_ENV = ("TMPDIR",)  # host paths that mean nothing inside
 
@@ -125,17 +125,31 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
     binds += local_mounts(spec, paths, local_paths)
     binds += [runc.bind(src, dst, read_only=ro) for src, dst, ro in mounts]
-    binds += list(s.get("mounts") or [])  # GPUs: driver libraries and binaries
+    devices, gpu_mounts = gpu_parts(spec)
+    binds += gpu_mounts
     memory = int(float(s["memory_mb"]) * 1024 * 1024) if s.get("memory_mb") and s.get("cgroups") else None
     cpus = float(s["cpus"]) if s.get("cpus") and s.get("cgroups") else None
     env = {k: v for k, v in env.items() if k not in DROPPED_ENV}
     cfg = runc.config(argv=argv, env=env, cwd=cwd, hostname=spec["host"], rootfs=root, mounts=binds,
                       network=network_mode(spec), memory_bytes=memory, cpus=cpus,
                       cgroups_path=f"/trainforge/{cid}" if s.get("cgroups") else None, uid_base=uid(spec),
-                      devices=s.get("devices"), device_rules=s.get("device_rules"))
+                      devices=devices, device_rules=gpus.device_cgroup_rules(devices) if devices else None)
     bundle_dir = os.path.join(paths.instance_dir, "bundle")
     runc.write_bundle(bundle_dir, cfg)
     return runc.run_argv(state_root(sandbox_dir), bundle_dir, cid, runc_path)
+
+
+def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The instance's GPUs (spec ``gpus``): their device nodes, the control devices, and the driver's
+    libraries and programs bind-mounted read-only (:mod:`trainforge.sandbox.gpus`)."""
+    indices = [int(i) for i in spec.get("gpus") or []]
+    if not indices:
+        return [], []
+    try:
+        devices, mounts, _env = gpus.oci_parts(gpus.discover(), indices)
+    except gpus.GpuError as exc:
+        raise OSError(f"GPUs {indices}: {exc}") from exc
+    return devices, mounts
 
 
 def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:

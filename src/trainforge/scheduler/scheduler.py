@@ -22,7 +22,8 @@ from trainforge.agent import instance_files
 from trainforge.backends.local import LocalBackend
 from trainforge.config import Config
 from trainforge.scheduler import handles
-from trainforge.scheduler.capacity import CapacityModel, Resources
+from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
+from trainforge.scheduler.gpu_slots import GpuSlots
 from trainforge.scheduler.launch import Launcher, max_wait
 from trainforge.service import lifecycle
 from trainforge.service.reports import conclude, retry
@@ -46,7 +47,9 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._signalled: dict[tuple[int, int], str] = {}  # (job, attempt) -> stop reason sent
         self._last_liveness = 0.0
-        self.launcher = Launcher(store, self.backend, self.capacity, config, isolation, self.job_dir, sandbox)
+        self.gpu_slots = GpuSlots(self.capacity.total.gpus)
+        self.launcher = Launcher(store, self.backend, self.capacity, config, isolation, self.job_dir,
+                                 self.gpu_slots, sandbox)
 
     # --- control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,8 +83,12 @@ class Scheduler:
     def tick(self) -> None:
         running = self.store.jobs_in_phase("running")
         in_use = Resources()
+        reserved: dict[int, Resources] = {}
         for job in running:
-            in_use = in_use + self.capacity.reservation(job.request)
+            reserved[job.id] = self.capacity.reservation(job.request)
+            in_use = in_use + reserved[job.id]
+        self.gpu_slots.sync(running, lambda job: reserved[job.id].gpus > 0,
+                            lambda job: [self.job_dir(job) / host for host, _, _ in host_names(job.request)])
         for job in running:
             self._forward_stop(job)
         now = time.time()
