@@ -230,10 +230,11 @@ def test_close_and_cleanup_leave_nothing(base: str) -> None:
     assert len(slirps) == 2 and all(alive(p) for p in slirps)
     nets[0].close()
     nets[0].close()
-    assert not alive(slirps[0]) and os.path.isdir(os.path.join(base, "tidy"))  # algo-2 still uses the link
+    wait_until(lambda: not alive(slirps[0]), timeout=10, message="algo-1's slirp4netns to end")
+    assert alive(slirps[1]) and os.path.isdir(os.path.join(base, "tidy"))  # algo-2 still uses the link
     assert inside(nets[1].netns_path, sys.executable, "-c", GET, f"http://127.0.0.1:{port}/") == "x"
     nets[1].close()
-    assert not alive(slirps[1])
+    wait_until(lambda: not alive(slirps[1]), timeout=10, message="algo-2's slirp4netns to end")
     assert not os.path.exists(os.path.join(base, "tidy")) and not mounts_under(base)
     network.cleanup_job(base, "tidy")  # nothing left: nothing to do
 

@@ -41,6 +41,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -206,8 +207,9 @@ class InstanceNetwork:
         for listener in self.listeners:
             listener.close()
         if self.slirp is not None:
-            self.slirp.kill()  # it keeps no state; closing the exit fd alone takes it ~35 ms to notice
-            self.slirp.wait()
+            # it keeps no state; its exit (the kernel removing its tap) takes tens of ms: not waited here
+            self.slirp.kill()
+            threading.Thread(target=self.slirp.wait, name="slirp-reaper", daemon=True).start()
             os.close(self.slirp_exit_fd)
         if self.netlink is not None:
             # the veth pair goes with the namespace, when the kernel reaps it: deleting it here
