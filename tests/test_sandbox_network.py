@@ -138,6 +138,8 @@ def setup(base: str, job: str, hosts: list[str], host: str, isolated: bool, **kw
 
 
 def test_two_jobs_use_the_same_addresses_and_port_without_meeting(base: str) -> None:
+    with open("/proc/sys/net/ipv6/conf/default/disable_ipv6") as f:
+        host_ipv6_default = f.read().strip()
     jobs = {"job-a": ["algo-1", "algo-2"], "job-b": ["algo-1", "algo-2", "algo-3"]}
     wanted = [(job, host, job == "job-b") for job, hosts in jobs.items() for host in hosts]
     with ThreadPoolExecutor(len(wanted)) as pool:  # every agent of both jobs at the same instant
@@ -146,6 +148,9 @@ def test_two_jobs_use_the_same_addresses_and_port_without_meeting(base: str) -> 
     a1, a2, b1, b2, b3 = (nets[k] for k in [("job-a", "algo-1"), ("job-a", "algo-2"), ("job-b", "algo-1"),
                                             ("job-b", "algo-2"), ("job-b", "algo-3")])
     assert a1.addresses == {"algo-1": "10.200.0.11", "algo-2": "10.200.0.12"}
+    assert "::1/128" in inside(a1.netns_path, "ip", "-br", "addr", "show", "lo")
+    with open("/proc/sys/net/ipv6/conf/default/disable_ipv6") as f:
+        assert f.read().strip() == host_ipv6_default  # the host's own namespace untouched
     assert b1.addresses["algo-2"] == a1.addresses["algo-2"]
     servers = [serve_inside(a2.netns_path, 7777, "peer-of-a"), serve_inside(b2.netns_path, 7777, "peer-of-b"),
                serve_inside(b3.netns_path, 7777, "b3"), serve_inside(a1.netns_path, 7777, "a1-itself")]

@@ -99,9 +99,17 @@ def _job_lock(job_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _no_ipv6_on_new_links() -> None:
+    """In the calling thread's (new) namespace: links made from now on get no IPv6 (the job's
+    addresses are IPv4; a veth is made 3-4 times faster without it). ``lo`` keeps ``::1``."""
+    with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
+        f.write("1")
+
+
 def _make_link(path: str) -> None:
     netns.unbind(path)  # a plain file left by a crash between create and mount
     with netns.inside(None):
+        _no_ipv6_on_new_links()
         netns.bind_here(path)
         nl = Netlink()
         try:
@@ -244,6 +252,7 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
             link_fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with netns.inside(None):
+                    _no_ipv6_on_new_links()
                     netns.bind_here(net.netns_path)
                     net.netlink = nl = Netlink()
                     nl.set_up("lo")
