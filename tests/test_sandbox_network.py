@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -225,6 +226,28 @@ def test_not_isolated_instance_gets_listed_loopback_ports_and_credentials_only(b
         net.close()
         s3.shutdown()
         api.shutdown()
+
+
+def test_close_ends_relayed_connections(base: str) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts and never says anything
+    port = silent.getsockname()[1]
+    net = setup(base, "ends", ["algo-1"], "algo-1", False, loopback_endpoints=[port])
+    client = subprocess.Popen(
+        ["nsenter", f"--net={net.netns_path}", sys.executable, "-c",
+         ("import socket, sys\ns = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\ns.sendall(b'x')\n"
+         "print('connected', flush=True)\ntry:\n    print('end', s.recv(1))\nexcept OSError as e:\n"
+         "    print('end', e.errno)\n"), str(port)], stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None and client.stdout.readline().strip() == "connected"
+    silent.settimeout(10)
+    upstream, _ = silent.accept()
+    upstream.settimeout(10)
+    assert upstream.recv(1) == b"x"  # the relay is copying
+    net.close()
+    out, _ = client.communicate(timeout=10)
+    assert out.startswith("end")
+    assert upstream.recv(1) == b""  # the host's side of the relay was ended too
+    upstream.close()
+    silent.close()
 
 
 def test_close_and_cleanup_leave_nothing(base: str) -> None:

@@ -43,12 +43,18 @@ class Listener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return  # closed
-            with self.lock:
-                if self.closed:
-                    conn.close()
-                    return
-                self.open.add(conn)
+            if not self.adopt(conn):
+                return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def adopt(self, conn: socket.socket) -> bool:
+        """Count ``conn`` among the sockets :meth:`close` shuts down; False (and closed) once closed."""
+        with self.lock:
+            if not self.closed:
+                self.open.add(conn)
+                return True
+        conn.close()
+        return False
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -56,9 +62,12 @@ class Listener:
         except OSError:
             pass
         finally:
-            with self.lock:
-                self.open.discard(conn)
-            conn.close()
+            self.release(conn)
+
+    def release(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(conn)
+        conn.close()
 
     def close(self) -> None:
         with self.lock:
@@ -99,13 +108,19 @@ def relay(sock: socket.socket, port: int) -> Listener:
     """Relay connections accepted on ``sock`` to the host's ``127.0.0.1:port``."""
 
     def handle(conn: socket.socket) -> None:
-        with socket.create_connection(("127.0.0.1", port)) as upstream:
+        upstream = socket.create_connection(("127.0.0.1", port))
+        if not listener.adopt(upstream):
+            return
+        try:
             back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
             back.start()
             _pump(conn, upstream)
             back.join()
+        finally:
+            listener.release(upstream)
 
-    return Listener(sock, handle, f"relay-{port}")
+    listener = Listener(sock, handle, f"relay-{port}")
+    return listener
 
 
 def credentials_endpoint(sock: socket.socket, credentials: Callable[[], bytes], token: str) -> Listener:
