@@ -229,6 +229,20 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=512)
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="tf-bench-net-")
+    try:
+        rows = measure(base, args)
+    finally:
+        for job in os.listdir(base):
+            if os.path.isdir(os.path.join(base, job)):
+                network.cleanup_job(base, job)
+        shutil.rmtree(base, ignore_errors=True)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"network benchmark: median of {args.repeat}, {os.cpu_count()} CPUs, {args.mib} MiB per transfer")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def measure(base: str, args: argparse.Namespace) -> list[list[str]]:
     port = sink("127.0.0.1")
     ip_ms = median_ms(lambda: subprocess.run(["ip", "-batch", "-"], input=b"", check=True), args.repeat)
     iso = job_setup(base, args.instances, True, port, args.repeat)
@@ -240,12 +254,7 @@ def main() -> None:
          f"close {full[1]:.1f} ms"],
     ]
     rows += user_mode(base, port, args.mib, args.repeat)
-    rows += relays(base, port, args.mib)
-    shutil.rmtree(base, ignore_errors=True)
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"network benchmark: median of {args.repeat}, {os.cpu_count()} CPUs, {args.mib} MiB per transfer")
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return rows + relays(base, port, args.mib)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ class NetworkError(RuntimeError):
 
 def address(index: int) -> str:
     """The address of the job's ``index``-th host (0-based) on its link."""
-    return str(SUBNET.network_address + FIRST_HOST + index)
+    return socket.inet_ntoa((int(SUBNET.network_address) + FIRST_HOST + index).to_bytes(4, "big"))
 
 
 def _checked_name(value: str, what: str) -> str:
