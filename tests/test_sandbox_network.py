@@ -7,6 +7,7 @@ OCI runtime maps the container's root to).
 
 from __future__ import annotations
 
+import errno
 import http.server
 import json
 import os
@@ -197,6 +198,7 @@ def test_isolated_instance_reaches_its_peer_and_nothing_else(base: str) -> None:
 def test_not_isolated_instance_gets_listed_loopback_ports_and_credentials_only(base: str) -> None:
     s3_port, s3 = host_http_server(b"from-the-s3-endpoint")
     server_port, api = host_http_server(b"from-the-server-api")
+    everywhere = socket.create_server(("0.0.0.0", 0))
     net = setup(base, "open", ["algo-1"], "algo-1", False, loopback_endpoints=[s3_port],
                 credentials=lambda: json.dumps(CREDENTIALS).encode(), credentials_token="the-token")
     try:
@@ -206,6 +208,10 @@ def test_not_isolated_instance_gets_listed_loopback_ports_and_credentials_only(b
             "from-the-s3-endpoint"
         assert probe(net.netns_path, "127.0.0.1", server_port).startswith("error")
         assert probe(net.netns_path, "10.0.2.2", server_port).startswith("error")  # --disable-host-loopback
+        # nor a host service listening on all addresses, through the host's other addresses
+        own = [a for a in network._host_addresses() if not a.startswith("10.200.")]
+        for address in own:
+            assert probe(net.netns_path, address, everywhere.getsockname()[1]) == f"error {errno.EACCES}"
         url = "http://169.254.170.2/v2/credentials"
         assert json.loads(inside(net.netns_path, sys.executable, "-c", GET, url, "the-token")) == CREDENTIALS
         assert inside(net.netns_path, sys.executable, "-c", GET, url, "the-tokem") == "status 403"
@@ -226,6 +232,7 @@ def test_not_isolated_instance_gets_listed_loopback_ports_and_credentials_only(b
         net.close()
         s3.shutdown()
         api.shutdown()
+        everywhere.close()
 
 
 def test_close_ends_relayed_connections(base: str) -> None:

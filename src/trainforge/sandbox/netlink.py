@@ -2,8 +2,8 @@
 
 One request per step, acknowledged, instead of an ``ip`` process per namespace (a process costs
 milliseconds; a request microseconds). Only what :mod:`.network` uses: create a bridge or a veth
-pair (its peer in another namespace), set a link up (and its master), add an IPv4 address, delete
-a link. Kernel errors come back as :class:`OSError` with the kernel's errno.
+pair (its peer in another namespace), set a link up (and its master), add an IPv4 address, add a
+prohibiting route, delete a link. Kernel errors come back as :class:`OSError` with the kernel's errno.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import os
 import socket
 import struct
 
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR = 16, 17, 20
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
 IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 4, 10, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RT_TABLE_MAIN, RTPROT_BOOT, RTN_PROHIBIT = 1, 254, 3, 8
 IFF_UP = 0x1
 NLA_F_NESTED = 0x8000
 _HEADER = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
 
 
 def attr(kind: int, payload: bytes) -> bytes:
@@ -90,6 +92,12 @@ class Netlink:
         packed = network.ip.packed
         body = _IFADDR.pack(socket.AF_INET, network.network.prefixlen, 0, 0, socket.if_nametoindex(name))
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed))
+
+    def prohibit(self, destination: str) -> None:
+        """A route refusing (EACCES) every packet to ``destination`` (``"192.0.2.2/32"``)."""
+        network = ipaddress.IPv4Network(destination)
+        body = _RTMSG.pack(socket.AF_INET, network.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_PROHIBIT, 0)
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body + attr(RTA_DST, network.network_address.packed))
 
     def delete(self, name: str) -> None:
         self.request(RTM_DELLINK, 0, ifinfo() + name_attr(name))

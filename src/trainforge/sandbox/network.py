@@ -23,7 +23,8 @@ Not isolated, the instance also gets: a user-mode network to the outside (slirp4
 loopback is not reachable through it; it ends when the agent does, through ``--exit-fd``; its pid
 in ``<host>.slirp`` for :func:`cleanup_job`); each port of ``loopback_endpoints`` relayed from
 ``127.0.0.1:PORT`` inside to the host's ``127.0.0.1:PORT`` (:func:`.relay.relay`), no other port
-of the host's loopback; and the container-credentials endpoint at ``169.254.170.2:80``
+of the host's loopback; a prohibit route for each of the host's own other addresses (a server
+listening on 0.0.0.0 would be reachable through the user-mode network otherwise); and the container-credentials endpoint at ``169.254.170.2:80``
 (:func:`.relay.credentials_endpoint`). Isolated: the job link only.
 
 Namespaces are made and configured from the agent's own threads (:mod:`.netns`, :mod:`.netlink`):
@@ -104,6 +105,21 @@ def _no_ipv6_on_new_links() -> None:
     addresses are IPv4; a veth is made 3-4 times faster without it). ``lo`` keeps ``::1``."""
     with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
         f.write("1")
+
+
+def _host_addresses() -> list[str]:
+    """The host's own IPv4 addresses but loopback and the job subnet's (read in the host's namespace):
+    through the user-mode network they would reach the host's services listening on them."""
+    found, last = [], ""
+    with open("/proc/thread-self/net/fib_trie") as f:
+        for line in f:
+            text = line.strip()
+            if text.startswith("|--"):
+                last = text[3:].strip()
+            elif (text == "/32 host LOCAL" and last not in found and not last.startswith("127.")
+                  and ipaddress.IPv4Address(last) not in SUBNET):
+                found.append(last)
+    return found
 
 
 def _make_link(path: str) -> None:
@@ -249,6 +265,7 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
                 _make_link(link)
             _remove_leftover(net.netns_path)
             peer = f"v{index}-{secrets.token_hex(3)}"  # unique: an old peer may linger until reaped
+            blocked = [] if isolated else _host_addresses()
             link_fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with netns.inside(None):
@@ -259,6 +276,8 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
                     nl.add_veth(INSTANCE_LINK, peer, link_fd, MTU)
                     nl.add_address(INSTANCE_LINK, f"{net.addresses[host]}/{SUBNET.prefixlen}")
                     nl.set_up(INSTANCE_LINK)
+                    for host_address in blocked:
+                        nl.prohibit(f"{host_address}/32")
                     # sockets made in here, their threads started back home (threads inherit it)
                     relayed = [(socket.create_server(("127.0.0.1", port)), port)
                                for port in ([] if isolated else loopback_endpoints)]
