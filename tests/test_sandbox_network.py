@@ -257,6 +257,23 @@ def test_close_ends_relayed_connections(base: str) -> None:
     silent.close()
 
 
+def test_user_mode_network_ready_later_and_failing(base: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    net = setup(base, "later", ["algo-1"], "algo-1", False, wait=False)
+    net.ready()
+    net.ready()
+    assert "default via 10.0.2.2 dev tap0" in inside(net.netns_path, "ip", "route")
+    net.close()
+    # a slirp4netns that cannot start: its words in the error, nothing left behind
+    fake = tmp_path / "slirp4netns"
+    fake.write_text("#!/bin/sh\necho 'cannot open /dev/net/tun' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(network.NetworkError, match="cannot open /dev/net/tun"):
+        setup(base, "broken", ["algo-1"], "algo-1", False)
+    assert not os.listdir(base) and not mounts_under(base)
+
+
 def test_close_and_cleanup_leave_nothing(base: str) -> None:
     port, srv = host_http_server(b"x")
     nets = [setup(base, "tidy", ["algo-1", "algo-2"], h, False, loopback_endpoints=[port],

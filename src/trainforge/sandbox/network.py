@@ -7,6 +7,7 @@ Interface (the agent's side; Linux, as root in the host's namespaces)::
     net.netns_path   # the instance's namespace, bind-mounted on a file: hand it to the OCI runtime
     net.addresses    # every host of the job -> its address (the instance's /etc/hosts)
     net.nameserver   # the DNS address for the instance's /etc/resolv.conf, or None (isolated)
+    net.ready()      # only with setup_instance(..., wait=False): waits for the user-mode network
     net.close()      # idempotent; the last instance of the job also removes the job's link
     cleanup_job(base_dir, job_key)   # idempotent: whatever an agent killed with -9 left behind
 
@@ -145,13 +146,13 @@ def _remove_job_if_unused(job_dir: str) -> None:
     os.rmdir(job_dir)
 
 
-def _start_slirp(netns_path: str, pid_file: str) -> tuple[subprocess.Popen[bytes], int]:
-    """slirp4netns on ``netns_path``, configured; returns it and the fd whose closing ends it."""
+def _start_slirp(netns_path: str, pid_file: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """slirp4netns on ``netns_path``; returns it, the fd whose closing ends it and the fd it writes
+    to once the namespace is configured (:meth:`InstanceNetwork.ready` waits on that)."""
     exit_r, exit_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    log = pid_file + ".log"
     try:
-        with open(log, "wb") as err:
+        with open(pid_file + ".log", "wb") as err:
             proc = subprocess.Popen(
                 ["slirp4netns", "--configure", f"--mtu={MTU}", "--disable-host-loopback",
                  "--enable-sandbox", "--enable-seccomp", f"--exit-fd={exit_r}", f"--ready-fd={ready_w}",
@@ -160,22 +161,14 @@ def _start_slirp(netns_path: str, pid_file: str) -> tuple[subprocess.Popen[bytes
                 stderr=err, start_new_session=True)
         with open(pid_file, "w") as f:
             f.write(f"{proc.pid}\n")
-        os.close(ready_w)
-        ready_w = -1
-        ready = select.select([ready_r], [], [], SLIRP_READY_S)[0] and os.read(ready_r, 1)
-        if not ready:
-            proc.kill()
-            proc.wait()
-            with open(log, errors="replace") as f:
-                raise NetworkError(f"slirp4netns did not start: {f.read().strip()[-500:]}")
-        return proc, exit_w
     except BaseException:
-        os.close(exit_w)
+        for fd in (exit_w, ready_r):
+            os.close(fd)
         raise
     finally:
-        for fd in (exit_r, ready_r, ready_w):
-            if fd >= 0:
-                os.close(fd)
+        os.close(exit_r)
+        os.close(ready_w)
+    return proc, exit_w, ready_r
 
 
 def _end_slirp(pid_file: str) -> None:
@@ -222,7 +215,23 @@ class InstanceNetwork:
         self.netlink: Netlink | None = None
         self.slirp: subprocess.Popen[bytes] | None = None
         self.slirp_exit_fd = -1
+        self.slirp_ready_fd = -1
         self.closed = False
+
+    def ready(self) -> None:
+        """Wait (bounded) until the user-mode network is configured; at once when it is, or isolated.
+        Raises :class:`NetworkError` (with slirp4netns's words) if it does not come up."""
+        if self.slirp_ready_fd < 0:
+            return
+        fd, self.slirp_ready_fd = self.slirp_ready_fd, -1
+        try:
+            if select.select([fd], [], [], SLIRP_READY_S)[0] and os.read(fd, 1):
+                return
+        finally:
+            os.close(fd)
+        log = self.netns_path[:-len(".net")] + ".slirp.log"
+        with open(log, errors="replace") as f:
+            raise NetworkError(f"slirp4netns did not start: {f.read().strip()[-500:]}")
 
     def close(self) -> None:
         if self.closed:
@@ -230,6 +239,9 @@ class InstanceNetwork:
         self.closed = True
         for listener in self.listeners:
             listener.close()
+        if self.slirp_ready_fd >= 0:
+            os.close(self.slirp_ready_fd)
+            self.slirp_ready_fd = -1
         if self.slirp is not None:
             # it keeps no state; its exit (the kernel removing its tap) takes tens of ms: not waited here
             self.slirp.kill()
@@ -250,8 +262,10 @@ class InstanceNetwork:
 
 def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, isolated: bool,
                    loopback_endpoints: list[int], credentials: Callable[[], bytes] | None,
-                   credentials_token: str | None) -> InstanceNetwork:
-    """Make ``host``'s network namespace on its job's link (see the module's docstring)."""
+                   credentials_token: str | None, wait: bool = True) -> InstanceNetwork:
+    """Make ``host``'s network namespace on its job's link (see the module's docstring). With
+    ``wait=False`` it returns while slirp4netns is still starting: call ``ready()`` before the
+    training code runs (its start then overlaps the runtime's own)."""
     job_dir = os.path.join(base_dir, _checked_name(job_key, "job key"))
     index = hosts.index(_checked_name(host, "host"))
     if FIRST_HOST + len(hosts) >= SUBNET.num_addresses - 1:
@@ -298,8 +312,10 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
             net.listeners.append(credentials_endpoint(endpoint, credentials, credentials_token))
         if not isolated:
             pid_file = net.netns_path[:-len(".net")] + ".slirp"
-            net.slirp, net.slirp_exit_fd = _start_slirp(net.netns_path, pid_file)
+            net.slirp, net.slirp_exit_fd, net.slirp_ready_fd = _start_slirp(net.netns_path, pid_file)
             net.nameserver = SLIRP_NAMESERVER
+            if wait:
+                net.ready()
     except BaseException:
         net.close()
         raise
