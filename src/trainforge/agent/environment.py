@@ -16,6 +16,8 @@ from typing import Any
 from trainforge.agent import layout
 from trainforge.agent.spec import Paths, hosts, network_isolated
 from trainforge.sandbox import gpu_env
+from trainforge.sandbox.relay import CREDENTIALS_ADDRESS
+from trainforge.sandbox.relay import CREDENTIALS_PATH as SANDBOX_CREDENTIALS_PATH
 
 MASTER_PORT = "7777"
 CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
@@ -194,7 +196,10 @@ def aws_variables(spec: dict[str, Any]) -> dict[str, str]:
         env["S3_ENDPOINT_URL"] = spec["s3_endpoint_url"]
         env["AWS_ENDPOINT_URL_S3"] = spec["s3_endpoint_url"]
     if not network_isolated(spec):  # SageMaker gives an isolated container no credentials either
-        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = credentials_uri(spec)
+        # on the sandbox's job network the server's port is out of reach: the agent serves them inside
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = (
+            f"http://{CREDENTIALS_ADDRESS}{SANDBOX_CREDENTIALS_PATH}" if spec.get("network") == "job"
+            else credentials_uri(spec))
         env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = spec["token"]
     return env
 
