@@ -83,8 +83,7 @@ def test_namespace_instance_sees_opt_ml_host_name_and_hosts(tmp_path: Path, cont
               "pwd > /opt/ml/model/pwd; echo data > /opt/ml/output/data/extra.txt")
     out = tmp_path / "out"
     request = script_job(script, OutputDataConfig={"S3OutputPath": f"file://{out}/"})
-    spec = make_spec(tmp_path, control, request=request, isolation="sandbox", hosts=["algo-1"],
-                     host_addresses={"algo-1": "127.0.0.1"})
+    spec = make_spec(tmp_path, control, request=request, isolation="sandbox", hosts=["algo-1"])
     host_opt_ml_before = os.listdir("/opt/ml") if os.path.isdir("/opt/ml") else []
     assert run_agent(spec) == 0, agent_log(spec)
     assert control.exit_event()["outcome"] == "ok", control.exit_event()
@@ -92,7 +91,7 @@ def test_namespace_instance_sees_opt_ml_host_name_and_hosts(tmp_path: Path, cont
     assert model["hostname"] == b"algo-1\n"
     rc = json.loads(model["rc"])
     assert rc["current_host"] == "algo-1" and rc["hosts"] == ["algo-1"]
-    assert b"127.0.0.1" in model["resolved"] and b"algo-1" in model["resolved"]
+    assert model["resolved"].split() == [b"10.200.0.11", b"algo-1"]  # its address on the job's own link
     assert int(model["procs"]) <= 6  # a PID namespace: the prologue shell, the script, its children
     assert model["pwd"] == b"/opt/ml/code\n"
     assert tar_members(out / "job-1" / "output" / "output.tar.gz") == {"extra.txt": b"data\n"}
@@ -106,12 +105,11 @@ def test_namespace_instance_sees_opt_ml_host_name_and_hosts(tmp_path: Path, cont
 def test_every_host_resolves_inside_the_instance(tmp_path: Path, control: ControlPlane) -> None:
     script = "getent hosts algo-1 algo-2 algo-3 > /opt/ml/model/resolved"
     spec = make_spec(tmp_path, control, request=script_job(script), isolation="sandbox",
-                     host="algo-2", hosts=["algo-1", "algo-2", "algo-3"],
-                     host_addresses={"algo-1": "10.0.0.1", "algo-3": "10.0.0.3"})
+                     host="algo-2", hosts=["algo-1", "algo-2", "algo-3"])
     assert run_agent(spec) == 0, agent_log(spec)
     resolved = (spec.parent / "opt" / "ml" / "model" / "resolved").read_text().split("\n")
-    assert [line.split() for line in resolved if line] == [["10.0.0.1", "algo-1"], ["127.0.0.1", "algo-2"],
-                                                          ["10.0.0.3", "algo-3"]]
+    assert [line.split() for line in resolved if line] == [["10.200.0.11", "algo-1"], ["10.200.0.12", "algo-2"],
+                                                          ["10.200.0.13", "algo-3"]]
 
 
 PROBE = ("import json, os, socket; s = socket.socket(); s.settimeout(2); "
@@ -126,12 +124,13 @@ def test_network_isolation_leaves_no_route_to_the_control_plane(tmp_path: Path, 
         control.reset()
         run_dir = tmp_path / ("isolated" if isolated else "open")
         request = python_job(PROBE, EnableNetworkIsolation=isolated, Environment={"PROBE_PORT": str(control.port)})
-        spec = make_spec(run_dir, control, request=request, isolation="sandbox")
+        # the stand-in's port plays the S3 endpoint's: relayed into the instance unless isolated
+        spec = make_spec(run_dir, control, request=request, isolation="sandbox", s3_endpoint_url=control.url)
         assert run_agent(spec) == 0, agent_log(spec)
         results[isolated] = int((spec.parent / "opt" / "ml" / "model" / "connect").read_text())
         assert control.exit_event()["outcome"] == "ok"
         assert any("(EnableNetworkIsolation: " in m for m in control.logs()) is isolated
-    assert results[False] == 0  # the probe works: without isolation it reaches the stand-in
+    assert results[False] == 0  # the probe works: without isolation it reaches the (S3) endpoint
     assert results[True] != 0
 
 

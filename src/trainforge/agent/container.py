@@ -139,6 +139,57 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     return runc.run_argv(state_root(sandbox_dir), bundle_dir, cid, runc_path)
 
 
+def job_key(job_dir: str) -> str:
+    """The name of a job's network directory (one per attempt), whoever computes it (the sweep)."""
+    return "j" + hashlib.sha256(os.path.realpath(job_dir).encode()).hexdigest()[:16]
+
+
+def network_dir(spec_or_settings: dict[str, Any]) -> str:
+    s = spec_or_settings.get("sandbox") or spec_or_settings
+    return os.path.join(str(s["roots"]), "net")
+
+
+def loopback_ports(spec: dict[str, Any]) -> list[int]:
+    """The host-loopback services an instance may reach: the S3 endpoint when it listens there."""
+    from urllib.parse import urlsplit
+
+    url = spec.get("s3_endpoint_url")
+    if not url:
+        return []
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        return []
+    return [parts.port or (443 if parts.scheme == "https" else 80)]
+
+
+def start_network(spec: dict[str, Any], paths: Paths) -> Any:
+    """The instance's network namespace on its job's link (:mod:`trainforge.sandbox.network`),
+    started without waiting for the user-mode network (``ready()`` before the container starts).
+    The spec learns the namespace, the addresses of every host and the name server."""
+    from trainforge.agent.environment import credentials_uri
+    from trainforge.sandbox import network
+
+    isolated = network_isolated(spec)
+    token = str(spec["token"])
+
+    def credentials() -> bytes:
+        import urllib.request
+
+        req = urllib.request.Request(credentials_uri(spec), headers={"Authorization": token})
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return bytes(answer.read())
+
+    net = network.setup_instance(network_dir(spec), job_key(paths.job_dir), list(spec["hosts"]), spec["host"],
+                                 isolated=isolated, loopback_endpoints=[] if isolated else loopback_ports(spec),
+                                 credentials=None if isolated else credentials,
+                                 credentials_token=None if isolated else token, wait=False)
+    s = spec.setdefault("sandbox", {})
+    s["netns"], s["dns"] = net.netns_path, net.nameserver
+    spec["host_addresses"] = dict(net.addresses)
+    spec["network"] = "job"
+    return net
+
+
 def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The instance's GPUs (spec ``gpus``): their device nodes, the control devices, and the driver's
     libraries and programs bind-mounted read-only (:mod:`trainforge.sandbox.gpus`)."""

@@ -106,6 +106,7 @@ class Agent:
         self.timings: dict[str, float] = {}
         self._phase = Phase.PREPARING
         self._phase_changed = threading.Condition()
+        self.network: Any = None  # the instance's network (sandbox), closed when the instance ends
 
     # -- top level ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -125,6 +126,8 @@ class Agent:
             traceback.print_exc()
             outcome = Outcome("platform", None, error_reason(exc, "InternalServerError",
                                                              "(in the trainforge agent)"))
+        finally:
+            self._close_network()
         self._mark_exited(outcome.exit_code)  # early ends too: a waiting leader must not hang
         self._advance(Phase.REPORTED)
         if not self.reporter.gone:
@@ -132,6 +135,14 @@ class Agent:
         delivered = self.reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
+
+    def _close_network(self) -> None:
+        if self.network is not None:
+            try:
+                self.network.close()
+            except Exception as exc:  # noqa: BLE001 - the scheduler's sweep removes what is left
+                print(f"trainforge agent: cannot close the instance's network: {exc!r}", file=sys.stderr)
+            self.network = None
 
     def _advance(self, phase: Phase) -> None:
         with self._phase_changed:
@@ -235,7 +246,8 @@ class Agent:
             os.umask(0o022)  # what the agent writes into /opt/ml later is readable inside
             try:
                 container.prepare_volume(spec, paths)
-            except (OSError, container.volume.VolumeError) as exc:
+                self.network = container.start_network(spec, paths)
+            except (OSError, container.volume.VolumeError, RuntimeError) as exc:
                 reporter.log(f"[trainforge] {isolation.SETUP_FAILED}: {exc}", "stderr")
                 return Outcome("platform", None, f"InternalServerError: {isolation.SETUP_FAILED}: {exc}"[:1024])
         layout.create(spec, paths)
@@ -292,6 +304,7 @@ class Agent:
         try:
             if isolation.sandboxed(spec):
                 container.hand_over(spec, paths)
+                self.network.ready()
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths)
         except OSError as exc:  # the entrypoint cannot be executed at all
             inputs.close()

@@ -38,6 +38,7 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
         if attempt is not None and attempt not in released:
             volume.release_under(attempt)
             released.add(attempt)
+    _sweep_networks(settings, live)
     state = os.path.join(str(settings["dir"]), "runc")
     for cid in runc.containers(state):
         bundle = _bundle_of(os.path.join(state, cid, "state.json"))
@@ -45,6 +46,21 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
             runc.delete(state, cid)
             rootfs.remove_root(str(settings["roots"]), cid)
     return sorted(released)
+
+
+def _sweep_networks(settings: dict[str, object], live: set[str]) -> None:
+    from trainforge.agent.container import job_key, network_dir
+    from trainforge.sandbox.network import cleanup_job
+
+    base = network_dir(settings)
+    try:
+        keys = os.listdir(base)
+    except OSError:
+        return
+    alive = {job_key(d) for d in live}
+    for key in keys:
+        if key not in alive and os.path.isdir(os.path.join(base, key)):
+            cleanup_job(base, key)
 
 
 def _bundle_of(state_file: str) -> str | None:
