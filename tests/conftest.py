@@ -244,6 +244,19 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def release_session_volumes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end: instance volumes still mounted under the session's directories (servers stopped
+    while their jobs ran) are unmounted, so pytest can remove them later."""
+    yield
+    if os.geteuid() == 0:
+        from trainforge.sandbox.volume import mounted_under, release_under
+
+        base = str(tmp_path_factory.getbasetemp())
+        if mounted_under(base):
+            release_under(base)
+
+
 @pytest.fixture(autouse=True)
 def release_volumes(request: pytest.FixtureRequest) -> Iterator[None]:
     """Instance volumes a test leaves mounted under its tmp_path (a leader that never ran to release
