@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
+from conftest import minimal_request, unique_name, wait_for_job, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
 

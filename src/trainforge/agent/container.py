@@ -52,6 +52,30 @@ def prepare_volume(spec: dict[str, Any], paths: Paths) -> None:
     os.makedirs(paths.host_ml, exist_ok=True)
 
 
+def prepare(spec: dict[str, Any], paths: Paths) -> Any:
+    """The volume and the network, made at the same time (each waits on the kernel and on helper
+    processes); returns the network (:func:`start_network`)."""
+    import threading
+
+    box: list[Any] = []
+
+    def network() -> None:
+        try:
+            box.append(start_network(spec, paths))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            box.append(exc)
+
+    thread = threading.Thread(target=network, name="network", daemon=True)
+    thread.start()
+    try:
+        prepare_volume(spec, paths)
+    finally:
+        thread.join()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
 def hand_over(spec: dict[str, Any], paths: Paths) -> None:
     """Everything on the volume (/opt/ml, the instance's LocalPaths outside it) now belongs to the
     instance's root: the agent staged it as the host's root. Symlinks are not followed."""

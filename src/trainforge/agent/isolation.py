@@ -218,10 +218,15 @@ class Instance:
             _killpg(self.pid, signal.SIGKILL)
 
     def reap_leftovers(self) -> None:
-        """After the main process exited: nothing of the instance survives it (as with a container)."""
+        """After the main process exited: nothing of the instance survives it (as with a container:
+        in the sandbox, PID 1's end took its namespace down)."""
         if not self.namespace:
             _killpg(self.pid, signal.SIGKILL)
-        elif not self._removed:
+
+    def remove(self) -> None:
+        """runc's state and cgroup of the ended container (after the exit is reported: it is not
+        on the job's way to its end; the scheduler's sweep removes them if the agent dies first)."""
+        if self.namespace and not self._removed:
             from trainforge.agent import container
 
             self._removed = True

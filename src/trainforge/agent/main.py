@@ -107,6 +107,7 @@ class Agent:
         self._phase = Phase.PREPARING
         self._phase_changed = threading.Condition()
         self.network: Any = None  # the instance's network (sandbox), closed when the instance ends
+        self.instance: isolation.Instance | None = None
 
     # -- top level ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -132,6 +133,8 @@ class Agent:
         self._advance(Phase.REPORTED)
         if not self.reporter.gone:
             self.reporter.emit(outcome.event(artifacts))
+        if self.instance is not None:
+            self.instance.remove()
         delivered = self.reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
@@ -245,8 +248,7 @@ class Agent:
         if isolation.sandboxed(spec):
             os.umask(0o022)  # what the agent writes into /opt/ml later is readable inside
             try:
-                container.prepare_volume(spec, paths)
-                self.network = container.start_network(spec, paths)
+                self.network = container.prepare(spec, paths)
             except (OSError, container.volume.VolumeError, RuntimeError) as exc:
                 reporter.log(f"[trainforge] {isolation.SETUP_FAILED}: {exc}", "stderr")
                 return Outcome("platform", None, f"InternalServerError: {isolation.SETUP_FAILED}: {exc}"[:1024])
@@ -314,6 +316,7 @@ class Agent:
             reporter.log(f"[trainforge] {reason}", "stderr")
             return Outcome("algorithm", 127, reason)
         self.timings["spawned"] = time.time()
+        self.instance = instance
         self._write_state(paths, instance)
         if not isolation.sandboxed(self.spec):  # in the sandbox the volume is a real filesystem
             self._watch_volume(paths)
