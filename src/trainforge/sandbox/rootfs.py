@@ -133,6 +133,8 @@ def python_paths(python: str, extra: Iterable[str] = ()) -> list[str]:
     candidates: list[str] = []
     real = os.path.realpath(python) if python else sys.executable
     candidates.append(os.path.dirname(os.path.dirname(real)))
+    if python:  # a virtual environment: its own directory, whose bin/python links elsewhere
+        candidates.append(os.path.dirname(os.path.dirname(os.path.abspath(python))))
     candidates += [sys.prefix, sys.base_prefix]
     candidates += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isabs(p)]
     candidates += [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
