@@ -245,6 +245,32 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def release_session_volumes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end: instance volumes still mounted under the session's directories (servers stopped
+    while their jobs ran) are unmounted, so pytest can remove them later."""
+    yield
+    if os.geteuid() == 0:
+        from trainforge.sandbox.volume import mounted_under, release_under
+
+        base = str(tmp_path_factory.getbasetemp())
+        if mounted_under(base):
+            release_under(base)
+
+
+@pytest.fixture(autouse=True)
+def release_volumes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Instance volumes a test leaves mounted under its tmp_path (a leader that never ran to release
+    them) are unmounted after it, so pytest can remove the directory."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is not None and os.geteuid() == 0:
+        from trainforge.sandbox.volume import mounted_under, release_under
+
+        if mounted_under(str(tmp)):
+            release_under(str(tmp))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def aws_environment(s3_endpoint: str) -> Iterator[None]:
     """Every server and client in the tests uses moto's S3 and fake credentials."""
     saved = dict(os.environ)

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -189,6 +190,8 @@ def make_spec(tmp_path: Path, control: ControlPlane, *, request: dict[str, Any] 
         "stop_grace_seconds": 10, "deadline": time.time() + 600, "s3_endpoint_url": None,
         "allowed_local_roots": [str(tmp_path)], "file_systems": {}, "num_cpus": 2, "num_gpus": 0,
     }
+    if isolation == "sandbox" and "sandbox" not in extra:
+        spec["sandbox"] = {**sandbox_host().settings, "cpus": 2, "memory_mb": 4096}
     spec.update(extra)
     path = inst / "spec.json"
     path.write_text(json.dumps(spec))
@@ -222,11 +225,21 @@ def agent_log(spec_path: Path) -> str:
     return p.read_text(errors="replace") if p.exists() else ""
 
 
+_SANDBOX: list[Any] = []
+
+
+def sandbox_host() -> Any:
+    """The sandbox of this machine (probed once, in a directory shared by the test session)."""
+    if not _SANDBOX:
+        from trainforge.sandbox.host import probe
+
+        shared = os.path.join(tempfile.gettempdir(), f"trainforge-test-sandbox-{os.getuid()}")
+        _SANDBOX.append(probe(shared, shared))
+    return _SANDBOX[0]
+
+
 def namespaces_available() -> bool:
-    if os.geteuid() != 0 or sys.platform != "linux":
-        return False
-    r = subprocess.run(["unshare", "--mount", "--uts", "--pid", "--fork", "true"], check=False, capture_output=True)
-    return r.returncode == 0
+    return bool(sandbox_host().available)
 
 
-needs_namespaces = pytest.mark.skipif(not namespaces_available(), reason="needs root and unshare")
+needs_namespaces = pytest.mark.skipif(not namespaces_available(), reason="needs root and runc (the sandbox)")

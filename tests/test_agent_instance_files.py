@@ -30,10 +30,10 @@ def test_outcome_round_trip_and_a_damaged_file_reads_as_none(tmp_path: Path) -> 
 
 def test_state_exited_marker_and_spec(tmp_path: Path) -> None:
     assert instance_files.read_state(tmp_path) is None
-    instance_files.write_state(tmp_path, 10, 11, "namespace")
+    instance_files.write_state(tmp_path, 10, 11, "sandbox")
     state = instance_files.read_state(tmp_path)
     assert state is not None
-    assert (state["agent_pid"], state["pid"], state["pgid"], state["isolation"]) == (10, 11, 11, "namespace")
+    assert (state["agent_pid"], state["pid"], state["pgid"], state["isolation"]) == (10, 11, 11, "sandbox")
     instance_files.write_state(tmp_path, os.getpid())  # an agent just started: no training process
     state = instance_files.read_state(tmp_path)
     assert state is not None and set(state) == {"agent_pid", "agent_start_ticks", "started"}

@@ -26,7 +26,7 @@ HPS = {"epochs": "3", "lr": "0.1", "model-type": '"resnet"', "flag": "true", "pl
        "_tuning_objective_metric": '"loss"'}
 
 
-def spec_for(tmp_path: Path, isolation: str = "namespace", **req: Any) -> dict[str, Any]:
+def spec_for(tmp_path: Path, isolation: str = "sandbox", **req: Any) -> dict[str, Any]:
     request = base_request("job-1", HyperParameters=HPS, **req)
     request.setdefault("InputDataConfig", [
         {"ChannelName": "validation", "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/v"}}},

@@ -56,7 +56,8 @@ def test_isolation_none_completes_and_uploads(tmp_path: Path, control: ControlPl
     assert run_agent(spec) == 0, agent_log(spec)
     assert control.statuses() == ["Downloading", "Training", "Uploading"]
     logs = control.logs()
-    assert any("/opt/ml is not available on this host" in m for m in logs), logs
+    assert any("training code runs as the server's user" in m and "/opt/ml is not available" in m
+               for m in logs), logs
     assert any(m.startswith("[trainforge] isolation: none") for m in logs)
     assert "done" in logs
     exit_event = control.exit_event()
@@ -82,8 +83,7 @@ def test_namespace_instance_sees_opt_ml_host_name_and_hosts(tmp_path: Path, cont
               "pwd > /opt/ml/model/pwd; echo data > /opt/ml/output/data/extra.txt")
     out = tmp_path / "out"
     request = script_job(script, OutputDataConfig={"S3OutputPath": f"file://{out}/"})
-    spec = make_spec(tmp_path, control, request=request, isolation="namespace", hosts=["algo-1"],
-                     host_addresses={"algo-1": "127.0.0.1"})
+    spec = make_spec(tmp_path, control, request=request, isolation="sandbox", hosts=["algo-1"])
     host_opt_ml_before = os.listdir("/opt/ml") if os.path.isdir("/opt/ml") else []
     assert run_agent(spec) == 0, agent_log(spec)
     assert control.exit_event()["outcome"] == "ok", control.exit_event()
@@ -91,11 +91,11 @@ def test_namespace_instance_sees_opt_ml_host_name_and_hosts(tmp_path: Path, cont
     assert model["hostname"] == b"algo-1\n"
     rc = json.loads(model["rc"])
     assert rc["current_host"] == "algo-1" and rc["hosts"] == ["algo-1"]
-    assert b"127.0.0.1" in model["resolved"] and b"algo-1" in model["resolved"]
+    assert model["resolved"].split() == [b"10.200.0.11", b"algo-1"]  # its address on the job's own link
     assert int(model["procs"]) <= 6  # a PID namespace: the prologue shell, the script, its children
     assert model["pwd"] == b"/opt/ml/code\n"
     assert tar_members(out / "job-1" / "output" / "output.tar.gz") == {"extra.txt": b"data\n"}
-    assert any("isolation: namespace (mount, UTS, PID)" in m for m in control.logs())
+    assert any("isolation: sandbox (runc: user, PID, mount" in m for m in control.logs())
     # nothing leaked to the host: its /opt/ml is still the empty mount point it was
     assert (os.listdir("/opt/ml") if os.path.isdir("/opt/ml") else []) == host_opt_ml_before
     assert socket.gethostname() != "algo-1"
@@ -104,13 +104,12 @@ def test_namespace_instance_sees_opt_ml_host_name_and_hosts(tmp_path: Path, cont
 @needs_namespaces
 def test_every_host_resolves_inside_the_instance(tmp_path: Path, control: ControlPlane) -> None:
     script = "getent hosts algo-1 algo-2 algo-3 > /opt/ml/model/resolved"
-    spec = make_spec(tmp_path, control, request=script_job(script), isolation="namespace",
-                     host="algo-2", hosts=["algo-1", "algo-2", "algo-3"],
-                     host_addresses={"algo-1": "10.0.0.1", "algo-3": "10.0.0.3"})
+    spec = make_spec(tmp_path, control, request=script_job(script), isolation="sandbox",
+                     host="algo-2", hosts=["algo-1", "algo-2", "algo-3"])
     assert run_agent(spec) == 0, agent_log(spec)
     resolved = (spec.parent / "opt" / "ml" / "model" / "resolved").read_text().split("\n")
-    assert [line.split() for line in resolved if line] == [["10.0.0.1", "algo-1"], ["127.0.0.1", "algo-2"],
-                                                          ["10.0.0.3", "algo-3"]]
+    assert [line.split() for line in resolved if line] == [["10.200.0.11", "algo-1"], ["10.200.0.12", "algo-2"],
+                                                          ["10.200.0.13", "algo-3"]]
 
 
 PROBE = ("import json, os, socket; s = socket.socket(); s.settimeout(2); "
@@ -125,12 +124,13 @@ def test_network_isolation_leaves_no_route_to_the_control_plane(tmp_path: Path, 
         control.reset()
         run_dir = tmp_path / ("isolated" if isolated else "open")
         request = python_job(PROBE, EnableNetworkIsolation=isolated, Environment={"PROBE_PORT": str(control.port)})
-        spec = make_spec(run_dir, control, request=request, isolation="namespace")
+        # the stand-in's port plays the S3 endpoint's: relayed into the instance unless isolated
+        spec = make_spec(run_dir, control, request=request, isolation="sandbox", s3_endpoint_url=control.url)
         assert run_agent(spec) == 0, agent_log(spec)
         results[isolated] = int((spec.parent / "opt" / "ml" / "model" / "connect").read_text())
         assert control.exit_event()["outcome"] == "ok"
-        assert any("network (EnableNetworkIsolation: no network)" in m for m in control.logs()) is isolated
-    assert results[False] == 0  # the probe works: without isolation it reaches the stand-in
+        assert any("(EnableNetworkIsolation: " in m for m in control.logs()) is isolated
+    assert results[False] == 0  # the probe works: without isolation it reaches the (S3) endpoint
     assert results[True] != 0
 
 
@@ -210,14 +210,14 @@ def test_sigterm_to_the_agent_stops_every_process_of_a_namespaced_instance(tmp_p
                                                                           control: ControlPlane) -> None:
     # A background child ignoring nothing and a foreground one: SIGTERM reaches both.
     script = ("sleep 300 & echo $! > /opt/ml/model/bg; " + TRAP)
-    spec = make_spec(tmp_path, control, request=script_job(script), isolation="namespace", stop_grace_seconds=20)
+    spec = make_spec(tmp_path, control, request=script_job(script), isolation="sandbox", stop_grace_seconds=20)
     proc = start_agent(spec)
     wait_until(lambda: "ready" in control.logs(), message="the script to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     ev = control.exit_event()
     assert (ev["outcome"], ev["stop_reason"]) == ("stopped", "Stopped")
-    assert (spec.parent / "opt" / "ml" / "model" / "on-term").read_text() == "saved\n"
+    assert (spec.parent / "opt" / "ml" / "model" / "on-term").read_text() == "saved\n", control.logs()
     state = json.loads((spec.parent / "instance.json").read_text())
     assert not os.path.exists(f"/proc/{state['pid']}")
 
@@ -354,7 +354,7 @@ def test_network_isolation_is_refused_without_namespaces(tmp_path: Path, control
     assert run_agent(spec) == 0
     ev = control.exit_event()
     assert ev["outcome"] == "algorithm"
-    assert ev["failure_reason"].startswith("ClientError: EnableNetworkIsolation needs namespace isolation")
+    assert ev["failure_reason"].startswith("ClientError: EnableNetworkIsolation needs the sandbox")
 
 
 def fs_job(script: str, mode: str) -> dict[str, Any]:
@@ -367,12 +367,13 @@ def fs_job(script: str, mode: str) -> dict[str, Any]:
 def test_file_system_channel_is_bind_mounted(tmp_path: Path, control: ControlPlane) -> None:
     efs = tmp_path / "efs"
     (efs / "training").mkdir(parents=True)
+    os.chmod(efs / "training", 0o777)  # the instance's root is an unprivileged host uid: the share must allow it
     (efs / "training" / "a.txt").write_text("from efs")
     script = ('cat "$SM_CHANNEL_EFS/a.txt" > /opt/ml/model/read; '
               'if touch "$SM_CHANNEL_EFS/new" 2>/dev/null; then echo rw; else echo ro; fi > /opt/ml/model/mode')
     for mode in ("ro", "rw"):
         control.reset()
-        spec = make_spec(tmp_path / mode, control, request=fs_job(script, mode), isolation="namespace",
+        spec = make_spec(tmp_path / mode, control, request=fs_job(script, mode), isolation="sandbox",
                          file_systems={"fs-1": str(efs)})
         assert run_agent(spec) == 0, agent_log(spec)
         assert control.exit_event()["outcome"] == "ok", control.exit_event()
@@ -382,7 +383,7 @@ def test_file_system_channel_is_bind_mounted(tmp_path: Path, control: ControlPla
     assert (efs / "training" / "new").exists()  # written through the rw mount
 
 
-@pytest.mark.parametrize("isolation", ["none"] + (["namespace"] if namespaces_available() else []))
+@pytest.mark.parametrize("isolation", ["none"] + (["sandbox"] if namespaces_available() else []))
 def test_pipe_channel_through_the_instance(tmp_path: Path, control: ControlPlane, isolation: str) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -451,7 +452,7 @@ def test_checkpoints_restored_and_synced(tmp_path: Path, control: ControlPlane) 
               'mkdir -p /opt/ml/output/tensorboard/run; echo ev > /opt/ml/output/tensorboard/run/events')
     request = script_job(script, CheckpointConfig={"S3Uri": f"file://{ckpt}"},
                          TensorBoardOutputConfig={"S3OutputPath": f"file://{tb}"})
-    isolation = "namespace" if namespaces_available() else "none"
+    isolation = "sandbox" if namespaces_available() else "none"
     if isolation == "none":
         request = script_job(script.replace("/opt/ml", "$SAGEMAKER_BASE_DIR"),
                              CheckpointConfig={"S3Uri": f"file://{ckpt}"},

@@ -29,7 +29,7 @@ from test_agent_harness import (
 RUNTIME = {"command": [sys.executable, "-m", "trainforge.images.script_mode"], "python": sys.executable,
            "image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.3.0-cpu-py311",
            "kind": "script-mode", "error": None}
-ISOLATIONS = ["none"] + (["namespace"] if namespaces_available() else [])
+ISOLATIONS = ["none"] + (["sandbox"] if namespaces_available() else [])
 
 
 def make_wheel(directory: Path) -> str:
@@ -111,7 +111,7 @@ def test_sourcedir_requirements_and_arguments(tmp_path: Path, control: ControlPl
     assert model["argv"] == ["--epochs", "3", "--layers", "[1, 2]", "--lr", "0.1", "--model-name", "tiny"]
     assert model["value"] == 42 and model["epochs"] == 3
     assert model["hps"] == {"epochs": 3, "lr": 0.1, "model-name": "tiny", "layers": [1, 2]}
-    assert model["cwd"] == ("/opt/ml/code" if isolation == "namespace" else str(spec.parent / "opt/ml/code"))
+    assert model["cwd"] == ("/opt/ml/code" if isolation == "sandbox" else str(spec.parent / "opt/ml/code"))
     assert (spec.parent / "opt/ml/code/train.py").exists()
     logs = control.logs()
     assert "first line of user code" in logs

@@ -59,10 +59,11 @@ class Config:
     embedded_s3_port: int | None = None  # None: the server's port + 1 (any free port if taken)
     s3_endpoint_url: str | None = None
     max_body_bytes: int = 1024 * 1024
-    # Capacity of this machine for the local backend. None = measured (cores, memory, 0 GPUs).
+    # Capacity of this machine for the local backend. None = measured (cores, memory, the NVIDIA GPUs
+    # found: sandbox/gpus.py). GPUs are handed out by index, 0 … capacity_gpus - 1.
     capacity_cpus: float | None = None
     capacity_memory_mb: int | None = None
-    capacity_gpus: int = 0
+    capacity_gpus: int | None = None
     # With capacity_cpus / capacity_memory_mb unset, the machine offers its cores and its memory
     # times this (jobs on a development machine share them, as processes do).
     overcommit: float = 4.0
@@ -84,7 +85,7 @@ class Config:
     # How long after its launch an agent may take to record itself in its instance directory: a
     # server restarted in the launch window waits that long for an agent it has no handle of.
     agent_start_grace_seconds: float = 30.0
-    # Isolation: "auto" (namespaces when possible), "namespace" (required), "none".
+    # Isolation: "auto" (the sandbox; jobs refused where there is none), "sandbox" (required), "none".
     isolation: str = "auto"
     log_level: str = "info"
     # How long CloudWatch metric samples (algorithm and instance metrics) are kept; CloudWatch's own

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import stat
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,19 +39,32 @@ from trainforge.store.metrics import MetricStore
 log = logging.getLogger("trainforge")
 
 
-def detect_isolation(mode: str) -> str:
-    """``namespace`` when this process may create mount/UTS/PID/network namespaces, else ``none``."""
-    if mode == "none" or not sys.platform.startswith("linux") or not shutil.which("unshare"):
-        if mode == "namespace":
-            raise SystemExit("isolation 'namespace' was configured but namespaces are unavailable here")
-        return "none"
-    probe = subprocess.run(["unshare", "--mount", "--uts", "--pid", "--net", "--fork", "true"], check=False,
-                           capture_output=True, timeout=10)
-    if probe.returncode == 0:
-        return "namespace"
-    if mode == "namespace":
-        raise SystemExit(f"isolation 'namespace' was configured but unshare failed: {probe.stderr.decode()}")
-    return "none"
+@dataclass
+class Isolation:
+    """How instances run here: ``sandbox`` (its settings for the instance specs), ``none``
+    (configured explicitly), or ``unavailable`` (``reason`` says why: jobs are refused)."""
+
+    mode: str
+    settings: dict[str, Any] | None = None
+    reason: str = ""
+
+
+def detect_isolation(mode: str, data_dir: Path) -> Isolation:
+    """``auto``: the sandbox when this host can run one, else jobs are refused (``none`` must be
+    chosen explicitly); ``sandbox`` (``namespace``, its former name): required, the server does not
+    start without it; ``none``: training code runs as the server's user."""
+    if mode == "none":
+        return Isolation("none")
+    if mode not in ("auto", "sandbox", "namespace"):
+        raise SystemExit(f"isolation must be auto, sandbox or none, not {mode!r}")
+    from trainforge.sandbox.host import probe
+
+    host = probe(str(data_dir / "sandbox"), str(data_dir))
+    if host.available:
+        return Isolation("sandbox", host.settings)
+    if mode != "auto":
+        raise SystemExit(f"isolation 'sandbox' was configured but the sandbox is unavailable: {host.reason}")
+    return Isolation("unavailable", reason=host.reason)
 
 
 def make_private(data_dir: Path) -> None:
@@ -92,20 +102,24 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     store = JobStore(db)
     signer = TokenSigner(bytes.fromhex(store.setting("pagination_key", TokenSigner.new_key)))
-    isolation = detect_isolation(config.isolation)
+    isolation = detect_isolation(config.isolation, config.data_path)
     capacity = CapacityModel(config)
 
     def create_rules(params: dict[str, Any]) -> None:
         check_supported("CreateTrainingJob", params)  # first: no rule interprets a member trainforge lacks
         check_create(params, config, fits=capacity.never_fits)
-        if params.get("EnableNetworkIsolation") and isolation != "namespace":
+        if isolation.mode == "unavailable":
             raise ValidationError(
-                "EnableNetworkIsolation is not available on this trainforge server: it cannot create network "
-                "namespaces here (Linux with privileges for unshare is required).")
+                f"This trainforge server cannot run training jobs in a sandbox: {isolation.reason}. "
+                "Configure 'isolation: none' to run training code as the server's user without one.")
+        if params.get("EnableNetworkIsolation") and isolation.mode != "sandbox":
+            raise ValidationError(
+                "EnableNetworkIsolation is not available on this trainforge server: it runs training code "
+                "without a sandbox (isolation: none).")
 
     warm(SUPPORTED_OPERATIONS)  # compile the validators now, not on the first request
     jobs = TrainingJobs(store, config, signer, check_create=create_rules)
-    scheduler = Scheduler(store, config, isolation=isolation)
+    scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
     jobs.set_wake(scheduler.wake)
     reports = Reports(store, on_job_change=scheduler.wake)
     tags = Tags(store, signer)
@@ -124,7 +138,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     startup = [scheduler.start, metrics.start_pruning] if start_scheduler else []
     app = build_app(endpoint, agent_routes(store, reports, config) + cloudwatch.routes(), startup,
                     [metrics.stop_pruning, scheduler.stop, db.dispose])
-    log.info("isolation: %s", isolation)
+    log.info("isolation: %s%s", isolation.mode, f" ({isolation.reason})" if isolation.reason else "")
     return Server(config, db, store, jobs, scheduler, app)
 
 

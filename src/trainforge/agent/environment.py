@@ -15,6 +15,9 @@ from typing import Any
 
 from trainforge.agent import layout
 from trainforge.agent.spec import Paths, hosts, network_isolated
+from trainforge.sandbox import gpu_env
+from trainforge.sandbox.relay import CREDENTIALS_ADDRESS
+from trainforge.sandbox.relay import CREDENTIALS_PATH as SANDBOX_CREDENTIALS_PATH
 
 MASTER_PORT = "7777"
 CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
@@ -144,7 +147,7 @@ def training_env(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:
         "module_name": module_name,
         "network_interface_name": rc["network_interface_name"],
         "num_cpus": int(spec.get("num_cpus") or os.cpu_count() or 1),
-        "num_gpus": int(spec.get("num_gpus") or 0),
+        "num_gpus": len(spec["gpus"]) if "gpus" in spec else int(spec.get("num_gpus") or 0),
         "num_neurons": 0,
         "output_data_dir": paths.container("output", "data"),
         "output_dir": paths.container("output"),
@@ -193,7 +196,10 @@ def aws_variables(spec: dict[str, Any]) -> dict[str, str]:
         env["S3_ENDPOINT_URL"] = spec["s3_endpoint_url"]
         env["AWS_ENDPOINT_URL_S3"] = spec["s3_endpoint_url"]
     if not network_isolated(spec):  # SageMaker gives an isolated container no credentials either
-        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = credentials_uri(spec)
+        # on the sandbox's job network the server's port is out of reach: the agent serves them inside
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = (
+            f"http://{CREDENTIALS_ADDRESS}{SANDBOX_CREDENTIALS_PATH}" if spec.get("network") == "job"
+            else credentials_uri(spec))
         env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = spec["token"]
     return env
 
@@ -207,7 +213,8 @@ def build(spec: dict[str, Any], paths: Paths, host_env: dict[str, str] | None = 
 
     Layers, later wins: the host's harmless variables (``PASSTHROUGH``); defaults a framework image
     has (``PYTHONUNBUFFERED``, ``MASTER_ADDR``/``MASTER_PORT``, the runtime's bin directory first on
-    PATH); the request's Environment; then what the platform owns (job name/ARN, AWS_*, SM_*,
+    PATH) and the instance's GPUs (``CUDA_VISIBLE_DEVICES``/``NVIDIA_VISIBLE_DEVICES``, see
+    ``sandbox/gpus.py``); the request's Environment; then what the platform owns (job name/ARN, AWS_*, SM_*,
     SAGEMAKER_BASE_DIR without namespaces).
     """
     host_env = dict(os.environ if host_env is None else host_env)
@@ -221,6 +228,7 @@ def build(spec: dict[str, Any], paths: Paths, host_env: dict[str, str] | None = 
     env["PYTHONDONTWRITEBYTECODE"] = "TRUE"
     env["MASTER_ADDR"] = hosts(spec)[0]
     env["MASTER_PORT"] = MASTER_PORT
+    env.update(gpu_env.instance_variables(spec))  # its own GPUs, not the host's (the request may narrow them)
     env.update({str(k): str(v) for k, v in (spec["request"].get("Environment") or {}).items()})
     env["TRAINING_JOB_NAME"] = spec["job_name"]
     env["TRAINING_JOB_ARN"] = spec["job_arn"]

@@ -77,12 +77,12 @@ def stage(spec: dict[str, Any], paths: Paths, *, progress: Callable[[str], None]
     inputs = Inputs()
     fs_mounts = data.file_system_mounts(request, ml_dir, spec.get("file_systems") or {})
     for m in fs_mounts:
-        if spec.get("isolation") == "namespace":
+        if spec.get("isolation") == "sandbox":
             inputs.mounts.append((str(m.source), m.container_target, m.read_only))
         else:
             m.link()
             log(f"[trainforge] channel '{m.channel}': {m.target} links to {m.source}"
-                + (" (read-only is not enforced without namespace isolation)" if m.read_only else ""))
+                + (" (read-only is not enforced without the sandbox)" if m.read_only else ""))
     channels = [parse_channel(request, channel, receivers) for channel, receivers in layout.received_channels(spec)]
     inputs.session = data.stage_inputs(request, ml_dir, spec["host"], channels, progress=progress, log=log,
                                        allowed_roots=roots, file_systems=spec.get("file_systems") or {},
@@ -103,10 +103,13 @@ def start_sync(spec: dict[str, Any], paths: Paths, inputs: Inputs, log: Callable
 
     cc = layout.checkpoint_config(request, paths)
     tb = layout.tensorboard_local_path(request, paths)
+    debug = (request.get("DebugHookConfig") or {}).get("LocalPath")
     inputs.sync = data.CheckpointSync(
         request, Path(paths.host_ml), allowed_roots=allowed_roots(spec), log=log,
         checkpoint_local_path=Path(paths.to_host(cc["LocalPath"])) if cc else None,
-        tensorboard_local_path=Path(paths.to_host(tb)) if tb else None).start()
+        tensorboard_local_path=Path(paths.to_host(tb)) if tb else None,
+        debug_local_path=Path(paths.to_host(debug)) if debug else None,
+        device=paths.volume_device()).start()
 
 
 def run_staging(target: Callable[[], Inputs], wake: threading.Event) -> tuple[list[Any], threading.Thread]:

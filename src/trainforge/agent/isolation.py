@@ -1,26 +1,18 @@
 """Starting the training process isolated, and signalling every process of the instance.
 
-``namespace`` (Linux, root), in two steps:
+``sandbox`` (Linux, root, runc): the instance is an OCI container (:mod:`trainforge.agent.container`
+writes its bundle; :mod:`trainforge.sandbox.runc` says what it gets). ``runc run`` runs in the
+foreground as the agent's child; its child is the container's PID 1, ``INIT`` (``sh``), which runs
+the command as its only child and exits with its status (PID 1 exiting takes the whole PID
+namespace down: nothing the training code started survives it, however it daemonized).
 
-1. ``unshare --mount --uts [--net]`` runs a tiny ``sh`` prologue (in the agent's PID namespace)
-   that bind-mounts ``instance_dir/opt/ml`` on ``/opt/ml`` and a generated hosts file on
-   ``/etc/hosts`` (mount propagation private: nothing reaches the host), sets the host name,
-   brings ``lo`` up in a new network namespace (EnableNetworkIsolation), changes to the code
-   directory, then execs
-2. ``unshare --pid --fork --mount-proc``, whose child ``sh`` (``INIT``) is PID 1 of the new PID
-   namespace and runs the command as its only child, exiting with its status (PID 1 exiting
-   takes the whole namespace down).
+Stopping (``Instance.terminate``) waits, polling with a bound, until PID 1 has a child, then sends
+SIGTERM once to every process of the container's PID namespace but PID 1, and stops there
+(processes the training code starts afterwards, e.g. to save its model, are not signalled; as
+with ``docker stop``, a wrapper that gets SIGTERM before it started the real program ends at once,
+and PID 1 with it). Why it cannot be done with one signal at the moment the stop arrives:
 
-The split is what makes a stop exact: the instance's PID namespace holds PID 1 and the training
-command's process tree and nothing else (the prologue's ``mount``/``ip`` helpers run before it
-exists). Stopping (``Instance.terminate``) therefore waits, polling with a bound, until PID 1
-has a child, then sends SIGTERM once to every process of the namespace but PID 1, and stops
-there (processes the training code starts afterwards, e.g. to save its model, are not
-signalled; as with ``docker stop``, a wrapper that gets SIGTERM before it started the real
-program ends at once, and PID 1 with it). Why it cannot be done with one signal at the moment the stop arrives:
-
-- before ``unshare`` has forked there is no process of the instance to signal, and ``unshare``
-  itself blocks SIGTERM while it waits for its child: a signal sent to it is lost;
+- before runc has started the container there is no process of the instance to signal;
 - PID 1 of a PID namespace receives only the signals it installed a handler for, and ``sh``
   installs none: a SIGTERM that reaches only PID 1 (before it has forked the command) is lost.
   Trapping TERM in PID 1 and forwarding it would not close the gap either: a trap runs only
@@ -32,11 +24,12 @@ Once PID 1 has a child, that child is the command: before its ``exec`` it is a f
 with SIGTERM at its default action (no traps anywhere), so the signal ends it before any user
 code runs and PID 1 exits 143 at once; after ``exec`` the training code gets SIGTERM itself.
 Either way the job ends promptly without waiting out the grace. The poll is bounded by the
-grace: if the namespace never gets that far, SIGKILL follows as always.
+grace: if the container never gets that far, SIGKILL follows as always.
 
-``setpriv --pdeathsig`` and ``unshare --kill-child`` tie the instance's life to the agent's: an
-agent killed with -9 leaves no orphan (the death signal set by ``setpriv`` survives the
-``exec`` calls of the prologue's chain, up to the ``unshare`` whose child is PID 1).
+The instance's life is tied to the agent's: ``setpriv --pdeathsig KILL`` before ``runc`` (the
+agent dies: runc is killed) and before the container's ``sh`` (runc dies: PID 1 is killed, and the
+kernel kills the rest of its namespace). runc's state and cgroup are removed when the instance
+ends (``runc delete``), and by the reaper after an agent died.
 
 ``none``: a plain subprocess in its own session / process group; stopping signals the group.
 The group exists as soon as the process does (``Popen`` returns only after the child called
@@ -54,33 +47,18 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
+from trainforge.agent.spec import Paths, network_isolated
 
-SETUP_FAILED = "[trainforge] namespace setup failed"
-# $1 ml dir, $2 hosts file, $3 host name, $4 "1" = new network namespace, $5 working directory,
-# $6 number of extra bind mounts, then (source, target, "1" = read-only) per mount, then the command
-# that starts the PID namespace (``pid_namespace_argv``), which it execs.
-PROLOGUE = (
-    'fail() { echo "' + SETUP_FAILED + ': $*" >&2; exit 125; }\n'
-    'mount --bind "$1" /opt/ml || fail /opt/ml\n'
-    'mount --bind "$2" /etc/hosts || fail /etc/hosts\n'
-    '{ echo "$3" > /proc/sys/kernel/hostname || hostname "$3"; } 2>/dev/null || fail hostname\n'
-    'if [ "$4" = 1 ]; then ip link set lo up 2>/dev/null; fi\n'
-    'cwd=$5; n=$6; shift 6\n'
-    'while [ "$n" -gt 0 ]; do\n'
-    '  mount --bind "$1" "$2" || fail "$2"\n'
-    '  if [ "$3" = 1 ]; then mount -o remount,bind,ro "$2" || fail "$2"; fi\n'
-    '  shift 3; n=$((n - 1))\n'
-    'done\n'
-    'cd "$cwd" 2>/dev/null\n'
-    'exec "$@"\n'
-)
+SETUP_FAILED = "sandbox setup failed"
+RUNC_ERROR = "msg=\"runc run failed: "  # how runc logs that a container could not start
 # PID 1 of the instance: the command as its child (never exec'd: PID 1 ignores a SIGTERM it has no
 # handler for, and the training code must get it), then its exit status.
 INIT = '"$@"\nexit $?\n'
 TERMINATE_POLL_MAX = 0.02  # a stop waits for the command to exist, polling at most this far apart
-NONE_NOTICE = ("/opt/ml is not available on this host (no namespace isolation): the instance's "
-               "/opt/ml is {ml}, SAGEMAKER_BASE_DIR and every SM_* path point there")
+NONE_NOTICE = ("training code runs as the server's user ({user}) on the host, without a sandbox "
+               "(isolation: none); /opt/ml is not available: the instance's /opt/ml is {ml}, "
+               "SAGEMAKER_BASE_DIR and every SM_* path point there")
+SANDBOX = "sandbox"
 
 
 _FOUND: dict[tuple[str, str | None], str] = {}
@@ -99,7 +77,7 @@ def which(name: str) -> str | None:
 
 
 def warm_up() -> None:
-    for name in ("unshare", "mount", "hostname", "setpriv"):
+    for name in ("runc", "setpriv"):
         which(name)
 
 
@@ -116,41 +94,42 @@ def hosts_file_content(spec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def describe(spec: dict[str, Any], paths: Paths) -> str:
-    """The job-log line saying which isolation the instance runs under."""
-    if spec.get("isolation") == "namespace":
-        kinds = "mount, UTS, PID" + (", network (EnableNetworkIsolation: no network)"
-                                     if network_isolated(spec) else "")
-        return (f"[trainforge] isolation: namespace ({kinds}); /opt/ml is this instance's own "
-                f"directory, host name {spec['host']}")
-    return "[trainforge] isolation: none; " + NONE_NOTICE.format(ml=paths.host_ml)
+def sandboxed(spec: dict[str, Any]) -> bool:
+    return spec.get("isolation") == SANDBOX
 
 
-def namespace_argv(spec: dict[str, Any], paths: Paths, argv: list[str], cwd: str, hosts_file: str,
-                   mounts: list[tuple[str, str, bool]] | None = None) -> list[str]:
-    """Step 1 (new mount / UTS / network namespaces, the prologue) exec'ing step 2 (the PID
-    namespace, ``INIT`` as its PID 1, the command as INIT's child)."""
-    net = network_isolated(spec)
-    mounts = mounts or []
-    extra = [a for src, dst, ro in mounts for a in (src, dst, "1" if ro else "0")]
-    unshare = which("unshare") or "unshare"
-    setup = [unshare, "--mount", "--uts", "--propagation", "private"] + (["--net"] if net else [])
-    pid_namespace = [unshare, "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
-                     "--", "/bin/sh", "-c", INIT, "trainforge-init"]
-    prologue = ["/bin/sh", "-c", PROLOGUE, "trainforge-instance", paths.host_ml, hosts_file, spec["host"],
-                "1" if net else "0", cwd, str(len(mounts))] + extra
-    return setup + ["--"] + prologue + pid_namespace + list(argv)
+def describe(spec: dict[str, Any], paths: Paths) -> list[str]:
+    """The job-log lines saying what the instance runs in."""
+    if not sandboxed(spec):
+        import getpass
+
+        return ["[trainforge] isolation: none; " + NONE_NOTICE.format(user=getpass.getuser(), ml=paths.host_ml)]
+    s = spec.get("sandbox") or {}
+    if network_isolated(spec):
+        net = ("network: the job's own (EnableNetworkIsolation: the job's instances only)" if s.get("netns")
+               else "network: none (EnableNetworkIsolation: no network)")
+    else:
+        net = "network: the job's own" if s.get("netns") else "network: the host's"
+    size = (spec["request"].get("ResourceConfig") or {}).get("VolumeSizeInGB")
+    lines = [f"[trainforge] isolation: sandbox (runc: user, PID, mount, IPC, UTS namespaces; root is host uid "
+             f"{s.get('uid')}; {net}); /opt/ml is this instance's own "
+             + (f"{size} GB volume" if size else "directory") + f", host name {spec['host']}"]
+    if s.get("cgroups"):
+        lines.append(f"[trainforge] limits: {s.get('cpus')} CPUs, {s.get('memory_mb')} MiB memory (cgroups)")
+    else:
+        lines.append(f"[trainforge] limits: none: {s.get('cgroups_missing') or 'the host has no usable cgroups'}")
+    return lines
 
 
 def check_available(spec: dict[str, Any]) -> None:
-    if spec.get("isolation") == "namespace":
-        missing = [b for b in ("unshare", "mount", "hostname") if which(b) is None]
+    if sandboxed(spec):
+        missing = [b for b in ("runc", "setpriv", "mount", "mkfs.ext4") if which(b) is None]
         if missing:
-            raise IsolationError(f"namespace isolation needs {', '.join(missing)} on PATH")
+            raise IsolationError(f"the sandbox needs {', '.join(missing)} on PATH")
         if os.geteuid() != 0:
-            raise IsolationError(f"namespace isolation needs root (the agent runs as uid {os.geteuid()})")
+            raise IsolationError(f"the sandbox needs root (the agent runs as uid {os.geteuid()})")
     elif network_isolated(spec):
-        raise IsolationError("EnableNetworkIsolation needs namespace isolation, which this host "
+        raise IsolationError("EnableNetworkIsolation needs the sandbox, which this host "
                              "does not provide (isolation: none)")
 
 
@@ -158,22 +137,29 @@ class Instance:
     """The running training process and every process it started."""
 
     def __init__(self, spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str],
-                 mounts: list[tuple[str, str, bool]] | None = None):
-        self.namespace = spec.get("isolation") == "namespace"
-        cwd = paths.container("code")
+                 mounts: list[tuple[str, str, bool]] | None = None, local_paths: list[str] | None = None):
+        self.namespace = sandboxed(spec)
+        self.spec, self.paths = spec, paths
+        self._removed = False
         if self.namespace:
-            os.makedirs(CONTAINER_ML, exist_ok=True)  # the (empty) mount point on the host
+            from trainforge.agent import container
+
             hosts_file = os.path.join(paths.instance_dir, "hosts")
             with open(hosts_file, "w", encoding="utf-8") as f:
                 f.write(hosts_file_content(spec))
-            full = namespace_argv(spec, paths, argv, cwd, hosts_file, mounts or [])
+            inner = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", INIT, "trainforge-init",
+                     *argv]
+            full = container.bundle(spec, paths, inner, env, paths.container("code"), hosts_file,
+                                    mounts or [], local_paths or [], which("runc") or "runc")
+            cwd = paths.instance_dir
         else:
             full = list(argv)
+            cwd = paths.host("code")
         if which("setpriv"):
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
         self.popen = subprocess.Popen(
             full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            cwd=paths.host("code"), start_new_session=True,
+            cwd=cwd, start_new_session=True,
             umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
         self.pid = self.popen.pid
         self._own_ns = _pid_namespace("self")
@@ -182,9 +168,8 @@ class Instance:
 
     # ---------------------------------------------------------------------------------------------
     def _namespace_init(self) -> int | None:
-        """PID (host view) of the instance's PID-namespace init: the child of ``unshare --pid``
-        (``self.pid`` once the prologue exec'd it) in a PID namespace other than ours. Before that,
-        ``self.pid``'s children are the prologue's helpers, in our namespace: never taken for it."""
+        """PID (host view) of the container's init: the child of ``runc run`` in a PID namespace
+        other than ours (runc's own helpers, in ours, are never taken for it)."""
         if self._init_pid is None:
             for child in _children(self.pid):
                 ns = _pid_namespace(str(child))
@@ -233,9 +218,19 @@ class Instance:
             _killpg(self.pid, signal.SIGKILL)
 
     def reap_leftovers(self) -> None:
-        """After the main process exited: nothing of the instance survives it (as with a container)."""
+        """After the main process exited: nothing of the instance survives it (as with a container:
+        in the sandbox, PID 1's end took its namespace down)."""
         if not self.namespace:
             _killpg(self.pid, signal.SIGKILL)
+
+    def remove(self) -> None:
+        """runc's state and cgroup of the ended container (after the exit is reported: it is not
+        on the job's way to its end; the scheduler's sweep removes them if the agent dies first)."""
+        if self.namespace and not self._removed:
+            from trainforge.agent import container
+
+            self._removed = True
+            container.remove(self.spec, self.paths, which("runc") or "runc")
 
     def exit_code(self) -> int | None:
         rc = self.popen.poll()
@@ -245,11 +240,19 @@ class Instance:
 
 
 def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (runc, a Go program, forks from any of its threads)."""
+    found: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
 
 
 def _pid_namespace(pid: str) -> str | None:

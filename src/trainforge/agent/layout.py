@@ -127,6 +127,14 @@ def tensorboard_local_path(request: dict[str, Any], paths: Paths) -> str | None:
     return paths.to_container(tb.get("LocalPath") or DEFAULT_TENSORBOARD_PATH)
 
 
+def local_paths(request: dict[str, Any], paths: Paths) -> list[str]:
+    """The LocalPaths the platform reads back, as the training process sees them."""
+    cc = checkpoint_config(request, paths)
+    tb = tensorboard_local_path(request, paths)
+    debug = (request.get("DebugHookConfig") or {}).get("LocalPath")
+    return [p for p in ((cc or {}).get("LocalPath"), tb, debug and paths.to_container(debug)) if p]
+
+
 def config_files(spec: dict[str, Any], paths: Paths) -> dict[str, Any]:
     """File name under input/config → its JSON content."""
     request = spec["request"]
@@ -154,12 +162,7 @@ def directories(spec: dict[str, Any], paths: Paths) -> list[str]:
     for channel, _ in received_channels(spec):
         if channel_mode(request, channel) != "Pipe":
             dirs.append(paths.host("input", "data", channel["ChannelName"]))
-    cc = checkpoint_config(request, paths)
-    if cc is not None:
-        dirs.append(paths.to_host(cc["LocalPath"]))
-    tb = tensorboard_local_path(request, paths)
-    if tb is not None:
-        dirs.append(paths.to_host(tb))
+    dirs += [paths.to_host(p) for p in local_paths(request, paths)]
     return dirs
 
 

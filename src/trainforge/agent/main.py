@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import environment, instance_files, isolation, layout, runner
+from trainforge.agent import container, environment, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
 from trainforge.agent.direct import Direct
 from trainforge.agent.direct import finish as finish_direct
@@ -107,6 +107,8 @@ class Agent:
         self.timings: dict[str, float] = {}
         self._phase = Phase.PREPARING
         self._phase_changed = threading.Condition()
+        self.network: Any = None  # the instance's network (sandbox), closed when the instance ends
+        self.instance: isolation.Instance | None = None
 
     # -- top level ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -126,13 +128,25 @@ class Agent:
             traceback.print_exc()
             outcome = Outcome("platform", None, error_reason(exc, "InternalServerError",
                                                              "(in the trainforge agent)"))
+        finally:
+            self._close_network()
         self._mark_exited(outcome.exit_code)  # early ends too: a waiting leader must not hang
         self._advance(Phase.REPORTED)
         if not self.reporter.gone:
             self.reporter.emit(outcome.event(artifacts))
+        if self.instance is not None:
+            self.instance.remove()
         delivered = self.reporter.close(self._final_deadline())
         self._log_summary(outcome, delivered)
         return 0
+
+    def _close_network(self) -> None:
+        if self.network is not None:
+            try:
+                self.network.close()
+            except Exception as exc:  # noqa: BLE001 - the scheduler's sweep removes what is left
+                print(f"trainforge agent: cannot close the instance's network: {exc!r}", file=sys.stderr)
+            self.network = None
 
     def _advance(self, phase: Phase) -> None:
         with self._phase_changed:
@@ -232,6 +246,13 @@ class Agent:
         except isolation.IsolationError as exc:
             reporter.notice(str(exc))
             return Outcome("algorithm", None, f"ClientError: {exc}"[:1024])
+        if isolation.sandboxed(spec):
+            os.umask(0o022)  # what the agent writes into /opt/ml later is readable inside
+            try:
+                self.network = container.prepare(spec, paths)
+            except (OSError, container.volume.VolumeError, RuntimeError) as exc:
+                reporter.notice(f"{isolation.SETUP_FAILED}: {exc}")
+                return Outcome("platform", None, f"InternalServerError: {isolation.SETUP_FAILED}: {exc}"[:1024])
         layout.create(spec, paths)
         reporter.status("Downloading", "Downloading input data")
         if not needs_data_plane(spec["request"]):
@@ -275,14 +296,19 @@ class Agent:
             env["TRAINFORGE_ALLOWED_LOCAL_ROOTS"] = json.dumps(spec["allowed_local_roots"])
         direct = plan_direct(spec, paths, argv, env)
         reporter.status("Training", "Training image download completed. Training in progress.")
-        reporter.notice(isolation.describe(spec, paths))
+        for line in isolation.describe(spec, paths):
+            reporter.notice(line)
         if direct is not None:
             argv = direct.command
             reporter.log(INVOKING + " ".join(argv))
         # before the process starts: what is in LocalPath now (restored checkpoints) is the baseline
         start_sync(spec, paths, inputs, self._notice)
+        local_paths = layout.local_paths(spec["request"], paths)
         try:
-            instance = isolation.Instance(spec, paths, argv, env, inputs.mounts)
+            if isolation.sandboxed(spec):
+                container.hand_over(spec, paths)
+                self.network.ready()
+            instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths)
         except OSError as exc:  # the entrypoint cannot be executed at all
             inputs.close()
             if inputs.sync is not None:
@@ -291,8 +317,10 @@ class Agent:
             reporter.notice(reason)
             return Outcome("algorithm", 127, reason)
         self.timings["spawned"] = time.time()
+        self.instance = instance
         self._write_state(paths, instance)
-        self._watch_volume(paths)
+        if not isolation.sandboxed(self.spec):  # in the sandbox the volume is a real filesystem
+            self._watch_volume(paths)
         return instance, direct
 
     def _await_training(self, paths: Paths, inputs: Inputs, instance: isolation.Instance,
@@ -329,9 +357,9 @@ class Agent:
         if result.stop_reason is not None:
             return Outcome("stopped", code, None, result.stop_reason)
         if result.setup_failed:
-            detail = next((ln for ln in reversed(result.stderr_tail)
-                           if ln.startswith((isolation.SETUP_FAILED, "unshare: "))), isolation.SETUP_FAILED)
-            return Outcome("platform", code, f"InternalServerError: {detail.replace('[trainforge] ', '')}")
+            detail = next((ln for ln in reversed(result.stderr_tail) if isolation.RUNC_ERROR in ln), "")
+            detail = detail[detail.find(isolation.RUNC_ERROR) + 5:].rstrip('"')
+            return Outcome("platform", code, f"InternalServerError: {isolation.SETUP_FAILED}: {detail}")
         if code != 0:
             feeder_error = getattr(inputs.session, "error", None) if inputs.session is not None else None
             if feeder_error is not None:
@@ -379,7 +407,7 @@ class Agent:
         """``instance.json``: who to kill if this agent dies (for reconciliation)."""
         try:
             instance_files.write_state(paths.instance_dir, os.getpid(), instance.pid,
-                                       "namespace" if instance.namespace else "none")
+                                       isolation.SANDBOX if instance.namespace else "none")
         except OSError:
             pass
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import IO
 
-from trainforge.agent.isolation import SETUP_FAILED, Instance
+from trainforge.agent.isolation import RUNC_ERROR, Instance
 from trainforge.agent.logtext import render
 from trainforge.agent.metrics import MetricReader
 from trainforge.agent.reporter import Reporter
@@ -129,13 +129,11 @@ def run(instance: Instance, reporter: Reporter, stopper: Stopper, deadline: floa
 
 
 def _setup_failed(instance: Instance, code: int, tail: list[str]) -> bool:
-    """The namespace could not be set up (ours, not the algorithm's): the prologue's marker line,
-    or ``unshare`` itself refusing (exit 1 with its own message as the last line)."""
+    """The sandbox could not be set up (ours, not the algorithm's): runc refusing to start the
+    container (exit 1, its error as the last line), before the command ever ran."""
     if not instance.namespace:
         return False
-    if code == 125 and any(ln.startswith(SETUP_FAILED) for ln in tail):
-        return True
-    return code == 1 and bool(tail) and tail[-1].startswith("unshare: ")
+    return code == 1 and bool(tail) and RUNC_ERROR in tail[-1]
 
 
 def _stop(instance: Instance, exited: threading.Event, grace: float) -> None:

@@ -22,6 +22,7 @@ pass an already-resolved ``local_path`` instead).
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -99,8 +100,10 @@ class DirectorySync:
 
     def __init__(self, local_dir: Path, uri: str, *, allowed_roots: list[str] | None = None,
                  interval: float = 1.0, max_delay: float = 10.0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, device: int | None = None) -> None:
         self.local_dir = Path(local_dir)
+        # an instance's volume: only its files are read, symlinks out of it are not followed
+        self.device = device
         self.uri = _dir_uri(uri)
         self.allowed_roots = allowed_roots
         self.interval = interval
@@ -135,13 +138,15 @@ class DirectorySync:
         out: dict[str, tuple[int, int]] = {}
         if not self.local_dir.is_dir():
             return out
-        for dirpath, _dirs, files in os.walk(self.local_dir, followlinks=True):
+        for dirpath, _dirs, files in os.walk(self.local_dir, followlinks=self.device is None):
             for name in files:
                 full = os.path.join(dirpath, name)
                 try:
                     st = os.stat(full)
                 except OSError:
                     continue
+                if self.device is not None and (st.st_dev != self.device or not stat.S_ISREG(st.st_mode)):
+                    continue  # a link out of the instance's volume
                 rel = os.path.relpath(full, self.local_dir).replace(os.sep, "/")
                 out[rel] = (st.st_size, st.st_mtime_ns)
         return out
@@ -167,7 +172,7 @@ class DirectorySync:
                 return []
             sigs = {rel: self._pending[rel][0] for rel in due}
             try:
-                objectstore.upload_tree(self.local_dir, self.uri, only=due,
+                objectstore.upload_tree(self.local_dir, self.uri, only=due, device=self.device,
                                         allowed_roots=self.allowed_roots, link=False)
             except (ObjectStoreError, OSError) as exc:
                 self.errors += 1
@@ -201,14 +206,15 @@ class CheckpointSync:
     def __init__(self, request: dict[str, Any], ml_dir: Path, *, allowed_roots: list[str] | None = None,
                  log: Callable[[str], None] | None = None, interval: float = 1.0,
                  checkpoint_local_path: Path | None = None,
-                 tensorboard_local_path: Path | None = None) -> None:
+                 tensorboard_local_path: Path | None = None, debug_local_path: Path | None = None,
+                 device: int | None = None) -> None:
         self.syncs: list[DirectorySync] = []
         for paths, override in ((checkpoint_paths(request, ml_dir), checkpoint_local_path),
                                 (tensorboard_paths(request, ml_dir), tensorboard_local_path),
-                                (debug_hook_paths(request, ml_dir), None)):
+                                (debug_hook_paths(request, ml_dir), debug_local_path)):
             if paths is not None:
                 self.syncs.append(DirectorySync(override or paths[1], paths[0], allowed_roots=allowed_roots,
-                                                interval=interval, log=log))
+                                                interval=interval, log=log, device=device))
 
     def start(self) -> CheckpointSync:
         for s in self.syncs:

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -301,23 +302,40 @@ def download_prefix(uri_prefix: str | Location, dest_dir: str | os.PathLike[str]
 
 
 def upload_file(path: str | os.PathLike[str], uri: str | Location, *,
-                allowed_roots: Iterable[str] | None = None, link: bool = True) -> None:
+                allowed_roots: Iterable[str] | None = None, link: bool = True, device: int | None = None) -> None:
     """Store a local file at ``uri`` (multipart for large files)."""
-    upload_many([(Path(path), as_location(uri))], allowed_roots=allowed_roots, link=link)
+    upload_many([(Path(path), as_location(uri))], allowed_roots=allowed_roots, link=link, device=device)
+
+
+class NotOnVolume(OSError):
+    """A file to upload from an instance is not on that instance's volume (a symlink out of it)."""
+
+
+def open_on_device(path: Path, device: int) -> Any:
+    """``path`` opened for reading, only if what was opened is a regular file on ``device``: a file an
+    instance wrote on its own volume. Checked on the open file, so swapping in a symlink after any
+    earlier check changes nothing (a hard link cannot cross filesystems)."""
+    f = open(path, "rb")  # noqa: SIM115 - returned
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode) or st.st_dev != device:
+        f.close()
+        raise NotOnVolume(f"{path} is not a file of the instance's own (a link out of its volume?)")
+    return f
 
 
 def upload_tree(local_dir: str | os.PathLike[str], uri_prefix: str | Location, *,
                 allowed_roots: Iterable[str] | None = None, link: bool = True,
-                only: Iterable[str] | None = None) -> list[str]:
+                only: Iterable[str] | None = None, device: int | None = None) -> list[str]:
     """Store every file below ``local_dir`` at ``uri_prefix``/<relative path>, in parallel.
 
-    ``only``: restrict to these relative paths. Symbolic links are followed. Returns the
-    relative paths uploaded.
+    ``only``: restrict to these relative paths. Symbolic links are followed (with ``device``, only
+    to files on that filesystem). Returns the relative paths uploaded.
     """
     base = Path(local_dir)
     prefix = as_location(uri_prefix)
     rels = sorted(only) if only is not None else sorted(_walk_files(base))
-    upload_many([(base / r, prefix.child(r)) for r in rels], allowed_roots=allowed_roots, link=link)
+    upload_many([(base / r, prefix.child(r)) for r in rels], allowed_roots=allowed_roots, link=link,
+                device=device)
     return rels
 
 
@@ -328,29 +346,59 @@ def _walk_files(base: Path) -> Iterator[str]:
 
 
 def upload_many(items: list[tuple[Path, Location]], *, allowed_roots: Iterable[str] | None = None,
-                link: bool = True, workers: int = DEFAULT_WORKERS) -> None:
+                link: bool = True, workers: int = DEFAULT_WORKERS, device: int | None = None) -> None:
+    """``device``: every source must be a regular file on that filesystem (:func:`open_on_device`;
+    an instance's volume): read from the checked open file, never linked."""
     roots = list(allowed_roots) if allowed_roots is not None else None
     s3_items = [(p, loc) for p, loc in items if loc.scheme == "s3"]
     for p, loc in items:
         if loc.scheme == "file":
             dest = check_file(loc, roots, "output path")
             try:
-                place_local(p, dest, link=link)
+                if device is None:
+                    place_local(p, dest, link=link)
+                else:
+                    with open_on_device(p, device) as src:
+                        place_local(Path(f"/proc/self/fd/{src.fileno()}"), dest, link=False)
             except OSError as exc:
                 raise ObjectStoreError(f"cannot write {loc.uri}: {exc}") from exc
-    if not s3_items:
-        return
-    with transfer_manager(multipart_threshold=MULTIPART_THRESHOLD, part_size=PART_SIZE, workers=workers) as mgr:
-        futures = [(mgr.upload(str(p), loc.bucket, loc.key), loc) for p, loc in s3_items]
-        first: BaseException | None = None
-        for fut, loc in futures:
+    # with ``device`` the sources are open files: a bounded number at a time
+    step = OPEN_FILES_AT_ONCE if device is not None else max(1, len(s3_items))
+    for start in range(0, len(s3_items), step):
+        _upload_s3(s3_items[start:start + step], workers, device)
+
+
+OPEN_FILES_AT_ONCE = 256
+
+
+def _upload_s3(s3_items: list[tuple[Path, Location]], workers: int, device: int | None) -> None:
+    opened: list[Any] = []
+    try:
+        sources: list[Any] = []
+        for p, loc in s3_items:
+            if device is None:
+                sources.append(str(p))
+                continue
             try:
-                fut.result()
-            except Exception as exc:  # noqa: BLE001 - first failure re-raised below
-                if first is None:
-                    first = s3_error(exc, loc, "upload to")
-        if first is not None:
-            raise first
+                opened.append(open_on_device(p, device))
+            except OSError as exc:
+                raise ObjectStoreError(f"cannot upload {p} to {loc.uri}: {exc}") from exc
+            sources.append(opened[-1])
+        with transfer_manager(multipart_threshold=MULTIPART_THRESHOLD, part_size=PART_SIZE,
+                              workers=workers) as mgr:
+            futures = [(mgr.upload(src, loc.bucket, loc.key), loc) for src, (_p, loc) in zip(sources, s3_items)]
+            first: BaseException | None = None
+            for fut, loc in futures:
+                try:
+                    fut.result()
+                except Exception as exc:  # noqa: BLE001 - first failure re-raised below
+                    if first is None:
+                        first = s3_error(exc, loc, "upload to")
+            if first is not None:
+                raise first
+    finally:
+        for f in opened:
+            f.close()
 
 
 def put_bytes(data: bytes, uri: str | Location, *, allowed_roots: Iterable[str] | None = None) -> None:

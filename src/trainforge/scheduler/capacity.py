@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from trainforge.config import Config
+from trainforge.sandbox.gpus import discover
+
+log = logging.getLogger("trainforge.scheduler")
 
 # A type missing from the configured table reserves this much.
 DEFAULT_SHAPE = {"cpus": 2.0, "memory_mb": 8192, "gpus": 0}
@@ -51,7 +55,8 @@ class CapacityModel:
 
     By default the machine offers ``overcommit`` × its cores and its physical memory, and an
     instance reserves its type's shape clipped to that (so every ``ml.*`` type can run on a small
-    machine); ``max_concurrent_instances`` caps the number of instances at once.
+    machine); ``max_concurrent_instances`` caps the number of instances at once. GPUs: the NVIDIA
+    GPUs found on the machine (``sandbox/gpus.py``) unless ``capacity_gpus`` says otherwise.
     """
 
     def __init__(self, config: Config) -> None:
@@ -61,9 +66,13 @@ class CapacityModel:
             cpus=float(config.capacity_cpus if config.capacity_cpus is not None else cores * config.overcommit),
             memory_mb=float(config.capacity_memory_mb if config.capacity_memory_mb is not None
                             else _machine_memory_mb() * config.overcommit),
-            gpus=int(config.capacity_gpus),
+            gpus=int(config.capacity_gpus if config.capacity_gpus is not None else len(discover().devices)),
             instances=config.max_concurrent_instances or 1_000_000,
         )
+        found = len(discover().devices)
+        if self.total.gpus > found:
+            log.warning("capacity_gpus is %d but %d NVIDIA GPU(s) were found here: an instance given a GPU "
+                        "index from %d up gets no device", self.total.gpus, found, found)
 
     def shape(self, instance_type: str) -> Resources:
         raw: dict[str, Any] = self.config.instance_types.get(instance_type) or DEFAULT_SHAPE

@@ -28,6 +28,7 @@ from trainforge.agent import instance_files
 from trainforge.log_streams import algorithm_stream
 from trainforge.scheduler import faults, handles
 from trainforge.scheduler.capacity import CapacityModel, host_names
+from trainforge.scheduler.gpu_slots import GpuSlots
 from trainforge.service import lifecycle
 from trainforge.store.jobs import JobRow, JobStore, new_token, token_digest
 from trainforge.store.schema import jobs as jobs_table
@@ -69,13 +70,16 @@ def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
 
 class Launcher:
     def __init__(self, store: JobStore, backend: Any, capacity: CapacityModel, config: Any, isolation: str,
-                 job_dir: Callable[[JobRow], Path]) -> None:
+                 job_dir: Callable[[JobRow], Path], gpu_slots: GpuSlots,
+                 sandbox: dict[str, Any] | None = None) -> None:
         self.store = store
+        self.sandbox = sandbox
         self.backend = backend
         self.capacity = capacity
         self.config = config
         self.isolation = isolation
         self.job_dir = job_dir
+        self.gpu_slots = gpu_slots
 
     def launch(self, jobs: list[JobRow], now: float,
                fail: Callable[[JobRow, Exception, float], None]) -> list[JobRow]:
@@ -119,6 +123,10 @@ class Launcher:
         hosts = host_names(request)
         job_dir = self.job_dir(job)
         if job_dir.exists():
+            if self.sandbox is not None:  # a former attempt's volumes: unmounted, never walked into
+                from trainforge.sandbox.volume import release_under
+
+                release_under(str(job_dir))
             shutil.rmtree(job_dir, ignore_errors=True)
         deadline, reason = deadline_of(job, now)
         prepared = Prepared(job, now, deadline, reason)
@@ -137,10 +145,14 @@ class Launcher:
             inst_dir = job_dir / host
             inst_dir.mkdir(parents=True, exist_ok=True)
             shape = self.capacity.shape(itype)
+            gpus = self.gpu_slots.take(job, host, shape.gpus)  # freed when this attempt stops running
             # Each agent's own token binds job, attempt and host; the store keeps only its digest.
             token = new_token()
             spec = {**common, "token": token, "host": host, "instance_type": itype, "instance_group": group,
-                    "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": shape.gpus}
+                    "instance_dir": str(inst_dir), "num_cpus": max(1, int(shape.cpus)), "num_gpus": len(gpus),
+                    "gpus": gpus}
+            if self.sandbox is not None:
+                spec["sandbox"] = {**self.sandbox, "cpus": shape.cpus, "memory_mb": shape.memory_mb}
             spec_path = inst_dir / instance_files.SPEC
             instance_files.write_spec(inst_dir, spec)
             prepared.agents.append((host, spec_path))

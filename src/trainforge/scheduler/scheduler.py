@@ -22,7 +22,8 @@ from trainforge.agent import instance_files
 from trainforge.backends.local import LocalBackend
 from trainforge.config import Config
 from trainforge.scheduler import handles
-from trainforge.scheduler.capacity import CapacityModel, Resources
+from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
+from trainforge.scheduler.gpu_slots import GpuSlots
 from trainforge.scheduler.launch import Launcher, max_wait
 from trainforge.service import lifecycle
 from trainforge.service.reports import conclude, retry
@@ -35,7 +36,7 @@ LIVENESS_INTERVAL = 1.0
 
 class Scheduler:
     def __init__(self, store: JobStore, config: Config, backend: LocalBackend | None = None,
-                 isolation: str = "none") -> None:
+                 isolation: str = "none", sandbox: dict[str, Any] | None = None) -> None:
         self.store = store
         self.config = config
         self.backend = backend or LocalBackend()
@@ -46,7 +47,9 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._signalled: dict[tuple[int, int], str] = {}  # (job, attempt) -> stop reason sent
         self._last_liveness = 0.0
-        self.launcher = Launcher(store, self.backend, self.capacity, config, isolation, self.job_dir)
+        self.gpu_slots = GpuSlots(self.capacity.total.gpus)
+        self.launcher = Launcher(store, self.backend, self.capacity, config, isolation, self.job_dir,
+                                 self.gpu_slots, sandbox)
 
     # --- control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,8 +83,12 @@ class Scheduler:
     def tick(self) -> None:
         running = self.store.jobs_in_phase("running")
         in_use = Resources()
+        reserved: dict[int, Resources] = {}
         for job in running:
-            in_use = in_use + self.capacity.reservation(job.request)
+            reserved[job.id] = self.capacity.reservation(job.request)
+            in_use = in_use + reserved[job.id]
+        self.gpu_slots.sync(running, lambda job: reserved[job.id].gpus > 0,
+                            lambda job: [self.job_dir(job) / host for host, _, _ in host_names(job.request)])
         for job in running:
             self._forward_stop(job)
         now = time.time()
@@ -90,7 +97,18 @@ class Scheduler:
             self.backend.reap()
             for job in running:
                 self._check_liveness(job, now)
+            self._sweep_sandbox(running)
         self._admit(in_use)
+
+    def _sweep_sandbox(self, running: list[JobRow]) -> None:
+        """Ended jobs' volumes and containers go (:mod:`trainforge.sandbox.cleanup`)."""
+        if self.launcher.sandbox is None:
+            return
+        from trainforge.sandbox.cleanup import sweep
+
+        for attempt in sweep(str(self.config.data_path / "jobs"), self.launcher.sandbox,
+                             [str(self.job_dir(j)) for j in running]):
+            log.debug("released the sandbox volumes of %s", attempt)
 
     def _admit(self, in_use: Resources) -> None:
         """Every queued job that fits is launched in this pass, together (see ``launch.py``)."""
@@ -258,8 +276,10 @@ class Scheduler:
         """After a (re)start: adopt living agents (also those whose handle was never stored), end
         the jobs whose agents are gone."""
         now = time.time()
-        for job in self.store.jobs_in_phase("running"):
+        running = self.store.jobs_in_phase("running")
+        for job in running:
             self._check_liveness(job, now)
+        self._sweep_sandbox(running)
 
 
 def _mark_exited(instance_dir: Path, now: float) -> None:

@@ -1,0 +1,234 @@
+"""The instance's sandbox, seen from the agent: its runc bundle, its volume, its files.
+
+The spec's ``sandbox`` object (set by the launcher; docs/INTERNALS.md) says where things are:
+``dir`` (the server's ``<data_dir>/sandbox``: the shared root filesystem, volume templates,
+runc's state), ``uid`` (the host uid of the instance's root), ``memory_mb`` / ``cpus`` (the
+instance type's shape: the cgroup limits) and ``cgroups`` (whether the host's cgroups can take
+them). :func:`prepare_volume` runs before ``/opt/ml`` is laid out; :func:`hand_over` after the
+inputs are staged (the instance's root owns its ``/opt/ml``); :func:`bundle` writes the bundle and
+returns the command that runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
+from trainforge.sandbox import gpus, rootfs, runc, volume
+
+DROPPED_ENV = ("TMPDIR",)  # host paths that mean nothing inside
+
+
+def settings(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec.get("sandbox") or {}
+
+
+def uid(spec: dict[str, Any]) -> int:
+    return int(settings(spec).get("uid") or runc.UID_BASE)
+
+
+def state_root(sandbox_dir: str) -> str:
+    return os.path.join(sandbox_dir, "runc")
+
+
+def container_id(instance_dir: str) -> str:
+    """A name runc accepts, the same for an instance directory whoever computes it (the reaper)."""
+    digest = hashlib.sha256(os.path.abspath(instance_dir).encode()).hexdigest()[:24]
+    return f"tf-{digest}"
+
+
+def volume_gb(spec: dict[str, Any]) -> int:
+    return int((spec["request"].get("ResourceConfig") or {}).get("VolumeSizeInGB") or 0)
+
+
+def prepare_volume(spec: dict[str, Any], paths: Paths) -> None:
+    """The instance's /opt/ml becomes a filesystem of VolumeSizeInGB (:mod:`trainforge.sandbox.volume`)."""
+    size = volume_gb(spec)
+    root = os.path.dirname(paths.host_ml)  # instance_dir/opt: /opt/ml and the LocalPaths outside it
+    if size > 0:
+        volume.mount(settings(spec)["dir"], paths.instance_dir, root, size, uid(spec))
+    os.makedirs(paths.host_ml, exist_ok=True)
+
+
+def prepare(spec: dict[str, Any], paths: Paths) -> Any:
+    """The volume and the network, made at the same time (each waits on the kernel and on helper
+    processes); returns the network (:func:`start_network`)."""
+    import threading
+
+    box: list[Any] = []
+
+    def network() -> None:
+        try:
+            box.append(start_network(spec, paths))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            box.append(exc)
+
+    thread = threading.Thread(target=network, name="network", daemon=True)
+    thread.start()
+    try:
+        prepare_volume(spec, paths)
+    finally:
+        thread.join()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+def hand_over(spec: dict[str, Any], paths: Paths) -> None:
+    """Everything on the volume (/opt/ml, the instance's LocalPaths outside it) now belongs to the
+    instance's root: the agent staged it as the host's root. Symlinks are not followed."""
+    owner = uid(spec)
+    for top in [os.path.dirname(paths.host_ml)]:
+        os.lchown(top, owner, owner)
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                try:
+                    os.lchown(os.path.join(dirpath, name), owner, owner)
+                except OSError:
+                    pass
+
+
+def local_mounts(spec: dict[str, Any], paths: Paths, local_paths: list[str]) -> list[dict[str, Any]]:
+    """LocalPaths outside /opt/ml (CheckpointConfig, TensorBoardOutputConfig): the instance's own
+    directories under ``instance_dir/local``, bind-mounted where the training code looks."""
+    out = []
+    for path in local_paths:
+        norm = os.path.normpath(path)
+        if norm == CONTAINER_ML or norm.startswith(CONTAINER_ML + "/"):
+            continue
+        out.append(runc.bind(paths.to_host(norm), norm, read_only=False))
+    return out
+
+
+def _etc_files(spec: dict[str, Any], paths: Paths, hosts_file: str) -> list[dict[str, Any]]:
+    hostname = os.path.join(paths.instance_dir, "hostname")
+    with open(hostname, "w", encoding="utf-8") as f:
+        f.write(spec["host"] + "\n")
+    resolv = os.path.join(paths.instance_dir, "resolv.conf")
+    with open(resolv, "w", encoding="utf-8") as f:
+        f.write(resolv_conf(spec))
+    return [runc.bind(hosts_file, "/etc/hosts"), runc.bind(hostname, "/etc/hostname"),
+            runc.bind(resolv, "/etc/resolv.conf")]
+
+
+def resolv_conf(spec: dict[str, Any]) -> str:
+    if network_isolated(spec):
+        return ""
+    dns = settings(spec).get("dns")
+    if dns:
+        return f"nameserver {dns}\n"
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def network_mode(spec: dict[str, Any]) -> str | None:
+    netns = settings(spec).get("netns")
+    if netns:
+        return str(netns)
+    return "new" if network_isolated(spec) else None
+
+
+def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str], cwd: str,
+           hosts_file: str, mounts: list[tuple[str, str, bool]],
+           local_paths: list[str], runc_path: str) -> list[str]:
+    """Write the instance's bundle (``instance_dir/bundle``) and return the argv of ``runc run``."""
+    s = settings(spec)
+    sandbox_dir = s["dir"]
+    etc = rootfs.ensure(sandbox_dir)
+    cid = container_id(paths.instance_dir)
+    root = rootfs.instance_root(s["roots"], cid, uid(spec))
+    python = (spec.get("runtime") or {}).get("python") or ""
+    binds = [runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")]
+    binds += [runc.bind(p, p) for p in rootfs.read_only_paths(python, s.get("data_dir") or sandbox_dir)]
+    binds += _etc_files(spec, paths, hosts_file)
+    binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
+    binds += local_mounts(spec, paths, local_paths)
+    binds += [runc.bind(src, dst, read_only=ro) for src, dst, ro in mounts]
+    devices, gpu_mounts = gpu_parts(spec)
+    binds += gpu_mounts
+    memory = int(float(s["memory_mb"]) * 1024 * 1024) if s.get("memory_mb") and s.get("cgroups") else None
+    cpus = float(s["cpus"]) if s.get("cpus") and s.get("cgroups") else None
+    env = {k: v for k, v in env.items() if k not in DROPPED_ENV}
+    cfg = runc.config(argv=argv, env=env, cwd=cwd, hostname=spec["host"], rootfs=root, mounts=binds,
+                      network=network_mode(spec), memory_bytes=memory, cpus=cpus,
+                      cgroups_path=f"/trainforge/{cid}" if s.get("cgroups") else None, uid_base=uid(spec),
+                      devices=devices, device_rules=gpus.device_cgroup_rules(devices) if devices else None)
+    bundle_dir = os.path.join(paths.instance_dir, "bundle")
+    runc.write_bundle(bundle_dir, cfg)
+    return runc.run_argv(state_root(sandbox_dir), bundle_dir, cid, runc_path)
+
+
+def job_key(job_dir: str) -> str:
+    """The name of a job's network directory (one per attempt), whoever computes it (the sweep)."""
+    return "j" + hashlib.sha256(os.path.realpath(job_dir).encode()).hexdigest()[:16]
+
+
+def network_dir(spec_or_settings: dict[str, Any]) -> str:
+    s = spec_or_settings.get("sandbox") or spec_or_settings
+    return os.path.join(str(s["roots"]), "net")
+
+
+def loopback_ports(spec: dict[str, Any]) -> list[int]:
+    """The host-loopback services an instance may reach: the S3 endpoint when it listens there."""
+    from urllib.parse import urlsplit
+
+    url = spec.get("s3_endpoint_url")
+    if not url:
+        return []
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        return []
+    return [parts.port or (443 if parts.scheme == "https" else 80)]
+
+
+def start_network(spec: dict[str, Any], paths: Paths) -> Any:
+    """The instance's network namespace on its job's link (:mod:`trainforge.sandbox.network`),
+    started without waiting for the user-mode network (``ready()`` before the container starts).
+    The spec learns the namespace, the addresses of every host and the name server."""
+    from trainforge.agent.environment import credentials_uri
+    from trainforge.sandbox import network
+
+    isolated = network_isolated(spec)
+    token = str(spec["token"])
+
+    def credentials() -> bytes:
+        import urllib.request
+
+        req = urllib.request.Request(credentials_uri(spec), headers={"Authorization": token})
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return bytes(answer.read())
+
+    net = network.setup_instance(network_dir(spec), job_key(paths.job_dir), list(spec["hosts"]), spec["host"],
+                                 isolated=isolated, loopback_endpoints=[] if isolated else loopback_ports(spec),
+                                 credentials=None if isolated else credentials,
+                                 credentials_token=None if isolated else token, wait=False)
+    s = spec.setdefault("sandbox", {})
+    s["netns"], s["dns"] = net.netns_path, net.nameserver
+    spec["host_addresses"] = dict(net.addresses)
+    spec["network"] = "job"
+    return net
+
+
+def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The instance's GPUs (spec ``gpus``): their device nodes, the control devices, and the driver's
+    libraries and programs bind-mounted read-only (:mod:`trainforge.sandbox.gpus`)."""
+    indices = [int(i) for i in spec.get("gpus") or []]
+    if not indices:
+        return [], []
+    try:
+        devices, mounts, _env = gpus.oci_parts(gpus.discover(), indices)
+    except gpus.GpuError as exc:
+        raise OSError(f"GPUs {indices}: {exc}") from exc
+    return devices, mounts
+
+
+def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:
+    """After the container's end: runc's state and cgroup go (idempotent)."""
+    cid = container_id(paths.instance_dir)
+    runc.delete(state_root(settings(spec)["dir"]), cid, runc_path)
+    rootfs.remove_root(settings(spec)["roots"], cid)
