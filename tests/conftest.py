@@ -329,6 +329,12 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
     def make(config: dict[str, Any] | None = None, database_url: str | None = None,
              data_dir: Path | None = None, **kw: Any) -> ServerProcess:
+        if config and config.get("allowed_local_roots") and "sandbox_mounts" not in config:
+            # The tests' scripts coordinate through files in their tmp_path (gates, markers): the
+            # sandboxed instances see it at its path (config sandbox_mounts), as the uid they run as.
+            config = {**config, "sandbox_mounts": list(config["allowed_local_roots"])}
+            for root in config["sandbox_mounts"]:
+                shared_with_instances(Path(root))
         srv = ServerProcess(data_dir or tmp_path_factory.mktemp("tf"), config, database_url, **kw).start()
         started.append(srv)
         return srv
@@ -337,6 +343,24 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     for srv in started:
         srv.stop()
         srv.kill_agents()
+
+
+def shared_with_instances(root: Path) -> None:
+    """``root`` and what is in it writable by the instances' root (an unprivileged host uid), its
+    parents traversable; what the test makes there later too (the test process's umask becomes 0)."""
+    if not root.is_dir():
+        return
+    os.umask(0)
+    os.chmod(root, 0o777)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | (0o777 if name in dirnames else 0o666))
+    for parent in root.parents:
+        if parent == Path("/") or parent == Path(tempfile.gettempdir()):
+            break
+        os.chmod(parent, parent.stat().st_mode | 0o011)
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,9 @@ class Config:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     # FileSystemId -> local mount point (FileSystemDataSource).
     file_systems: dict[str, str] = field(default_factory=dict)
+    # Host directories every sandboxed instance sees, read-write, at the same path (a dataset cache
+    # shared by the host, say). Refused when one holds or lies in the data directory.
+    sandbox_mounts: list[str] = field(default_factory=list)
     stop_grace_seconds: float = 120.0
     # How long after its launch an agent may take to record itself in its instance directory: a
     # server restarted in the launch window waits that long for an agent it has no handle of.

@@ -49,7 +49,22 @@ class Isolation:
     reason: str = ""
 
 
-def detect_isolation(mode: str, data_dir: Path) -> Isolation:
+def shared_mounts(paths: list[str], data_dir: Path) -> list[str]:
+    """``sandbox_mounts``, checked: absolute directories that neither hold nor lie in the data directory."""
+    data = str(data_dir.resolve()).rstrip("/") + "/"
+    out = []
+    for raw in paths:
+        path = str(Path(raw).expanduser().resolve())
+        if not os.path.isdir(path):
+            raise SystemExit(f"sandbox_mounts: {raw} is not a directory")
+        if (path.rstrip("/") + "/").startswith(data) or data.startswith(path.rstrip("/") + "/"):
+            raise SystemExit(f"sandbox_mounts: {raw} holds or lies in the data directory {data_dir}: "
+                             "an instance would see the server's database and the other jobs' files")
+        out.append(path)
+    return out
+
+
+def detect_isolation(mode: str, data_dir: Path, mounts: list[str] | None = None) -> Isolation:
     """``auto``: the sandbox when this host can run one, else jobs are refused (``none`` must be
     chosen explicitly); ``sandbox`` (``namespace``, its former name): required, the server does not
     start without it; ``none``: training code runs as the server's user."""
@@ -59,9 +74,10 @@ def detect_isolation(mode: str, data_dir: Path) -> Isolation:
         raise SystemExit(f"isolation must be auto, sandbox or none, not {mode!r}")
     from trainforge.sandbox.host import probe
 
+    mounts = list(mounts or [])
     host = probe(str(data_dir / "sandbox"), str(data_dir))
     if host.available:
-        return Isolation("sandbox", host.settings)
+        return Isolation("sandbox", {**host.settings, "mounts": shared_mounts(mounts, data_dir)})
     if mode != "auto":
         raise SystemExit(f"isolation 'sandbox' was configured but the sandbox is unavailable: {host.reason}")
     return Isolation("unavailable", reason=host.reason)
@@ -102,7 +118,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     store = JobStore(db)
     signer = TokenSigner(bytes.fromhex(store.setting("pagination_key", TokenSigner.new_key)))
-    isolation = detect_isolation(config.isolation, config.data_path)
+    isolation = detect_isolation(config.isolation, config.data_path, config.sandbox_mounts)
     capacity = CapacityModel(config)
 
     def create_rules(params: dict[str, Any]) -> None:

@@ -149,6 +149,7 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
     binds += local_mounts(spec, paths, local_paths)
     binds += [runc.bind(src, dst, read_only=ro) for src, dst, ro in mounts]
+    binds += [runc.bind(p, p, read_only=False) for p in s.get("mounts") or []]  # config sandbox_mounts
     devices, gpu_mounts = gpu_parts(spec)
     binds += gpu_mounts
     memory = int(float(s["memory_mb"]) * 1024 * 1024) if s.get("memory_mb") and s.get("cgroups") else None
