@@ -200,7 +200,7 @@ def hand_started(tool: str, work: Path, first_line: str, runs: int) -> tuple[lis
     ml.mkdir(parents=True)
     os.chown(ml, runc.UID_BASE, runc.UID_BASE)
     os.chmod(ml, 0o777)  # bwrap run by root keeps uid 0 without capabilities
-    etc = rootfs.ensure(str(sandbox))
+    etc = rootfs.ensure(str(sandbox), runc.UID_BASE)
     ro = rootfs.read_only_paths(sys.executable, str(work / "data"))
     first, done = [], []
     for i in range(runs):

@@ -329,7 +329,9 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
     def make(config: dict[str, Any] | None = None, database_url: str | None = None,
              data_dir: Path | None = None, **kw: Any) -> ServerProcess:
-        if config and config.get("allowed_local_roots") and "sandbox_mounts" not in config:
+        inside = data_dir is not None and any(Path(data_dir).resolve().is_relative_to(Path(r).resolve())
+                                              for r in (config or {}).get("allowed_local_roots") or [])
+        if config and config.get("allowed_local_roots") and "sandbox_mounts" not in config and not inside:
             # The tests' scripts coordinate through files in their tmp_path (gates, markers): the
             # sandboxed instances see it at its path (config sandbox_mounts), as the uid they run as.
             config = {**config, "sandbox_mounts": list(config["allowed_local_roots"])}

@@ -76,6 +76,8 @@ def modes(root: Path, skip: Path) -> dict[str, tuple[str, int]]:
     for path in [root, *root.rglob("*")]:
         if skip not in path.parents:
             st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                continue  # a link's own mode means nothing (0777 always); its target is checked
             kind = "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
             found[str(path.relative_to(root.parent))] = (kind, stat.S_IMODE(st.st_mode))
     return found
@@ -98,10 +100,10 @@ def test_data_dir_is_private_and_the_store_keeps_only_token_digests(server_facto
     (data_dir / "left-over.txt").chmod(0o644)
     srv = server_factory({"allowed_local_roots": [str(tmp_path)]}, data_dir=data_dir)
     sm = srv.client()
-    gate = tmp_path / "gate"
     name = unique_name("private")
-    script = (f"echo m > /opt/ml/model/m; mkdir /opt/ml/model/sub; "
-              f"while [ ! -e {gate} ]; do sleep 0.05; done")
+    # the gate is a file the test puts into the instance's /opt/ml (its data directory is not shared)
+    script = ("echo m > /opt/ml/model/m; mkdir /opt/ml/model/sub; "
+              "while [ ! -e /opt/ml/gate ]; do sleep 0.05; done")
     sm.create_training_job(**shell_job(name, script, tmp_path / "out", Environment={"API_KEY": "env-secret-42"}))
     inst = wait_until(lambda: next(data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1"), None), timeout=30,
                       message="the instance directory")
@@ -129,7 +131,7 @@ def test_data_dir_is_private_and_the_store_keeps_only_token_digests(server_facto
     assert modes(inst / "opt/ml/model", skip=inst / "none") == {
         "model": ("dir", 0o700), "model/m": ("file", 0o644), "model/sub": ("dir", 0o755)}
 
-    gate.write_text("go")
+    (inst / "opt/ml/gate").write_text("go")
     desc = wait_for_job(sm, name, timeout=60)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert credentials_status(srv.endpoint, token) == 403  # no longer running

@@ -34,11 +34,10 @@ INSTANTS = [0.0, 0.002, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 
 
 def python_job(name: str, script: Path, out: Path) -> dict[str, Any]:
-    """The training process is the Python script itself (no shell in between); its text is the
-    entrypoint's argument (a host path is not visible inside the sandbox)."""
+    """The training process is the Python script itself (no shell in between)."""
     req = minimal_request(name, OutputDataConfig={"S3OutputPath": f"file://{out}"})
     req["AlgorithmSpecification"] = {**req["AlgorithmSpecification"], "ContainerArguments": ["train"],
-                                      "ContainerEntrypoint": ["python3", "-c", script.read_text()]}
+                                      "ContainerEntrypoint": ["python3", str(script)]}
     return req
 
 

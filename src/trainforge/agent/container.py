@@ -29,8 +29,9 @@ def uid(spec: dict[str, Any]) -> int:
     return int(settings(spec).get("uid") or runc.UID_BASE)
 
 
-def state_root(sandbox_dir: str) -> str:
-    return os.path.join(sandbox_dir, "runc")
+def state_root(settings_: dict[str, Any]) -> str:
+    """runc's state (outside the data directory: runc makes its directories readable by others)."""
+    return os.path.join(str(settings_["roots"]), ".runc")
 
 
 def container_id(instance_dir: str) -> str:
@@ -50,6 +51,7 @@ def prepare_volume(spec: dict[str, Any], paths: Paths) -> None:
     if size > 0:
         volume.mount(settings(spec)["dir"], paths.instance_dir, root, size, uid(spec))
     os.makedirs(paths.host_ml, exist_ok=True)
+    os.chmod(root, 0o700)  # the volume's root is the instance's root's alone
 
 
 def prepare(spec: dict[str, Any], paths: Paths) -> Any:
@@ -74,6 +76,18 @@ def prepare(spec: dict[str, Any], paths: Paths) -> Any:
     if isinstance(box[0], BaseException):
         raise box[0]
     return box[0]
+
+
+def volume_full_note(spec: dict[str, Any], paths: Paths) -> str:
+    """A failure reason's note when the instance's volume is (all but) full: the likely cause."""
+    size = volume_gb(spec)
+    try:
+        st = os.statvfs(os.path.dirname(paths.host_ml))
+    except OSError:
+        return ""
+    if size <= 0 or st.f_bavail > max(1, st.f_blocks // 100):
+        return ""
+    return f" (the instance's ML storage volume is full: VolumeSizeInGB = {size})"
 
 
 def hand_over(spec: dict[str, Any], paths: Paths) -> None:
@@ -109,6 +123,8 @@ def _etc_files(spec: dict[str, Any], paths: Paths, hosts_file: str) -> list[dict
     resolv = os.path.join(paths.instance_dir, "resolv.conf")
     with open(resolv, "w", encoding="utf-8") as f:
         f.write(resolv_conf(spec))
+    for path in (hosts_file, hostname, resolv):  # private files, the instance's root's
+        os.chown(path, uid(spec), uid(spec))
     return [runc.bind(hosts_file, "/etc/hosts"), runc.bind(hostname, "/etc/hostname"),
             runc.bind(resolv, "/etc/resolv.conf")]
 
@@ -139,7 +155,7 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     """Write the instance's bundle (``instance_dir/bundle``) and return the argv of ``runc run``."""
     s = settings(spec)
     sandbox_dir = s["dir"]
-    etc = rootfs.ensure(sandbox_dir)
+    etc = rootfs.ensure(sandbox_dir, uid(spec))
     cid = container_id(paths.instance_dir)
     root = rootfs.instance_root(s["roots"], cid, uid(spec))
     python = (spec.get("runtime") or {}).get("python") or ""
@@ -161,7 +177,7 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
                       devices=devices, device_rules=gpus.device_cgroup_rules(devices) if devices else None)
     bundle_dir = os.path.join(paths.instance_dir, "bundle")
     runc.write_bundle(bundle_dir, cfg)
-    return runc.run_argv(state_root(sandbox_dir), bundle_dir, cid, runc_path)
+    return runc.run_argv(state_root(s), bundle_dir, cid, runc_path)
 
 
 def job_key(job_dir: str) -> str:
@@ -231,5 +247,5 @@ def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
 def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:
     """After the container's end: runc's state and cgroup go (idempotent)."""
     cid = container_id(paths.instance_dir)
-    runc.delete(state_root(settings(spec)["dir"]), cid, runc_path)
+    runc.delete(state_root(settings(spec)), cid, runc_path)
     rootfs.remove_root(settings(spec)["roots"], cid)

@@ -247,7 +247,9 @@ class Agent:
             reporter.notice(str(exc))
             return Outcome("algorithm", None, f"ClientError: {exc}"[:1024])
         if isolation.sandboxed(spec):
-            os.umask(0o022)  # what the agent writes into /opt/ml later is readable inside
+            from trainforge.data.owner import set_owner
+
+            set_owner(container.uid(spec))  # what the data plane writes into /opt/ml while it trains
             try:
                 self.network = container.prepare(spec, paths)
             except (OSError, container.volume.VolumeError, RuntimeError) as exc:
@@ -364,7 +366,11 @@ class Agent:
             feeder_error = getattr(inputs.session, "error", None) if inputs.session is not None else None
             if feeder_error is not None:
                 return self._data_failure(feeder_error, "while streaming the input data", code)
-            return algorithm_failure(paths.host_ml, code, result.stderr_tail)
+            failed = algorithm_failure(paths.host_ml, code, result.stderr_tail)
+            full = container.volume_full_note(self.spec, paths) if isolation.sandboxed(self.spec) else ""
+            if full and failed.failure_reason:
+                failed.failure_reason = (failed.failure_reason + full)[:1024]
+            return failed
         if sync_error is not None:
             return self._data_failure(sync_error, "while uploading checkpoints", code)
         return Outcome("ok", 0)

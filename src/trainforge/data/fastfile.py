@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from .. import objectstore
 from ..objectstore import ObjectStoreError, Transfer
 from .errors import DataError
+from .owner import give
 
 if TYPE_CHECKING:
     from .staging import ChannelPlan
@@ -67,11 +68,13 @@ class FastFileChannel:
         listing = [{"path": str(p.relative_to(self.directory)), "size": it.size}
                    for it, p in zip(self.plan.items, self.plan.paths, strict=True)]
         self.index.write_text(json.dumps(listing))
+        give(self.index)
         self.marker.unlink(missing_ok=True)
         self._thread.start()
         return self
 
     def _file_done(self, t: Transfer) -> None:
+        give(t.dest)
         self.files_done += 1
 
     def _run(self) -> None:
@@ -82,6 +85,7 @@ class FastFileChannel:
                                       staging_dir=self.staging, on_file=self._file_done,
                                       cancel=self._cancel)
             self.marker.touch()
+            give(self.marker)
         except ObjectStoreError as exc:
             if not self._cancel.is_set():
                 self.error = DataError(f"FastFile channel '{self.name}': {exc}")

@@ -53,6 +53,7 @@ from .. import objectstore
 from ..objectstore import Location, ObjectStoreError
 from . import recordio
 from .errors import DataError
+from .owner import give
 from .sources import Item, assign
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class PipeFeeder:
         if path.exists() or path.is_symlink():
             path.unlink()
         os.mkfifo(path, 0o644)
+        give(path)
         self._fifo = path
 
     def close(self) -> None:

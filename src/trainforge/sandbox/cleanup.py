@@ -39,7 +39,7 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
             volume.release_under(attempt)
             released.add(attempt)
     _sweep_networks(settings, live)
-    state = os.path.join(str(settings["dir"]), "runc")
+    state = os.path.join(str(settings["roots"]), ".runc")
     for cid in runc.containers(state):
         bundle = _bundle_of(os.path.join(state, cid, "state.json"))
         if bundle is not None and _owner(bundle, jobs_dir, live) is not None:

@@ -55,7 +55,7 @@ def probe(sandbox_dir: str, data_dir: str, uid: int = runc.UID_BASE) -> SandboxH
     missing_tools = [t for t in ("setpriv", "mount", "mkfs.ext4", "cp") if shutil.which(t) is None]
     if missing_tools:
         return SandboxHost(False, f"the sandbox needs {', '.join(missing_tools)} on PATH")
-    etc = rootfs.ensure(sandbox_dir)
+    etc = rootfs.ensure(sandbox_dir, uid)
     bundle = os.path.join(sandbox_dir, "probe")
     roots = rootfs.roots_dir(data_dir)
     cid = f"tf-probe-{os.getpid()}"
@@ -64,7 +64,7 @@ def probe(sandbox_dir: str, data_dir: str, uid: int = runc.UID_BASE) -> SandboxH
                       rootfs=root, mounts=[runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")], network="new",
                       uid_base=uid)
     runc.write_bundle(bundle, cfg)
-    state = os.path.join(sandbox_dir, "runc")
+    state = os.path.join(roots, ".runc")
     try:
         done = subprocess.run(runc.run_argv(state, bundle, cid, runc_path), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=60, check=False)

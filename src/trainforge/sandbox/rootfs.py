@@ -37,11 +37,12 @@ PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
 MERGED_USR = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
-VERSION = "2"  # bump when the layout changes: an /etc of another version is rebuilt
+VERSION = "3"  # bump when the layout changes: an /etc of another version is rebuilt
 
 
-def ensure(sandbox_dir: str) -> str:
-    """``<sandbox_dir>/etc``, built once (atomically: concurrent agents race harmlessly)."""
+def ensure(sandbox_dir: str, uid: int) -> str:
+    """``<sandbox_dir>/etc``, built once (atomically: concurrent agents race harmlessly), the
+    instances' root's (``uid``) alone: private modes, as everything in the data directory."""
     etc = os.path.join(sandbox_dir, "etc")
     marker = os.path.join(etc, ".trainforge-etc")
     try:
@@ -52,10 +53,9 @@ def ensure(sandbox_dir: str) -> str:
         pass
     os.makedirs(sandbox_dir, exist_ok=True)
     building = tempfile.mkdtemp(prefix=".etc-", dir=sandbox_dir)
-    _build_etc(building)
+    _build_etc(building, uid)
     with open(os.path.join(building, ".trainforge-etc"), "w", encoding="utf-8") as f:
         f.write(VERSION + "\n")
-    os.chmod(building, 0o755)
     old = etc + f".old-{os.getpid()}"
     try:
         os.rename(etc, old)
@@ -104,7 +104,7 @@ def remove_root(roots: str, name: str) -> None:
     shutil.rmtree(os.path.join(roots, name), ignore_errors=True)
 
 
-def _build_etc(etc: str) -> None:
+def _build_etc(etc: str, uid: int) -> None:
     for name in ETC_COPIED:
         source = os.path.join("/etc", name)
         target = os.path.join(etc, name)
@@ -120,10 +120,13 @@ def _build_etc(etc: str) -> None:
         with open(os.path.join(etc, name), "w", encoding="utf-8") as f:
             f.write(text)
     for dirpath, dirnames, filenames in os.walk(etc):
-        for name in dirnames + filenames:
+        os.lchown(dirpath, uid, uid)
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
             path = os.path.join(dirpath, name)
+            os.lchown(path, uid, uid)
             if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if os.path.isdir(path) else 0))
+                os.chmod(path, 0o600)
 
 
 def python_paths(python: str, extra: Iterable[str] = ()) -> list[str]:
