@@ -324,19 +324,21 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+def server_factory(tmp_path_factory: pytest.TempPathFactory,
+                   shared_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def make(config: dict[str, Any] | None = None, database_url: str | None = None,
              data_dir: Path | None = None, **kw: Any) -> ServerProcess:
-        inside = data_dir is not None and any(Path(data_dir).resolve().is_relative_to(Path(r).resolve())
-                                              for r in (config or {}).get("allowed_local_roots") or [])
-        if config and config.get("allowed_local_roots") and "sandbox_mounts" not in config and not inside:
-            # The tests' scripts coordinate through files in their tmp_path (gates, markers): the
-            # sandboxed instances see it at its path (config sandbox_mounts), as the uid they run as.
-            config = {**config, "sandbox_mounts": list(config["allowed_local_roots"])}
-            for root in config["sandbox_mounts"]:
-                shared_with_instances(Path(root))
+        # The tests' scripts coordinate through files in their tmp_path (gates, markers) and run
+        # programs from shared_dir: the sandboxed instances see both at their paths (config
+        # sandbox_mounts), as the uid they run as. Not a data directory's parent, though.
+        roots = [Path(r) for r in (config or {}).get("allowed_local_roots") or []] + [shared_dir]
+        mounts = [r for r in roots if data_dir is None or not Path(data_dir).resolve().is_relative_to(r.resolve())]
+        if "sandbox_mounts" not in (config or {}):
+            config = {**(config or {}), "sandbox_mounts": [str(r) for r in mounts]}
+            for root in mounts:
+                shared_with_instances(root)
         srv = ServerProcess(data_dir or tmp_path_factory.mktemp("tf"), config, database_url, **kw).start()
         started.append(srv)
         return srv
@@ -345,6 +347,12 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     for srv in started:
         srv.stop()
         srv.kill_agents()
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory every test server's instances see at its path: programs the tests run there."""
+    return tmp_path_factory.mktemp("instances-see")
 
 
 def shared_with_instances(root: Path) -> None:

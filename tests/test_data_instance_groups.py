@@ -8,8 +8,6 @@ channel_input_dirs, and the objects each channel gave it — into /opt/ml/model/
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +55,13 @@ def for_groups(channel: dict[str, Any], *groups: str) -> dict[str, Any]:
     return channel
 
 
-def test_instance_group_names_choose_who_gets_a_channel(server_factory: Any, s3: Any, bucket: str) -> None:
+def test_instance_group_names_choose_who_gets_a_channel(server_factory: Any, s3: Any, bucket: str,
+                                                        shared_dir: Path) -> None:
     shard = {f"shard/o{i}": f"o{i}\n".encode() for i in range(7)}
     common = {"common/x.csv": b"x\n", "common/sub/y.csv": b"y\n"}
     for key, body in {**shard, **common}.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-    script = Path(tempfile.gettempdir()) / f"tf-instance-groups-{os.getpid()}.py"
+    script = shared_dir / "tf-instance-groups.py"
     script.write_text(SEER)
     name = unique_name("groups")
     req = reader_job(name, bucket, [

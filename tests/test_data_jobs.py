@@ -11,10 +11,8 @@ import base64
 import gzip
 import hashlib
 import json
-import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +68,7 @@ def reader_job(name: str, bucket: str, channels: list[dict[str, Any]], script: P
                **overrides: Any) -> dict[str, Any]:
     """A job running ``script`` (default: the reader program) with the server's Python."""
     if script is None:
-        script = Path(tempfile.gettempdir()) / f"tf-data-reader-{os.getpid()}.py"
+        script = SHARED[0] / "tf-data-reader.py"  # a directory the instances see (conftest shared_dir)
         script.write_text(READER)
     req = minimal_request(name, **overrides)
     req["AlgorithmSpecification"] = {**req["AlgorithmSpecification"], "ContainerEntrypoint": [sys.executable],
@@ -86,6 +84,14 @@ def record(data: bytes) -> bytes:
 
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
+
+
+SHARED: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _shared(shared_dir: Path) -> None:
+    SHARED[:] = [shared_dir]
 
 
 @pytest.fixture

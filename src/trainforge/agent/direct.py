@@ -70,8 +70,10 @@ def _fetch(spec: dict[str, Any], paths: Paths, submit: str, host_code: str) -> N
 
         use_job_credentials(spec)
         uri = submit
+    elif submit.startswith("file://"):  # a host path, as a file:// channel's (allowed roots checked)
+        uri = submit.removeprefix("file://")
     else:  # a local path as the instance sees it (e.g. /opt/ml/input/data/code/sourcedir.tar.gz)
-        uri = paths.to_host(submit.removeprefix("file://"))
+        uri = paths.to_host(submit)
     roots = spec.get("allowed_local_roots")
     sm.fetch_code(uri, host_code, paths.host_ml, list(roots) if roots is not None else None)
 
