@@ -100,3 +100,10 @@ def test_sdk_v3_model_trainer_validates_its_role_against_the_server(server: Serv
     assert model.startswith(f"s3://{sdk_bucket}/") and model.endswith(f"/{job}/output/model.tar.gz")
     key = model[len(f"s3://{sdk_bucket}/"):]
     assert s3.head_object(Bucket=sdk_bucket, Key=key)["ContentLength"] > 0
+
+
+def test_the_readme_shows_the_snippets_the_suite_runs() -> None:
+    """The README's SDK examples are these files, verbatim (so the suite runs what users read)."""
+    readme = (SNIPPETS.parent.parent / "README.md").read_text()
+    for name in ("v2_pytorch.py", "v2_attach.py", "v3_model_trainer.py"):
+        assert "```python\n" + (SNIPPETS / name).read_text().rstrip("\n") + "\n```" in readme, name

@@ -29,6 +29,7 @@ SERVER_SERVICES = (
     "CLOUDWATCH_LOGS",
     "CLOUDWATCH",
     "STS",
+    "IAM",  # the SageMaker SDK v3 checks the training role with GetRole
 )
 # What a previous shell setup may have left that would sign with the wrong identity.
 CLEARED = ("AWS_SESSION_TOKEN", "AWS_PROFILE")
@@ -112,8 +113,9 @@ def write_sdk_config(path: Path, bucket: str, role_arn: str) -> None:
         raise CLIError(f"trainforge env: {path} does not hold a mapping; not overwriting it")
     current.setdefault("SchemaVersion", "1.0")
     sagemaker = current.setdefault("SageMaker", {})
-    sagemaker.setdefault("PythonSDK", {}).setdefault("Modules", {}).setdefault("Session", {})[
-        "DefaultS3Bucket"] = bucket
+    modules = sagemaker.setdefault("PythonSDK", {}).setdefault("Modules", {})
+    modules.setdefault("Session", {})["DefaultS3Bucket"] = bucket
+    modules["TelemetryOptOut"] = True  # the SDKs otherwise reach for AWS's telemetry bucket
     sagemaker.setdefault("TrainingJob", {})["RoleArn"] = role_arn
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(current, sort_keys=False))
