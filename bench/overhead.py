@@ -119,8 +119,9 @@ def main() -> None:
 
         # Dispatch: a blocker holds the whole machine while N no-op jobs queue behind it; when it
         # ends, the scheduler dispatches them all. Rate = N / (last agent up - blocker ended).
-        gate = Path(f"/tmp/tfgate-{os.getpid()}")
-        blocker = request("dispatch-blocker", out, f"import os,time;[time.sleep(.01) for _ in iter(lambda:os.path.exists('{gate}'),True)]")
+        # the blocker waits for a file the bench puts into its /opt/ml (no host path is visible inside)
+        blocker = request("dispatch-blocker", out,
+                          "import os,time;[time.sleep(.01) for _ in iter(lambda:os.path.exists('/opt/ml/gate'),True)]")
         blocker["ResourceConfig"]["InstanceType"] = "ml.p4d.24xlarge"  # configured as the whole machine
         sm.create_training_job(**blocker)
         names = [f"dispatch-{i}" for i in range(args.jobs)]
@@ -128,7 +129,8 @@ def main() -> None:
             # a no-op job: a shell that records when it ran
             sm.create_training_job(**request(n, out, f"date +%s.%N > {in_model}", ["/bin/sh", "-c"]))
         assert all(sm.describe_training_job(TrainingJobName=n)["SecondaryStatus"] == "Pending" for n in names[:3])
-        gate.write_text("go")
+        gate = next((work / "data" / "jobs").glob("*/*/dispatch-blocker/attempt-*/algo-1/opt/ml"))
+        (gate / "gate").write_text("go")
         while sm.describe_training_job(TrainingJobName=names[-1])["TrainingJobStatus"] == "InProgress":
             time.sleep(0.01)
         released = sm.describe_training_job(TrainingJobName="dispatch-blocker")["TrainingEndTime"].timestamp()
@@ -146,7 +148,6 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-        Path(f"/tmp/tfgate-{os.getpid()}").unlink(missing_ok=True)
         banner = (work / "data" / "server.log").read_text()
         shutil.rmtree(work, ignore_errors=True)
     isolation = banner.rsplit("isolation: ", 1)[1].split(")")[0] if "isolation: " in banner else "?"
