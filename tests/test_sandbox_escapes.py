@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs roo
 
 ATTACK = r'''
 import ctypes, json, os, socket, subprocess, sys, time
-t = json.loads(os.environ["TARGETS"])
+t = json.load(open("/opt/ml/input/data/code/targets.json"))
 report = {}
 
 def attempt(name, fn):
@@ -99,11 +99,13 @@ LISTENER = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_S
             "import os; open('/opt/ml/model/up', 'w').write('1'); time.sleep(120)")
 
 
-def _job(name: str, script: str, out: Path, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    """The script reaches the instance as a File channel ``code`` (a host path is not visible there)."""
+def _job(name: str, script: str, out: Path, tmp_path: Path, targets: dict[str, Any] | None = None,
+         **overrides: Any) -> dict[str, Any]:
+    """The script (and what it attacks) reaches the instance as a File channel ``code``."""
     code = tmp_path / f"code-{name}"
     code.mkdir()
     (code / "main.py").write_text(script)
+    (code / "targets.json").write_text(json.dumps(targets or {}))
     channel = {"ChannelName": "code", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": f"file://{code}/", "S3DataDistributionType": "FullyReplicated"}}}
     req = minimal_request(name, OutputDataConfig={"S3OutputPath": f"file://{out}", "CompressionType": "NONE"},
@@ -148,7 +150,7 @@ def test_training_code_cannot_escape_its_sandbox(server_factory: Any, tmp_path: 
                "other_ml": str(victim_dir / "opt" / "ml"), "server_pid": srv.proc.pid, "server_port": srv.port,
                "host_ip": _host_ip(), "other_address": "10.200.0.11", "other_port": 7777,
                "local_path": "/anywhere/ckpt", "marker": marker}
-    sm.create_training_job(**_job(attacker, ATTACK, out, tmp_path, Environment={"TARGETS": json.dumps(targets)},
+    sm.create_training_job(**_job(attacker, ATTACK, out, tmp_path, targets,
                                   CheckpointConfig={"S3Uri": f"file://{ckpt}", "LocalPath": "/opt/ml/../../anywhere/ckpt"}))
     desc = wait_for_job(sm, attacker, timeout=120)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
