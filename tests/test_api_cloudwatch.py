@@ -298,20 +298,34 @@ def test_aws_cli(server: ServerProcess, model_paths: dict[str, Path], job: dict[
     assert json.loads(run.stdout)["MetricDataResults"][0]["Values"] == list(VALUES)
 
 
-def test_training_job_analytics(server: ServerProcess, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SageMaker SDK v2's TrainingJobAnalytics reads the metric as logged."""
-    sagemaker = pytest.importorskip("sagemaker")
-    from sagemaker.analytics import TrainingJobAnalytics
+ANALYTICS = """
+import json, sys
+import boto3, sagemaker
+from sagemaker.analytics import TrainingJobAnalytics
+boto = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+frame = TrainingJobAnalytics(sys.argv[1], sagemaker_session=sagemaker.Session(boto_session=boto)).dataframe()
+print(json.dumps({k: [v if isinstance(v, str) else float(v) for v in frame[k]]
+                  for k in ("metric_name", "value", "timestamp")}))
+"""
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", server.endpoint)
-    boto = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-    session = sagemaker.Session(boto_session=boto, sagemaker_client=server.client())
-    frame = TrainingJobAnalytics(job["name"], sagemaker_session=session).dataframe()
+
+def test_training_job_analytics(server: ServerProcess, job: dict[str, Any], s3_endpoint: str,
+                                tmp_path: Path) -> None:
+    """The SageMaker SDK v2's TrainingJobAnalytics (in its own locked environment, as a user runs it)
+    reads the metric as logged."""
+    from sdk_venvs import sdk_python
+    from test_sdk import sdk_environment
+
+    env = {**sdk_environment(server, s3_endpoint, tmp_path, "unused"), "AWS_ENDPOINT_URL_CLOUDWATCH": server.endpoint}
+    done = subprocess.run([str(sdk_python("sdk2")), "-c", ANALYTICS, job["name"]], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    frame = json.loads(done.stdout.strip().splitlines()[-1])
     first = job["description"]["TrainingStartTime"].timestamp()
     want = expected_buckets(job["samples"], first, 60)
-    assert list(frame["metric_name"]) == [METRIC] * len(want)
-    assert list(frame["value"]) == [sum(v) / len(v) for _, v in sorted(want.items())]
-    assert list(frame["timestamp"]) == [t - min(want) for t in sorted(want)]
+    assert frame["metric_name"] == [METRIC] * len(want)
+    assert frame["value"] == [sum(v) / len(v) for _, v in sorted(want.items())]
+    assert frame["timestamp"] == [t - min(want) for t in sorted(want)]
 
 
 def test_retention_drops_old_points(server_factory: Any, model_paths: dict[str, Path], output_bucket: str) -> None:

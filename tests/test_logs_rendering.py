@@ -6,6 +6,7 @@ SageMaker SDK does not read and ``trainforge logs`` interleaves with the algorit
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,19 +153,25 @@ def test_trainforge_logs_interleaves_both_marked_apart(srv: ServerProcess, job: 
     assert "[0]#011train-rmse" in colored and not re.search(r"\x1b\[2(;[0-9]+)*m\[0\]#011train-rmse", colored)
 
 
-def test_sdk_logs_for_job_prints_only_the_algorithms_lines(srv: ServerProcess, job: dict[str, Any],
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    sagemaker = pytest.importorskip("sagemaker")
-    import boto3
+LOGS_FOR_JOB = """
+import sys
+import boto3, sagemaker
+boto = boto3.Session(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+sagemaker.Session(boto_session=boto).logs_for_job(sys.argv[1], wait=False)
+"""
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", srv.endpoint)
-    boto_session = boto3.Session(region_name="us-east-1", aws_access_key_id="testing",
-                                 aws_secret_access_key="testing")
-    session = sagemaker.Session(boto_session=boto_session, sagemaker_client=srv.client())
-    capsys.readouterr()
-    session.logs_for_job(job["TrainingJobName"], wait=False)
-    out = capsys.readouterr().out
+
+def test_sdk_logs_for_job_prints_only_the_algorithms_lines(srv: ServerProcess, job: dict[str, Any],
+                                                            s3_endpoint: str, tmp_path: Path) -> None:
+    """The SageMaker SDK v2 (in its own locked environment) finds the algorithm streams only."""
+    from sdk_venvs import sdk_python
+    from test_sdk import sdk_environment
+
+    env = sdk_environment(srv, s3_endpoint, tmp_path, "unused")
+    done = subprocess.run([str(sdk_python("sdk2")), "-c", LOGS_FOR_JOB, job["TrainingJobName"]], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout
     for event in STDOUT_EVENTS + STDERR_EVENTS:
         assert out.count(event) == 2, (event, out)  # once per host
     assert "[trainforge]" not in out
