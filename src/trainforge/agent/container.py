@@ -29,11 +29,6 @@ def uid(spec: dict[str, Any]) -> int:
     return int(settings(spec).get("uid") or runc.UID_BASE)
 
 
-def state_root(settings_: dict[str, Any]) -> str:
-    """runc's state (outside the data directory: runc makes its directories readable by others)."""
-    return os.path.join(str(settings_["roots"]), ".runc")
-
-
 def container_id(instance_dir: str) -> str:
     """A name runc accepts, the same for an instance directory whoever computes it (the reaper)."""
     digest = hashlib.sha256(os.path.abspath(instance_dir).encode()).hexdigest()[:24]
@@ -116,17 +111,26 @@ def local_mounts(spec: dict[str, Any], paths: Paths, local_paths: list[str]) -> 
     return out
 
 
-def _etc_files(spec: dict[str, Any], paths: Paths, hosts_file: str) -> list[dict[str, Any]]:
-    hostname = os.path.join(paths.instance_dir, "hostname")
-    with open(hostname, "w", encoding="utf-8") as f:
-        f.write(spec["host"] + "\n")
-    resolv = os.path.join(paths.instance_dir, "resolv.conf")
-    with open(resolv, "w", encoding="utf-8") as f:
-        f.write(resolv_conf(spec))
-    for path in (hosts_file, hostname, resolv):  # private files, the instance's root's
+def hosts_file_content(spec: dict[str, Any]) -> str:
+    """/etc/hosts for the instance: every host of the job resolves (spec ``host_addresses``)."""
+    addresses = spec.get("host_addresses") or {}
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for host in sorted(spec["hosts"]):
+        lines.append(f"{addresses.get(host, '127.0.0.1')}\t{host}")
+    return "\n".join(lines) + "\n"
+
+
+def _etc_files(spec: dict[str, Any], paths: Paths) -> list[dict[str, Any]]:
+    """The instance's own /etc/hosts, /etc/hostname and /etc/resolv.conf (private files, its root's)."""
+    binds = []
+    for name, text in (("hosts", hosts_file_content(spec)), ("hostname", spec["host"] + "\n"),
+                       ("resolv.conf", resolv_conf(spec))):
+        path = os.path.join(paths.instance_dir, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
         os.chown(path, uid(spec), uid(spec))
-    return [runc.bind(hosts_file, "/etc/hosts"), runc.bind(hostname, "/etc/hostname"),
-            runc.bind(resolv, "/etc/resolv.conf")]
+        binds.append(runc.bind(path, "/etc/" + name))
+    return binds
 
 
 def resolv_conf(spec: dict[str, Any]) -> str:
@@ -150,7 +154,7 @@ def network_mode(spec: dict[str, Any]) -> str | None:
 
 
 def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str], cwd: str,
-           hosts_file: str, mounts: list[tuple[str, str, bool]],
+           mounts: list[tuple[str, str, bool]],
            local_paths: list[str], runc_path: str) -> list[str]:
     """Write the instance's bundle (``instance_dir/bundle``) and return the argv of ``runc run``."""
     s = settings(spec)
@@ -161,7 +165,7 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     python = (spec.get("runtime") or {}).get("python") or ""
     binds = [runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")]
     binds += [runc.bind(p, p) for p in rootfs.read_only_paths(python, s.get("data_dir") or sandbox_dir)]
-    binds += _etc_files(spec, paths, hosts_file)
+    binds += _etc_files(spec, paths)
     binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
     binds += local_mounts(spec, paths, local_paths)
     binds += [runc.bind(src, dst, read_only=ro) for src, dst, ro in mounts]
@@ -177,17 +181,7 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
                       devices=devices, device_rules=gpus.device_cgroup_rules(devices) if devices else None)
     bundle_dir = os.path.join(paths.instance_dir, "bundle")
     runc.write_bundle(bundle_dir, cfg)
-    return runc.run_argv(state_root(s), bundle_dir, cid, runc_path)
-
-
-def job_key(job_dir: str) -> str:
-    """The name of a job's network directory (one per attempt), whoever computes it (the sweep)."""
-    return "j" + hashlib.sha256(os.path.realpath(job_dir).encode()).hexdigest()[:16]
-
-
-def network_dir(spec_or_settings: dict[str, Any]) -> str:
-    s = spec_or_settings.get("sandbox") or spec_or_settings
-    return os.path.join(str(s["roots"]), "net")
+    return runc.run_argv(rootfs.runc_state(s["roots"]), bundle_dir, cid, runc_path)
 
 
 def loopback_ports(spec: dict[str, Any]) -> list[int]:
@@ -220,7 +214,8 @@ def start_network(spec: dict[str, Any], paths: Paths) -> Any:
         with urllib.request.urlopen(req, timeout=10) as answer:
             return bytes(answer.read())
 
-    net = network.setup_instance(network_dir(spec), job_key(paths.job_dir), list(spec["hosts"]), spec["host"],
+    net = network.setup_instance(rootfs.network_dir(settings(spec)["roots"]), rootfs.job_key(paths.job_dir),
+                                 list(spec["hosts"]), spec["host"],
                                  isolated=isolated, loopback_endpoints=[] if isolated else loopback_ports(spec),
                                  credentials=None if isolated else credentials,
                                  credentials_token=None if isolated else token, wait=False)
@@ -247,5 +242,5 @@ def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
 def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:
     """After the container's end: runc's state and cgroup go (idempotent)."""
     cid = container_id(paths.instance_dir)
-    runc.delete(state_root(settings(spec)), cid, runc_path)
+    runc.delete(rootfs.runc_state(settings(spec)["roots"]), cid, runc_path)
     rootfs.remove_root(settings(spec)["roots"], cid)

@@ -85,15 +85,6 @@ class IsolationError(RuntimeError):
     """Isolation was asked for and cannot be had here."""
 
 
-def hosts_file_content(spec: dict[str, Any]) -> str:
-    """/etc/hosts for the instance: every host of the job resolves (spec ``host_addresses``)."""
-    addresses = spec.get("host_addresses") or {}
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    for host in sorted(spec["hosts"]):
-        lines.append(f"{addresses.get(host, '127.0.0.1')}\t{host}")
-    return "\n".join(lines) + "\n"
-
-
 def sandboxed(spec: dict[str, Any]) -> bool:
     return spec.get("isolation") == SANDBOX
 
@@ -144,13 +135,10 @@ class Instance:
         if self.namespace:
             from trainforge.agent import container
 
-            hosts_file = os.path.join(paths.instance_dir, "hosts")
-            with open(hosts_file, "w", encoding="utf-8") as f:
-                f.write(hosts_file_content(spec))
             inner = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", INIT, "trainforge-init",
                      *argv]
-            full = container.bundle(spec, paths, inner, env, paths.container("code"), hosts_file,
-                                    mounts or [], local_paths or [], which("runc") or "runc")
+            full = container.bundle(spec, paths, inner, env, paths.container("code"), mounts or [],
+                                    local_paths or [], which("runc") or "runc")
             cwd = paths.instance_dir
         else:
             full = list(argv)

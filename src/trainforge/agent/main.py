@@ -360,7 +360,7 @@ class Agent:
             return Outcome("stopped", code, None, result.stop_reason)
         if result.setup_failed:
             detail = next((ln for ln in reversed(result.stderr_tail) if isolation.RUNC_ERROR in ln), "")
-            detail = detail[detail.find(isolation.RUNC_ERROR) + 5:].rstrip('"')
+            detail = detail[detail.find(isolation.RUNC_ERROR) + len('msg="'):].rstrip('"')
             return Outcome("platform", code, f"InternalServerError: {isolation.SETUP_FAILED}: {detail}")
         if code != 0:
             feeder_error = getattr(inputs.session, "error", None) if inputs.session is not None else None

@@ -39,7 +39,7 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
             volume.release_under(attempt)
             released.add(attempt)
     _sweep_networks(settings, live)
-    state = os.path.join(str(settings["roots"]), ".runc")
+    state = rootfs.runc_state(str(settings["roots"]))
     for cid in runc.containers(state):
         bundle = _bundle_of(os.path.join(state, cid, "state.json"))
         if bundle is not None and _owner(bundle, jobs_dir, live) is not None:
@@ -49,15 +49,14 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
 
 
 def _sweep_networks(settings: dict[str, object], live: set[str]) -> None:
-    from trainforge.agent.container import job_key, network_dir
     from trainforge.sandbox.network import cleanup_job
 
-    base = network_dir(settings)
+    base = rootfs.network_dir(str(settings["roots"]))
     try:
         keys = os.listdir(base)
     except OSError:
         return
-    alive = {job_key(d) for d in live}
+    alive = {rootfs.job_key(d) for d in live}
     for key in keys:
         if key not in alive and os.path.isdir(os.path.join(base, key)):
             cleanup_job(base, key)

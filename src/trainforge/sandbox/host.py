@@ -64,7 +64,7 @@ def probe(sandbox_dir: str, data_dir: str, uid: int = runc.UID_BASE) -> SandboxH
                       rootfs=root, mounts=[runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")], network="new",
                       uid_base=uid)
     runc.write_bundle(bundle, cfg)
-    state = os.path.join(roots, ".runc")
+    state = rootfs.runc_state(roots)
     try:
         done = subprocess.run(runc.run_argv(state, bundle, cid, runc_path), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=60, check=False)

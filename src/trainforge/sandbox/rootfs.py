@@ -84,6 +84,23 @@ def roots_dir(data_dir: str) -> str:
     return path
 
 
+def runc_state(roots: str) -> str:
+    """runc's state directory (outside the data directory: runc makes its directories readable by others)."""
+    return os.path.join(roots, ".runc")
+
+
+def network_dir(roots: str) -> str:
+    """Where the jobs' network namespaces are (:mod:`trainforge.sandbox.network`)."""
+    return os.path.join(roots, "net")
+
+
+def job_key(job_dir: str) -> str:
+    """The name of a job's network directory (one per attempt), whoever computes it (agent or sweep)."""
+    import hashlib
+
+    return "j" + hashlib.sha256(os.path.realpath(job_dir).encode()).hexdigest()[:16]
+
+
 def instance_root(roots: str, name: str, uid: int) -> str:
     """The instance's (empty) root directory, with the merged-/usr links, owned by its root."""
     root = os.path.join(roots, name)

@@ -128,7 +128,7 @@ def delete(state_root: str, container_id: str, runc: str = RUNC) -> None:
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
 
-def containers(state_root: str, runc: str = RUNC) -> list[str]:
+def containers(state_root: str) -> list[str]:
     """The ids runc knows under ``state_root`` (for the reaper)."""
     try:
         names = os.listdir(state_root)

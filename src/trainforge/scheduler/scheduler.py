@@ -47,6 +47,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._signalled: dict[tuple[int, int], str] = {}  # (job, attempt) -> stop reason sent
         self._last_liveness = 0.0
+        self._swept_with: set[str] | None = None  # the running jobs' directories at the last sandbox sweep
         self.gpu_slots = GpuSlots(self.capacity.total.gpus)
         self.launcher = Launcher(store, self.backend, self.capacity, config, isolation, self.job_dir,
                                  self.gpu_slots, sandbox)
@@ -101,13 +102,18 @@ class Scheduler:
         self._admit(in_use)
 
     def _sweep_sandbox(self, running: list[JobRow]) -> None:
-        """Ended jobs' volumes and containers go (:mod:`trainforge.sandbox.cleanup`)."""
+        """Ended jobs' volumes and containers go (:mod:`trainforge.sandbox.cleanup`): after a
+        (re)start, and whenever a job left the running set (not on every pass)."""
         if self.launcher.sandbox is None:
             return
+        live = {str(self.job_dir(j)) for j in running}
+        if self._swept_with is not None and live >= self._swept_with:
+            self._swept_with = live
+            return
+        self._swept_with = live
         from trainforge.sandbox.cleanup import sweep
 
-        for attempt in sweep(str(self.config.data_path / "jobs"), self.launcher.sandbox,
-                             [str(self.job_dir(j)) for j in running]):
+        for attempt in sweep(str(self.config.data_path / "jobs"), self.launcher.sandbox, sorted(live)):
             log.debug("released the sandbox volumes of %s", attempt)
 
     def _admit(self, in_use: Resources) -> None:
