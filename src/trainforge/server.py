@@ -13,14 +13,19 @@ from typing import Any
 
 from trainforge import embedded_s3
 from trainforge.api.agent_api import agent_routes
-from trainforge.api.app import AwsJsonEndpoint, CachedAnswers, build_app, request_id, sagemaker_handlers
+from trainforge.api.app import AwsJsonEndpoint, build_app, request_id, sagemaker_handlers
 from trainforge.api.cloudwatch import CloudWatchEndpoint
 from trainforge.api.errors import ValidationError
+from trainforge.api.prometheus import Prometheus
 from trainforge.api.query import QueryEndpoint
 from trainforge.api.sigv4 import Authenticator
 from trainforge.api.validation import warm
 from trainforge.awsmodel import SUPPORTED_OPERATIONS
 from trainforge.config import Config
+from trainforge.console.auth import ConsoleAuth
+from trainforge.console.changes import ChangeSignal
+from trainforge.console.data import ConsoleData
+from trainforge.console.routes import Console
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.scheduler.scheduler import Scheduler
 from trainforge.service.cloudwatch import Metrics
@@ -30,7 +35,7 @@ from trainforge.service.logs import Logs
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.reports import Reports
 from trainforge.service.tags import Tags
-from trainforge.service.training_jobs import TrainingJobs
+from trainforge.service.training_jobs import Caller, TrainingJobs
 from trainforge.service.unsupported import check_supported
 from trainforge.store.db import Database
 from trainforge.store.jobs import JobStore
@@ -105,7 +110,8 @@ class Server:
     store: JobStore
     jobs: TrainingJobs
     scheduler: Scheduler
-    app: CachedAnswers
+    app: Any  # CachedAnswers, counted by api/prometheus.py's ApiInstruments
+    console: Any = None
 
 
 def build(config: Config, *, start_scheduler: bool = True) -> Server:
@@ -152,10 +158,21 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
                                logs.handlers(), store_version=db.read_version, others=[cloudwatch],
                                query=query.handle)
     startup = [scheduler.start, metrics.start_pruning] if start_scheduler else []
-    app = build_app(endpoint, agent_routes(store, reports, config) + cloudwatch.routes(), startup,
-                    [metrics.stop_pruning, scheduler.stop, db.dispose])
+    console = build_console(config, store, jobs, capacity, auth)
+    prometheus = Prometheus(store, capacity)
+    app = build_app(endpoint, agent_routes(store, reports, config) + cloudwatch.routes() + console.routes()
+                    + prometheus.routes(), startup, [metrics.stop_pruning, scheduler.stop, db.dispose])
     log.info("isolation: %s%s", isolation.mode, f" ({isolation.reason})" if isolation.reason else "")
-    return Server(config, db, store, jobs, scheduler, app)
+    return Server(config, db, store, jobs, scheduler, prometheus.instrument(app), console)
+
+
+def build_console(config: Config, store: JobStore, jobs: TrainingJobs, capacity: CapacityModel,
+                  auth: Authenticator) -> Console:
+    """The web console (console/): sign-in checked by the API's own authenticator."""
+    key = bytes.fromhex(store.setting("console_key", TokenSigner.new_key))
+    console_auth = ConsoleAuth(key, auth.authenticate, auth.verifies_signatures,
+                               Caller(config.account_id, config.region))
+    return Console(console_auth, ConsoleData(store, jobs, capacity), jobs, ChangeSignal(store.db))
 
 
 def run(config: Config) -> None:
@@ -171,7 +188,14 @@ def run(config: Config) -> None:
     server = build(config)
     uv_config = uvicorn.Config(server.app, host=config.host, port=config.port, log_level="warning",
                                access_log=False, lifespan="on", loop="auto", http="auto")
-    uv_server = uvicorn.Server(uv_config)
+    console = server.console
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            console.changes.close()  # the console's open event streams end: nothing to wait for
+            await super().shutdown(sockets)
+
+    uv_server = _Server(uv_config)
     # Bound here, not by uvicorn, so that port 0 (any free port) works: the banner and the agents'
     # control URL (config.endpoint_url) name the port the kernel chose.
     sock = uv_config.bind_socket()

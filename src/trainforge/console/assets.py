@@ -1,0 +1,97 @@
+"""The console's static files: its own pages, script modules and style (``static/``, no build step),
+and the chart library's bundle from the installed ``plotly`` package (never a CDN, never a copy in
+this repository). Each answer carries an ETag; the bundle is sent gzip-compressed when the browser
+accepts it (4.8 MB -> 1.4 MB) and under a versioned URL that browsers keep for a year."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+STATIC = Path(__file__).with_name("static")
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8"}
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "same-origin"}
+
+
+@dataclass
+class Asset:
+    body: bytes
+    gzipped: bytes | None
+    media_type: str
+    etag: str
+    immutable: bool = False
+
+
+def plotly_bundle() -> tuple[str, Path] | None:
+    """(version, path) of ``plotly.min.js`` in the installed plotly package, if there is one."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations)))
+    path = base / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        return None
+    try:
+        version = importlib.metadata.version("plotly")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return version, path
+
+
+class Assets:
+    def __init__(self) -> None:
+        self._cache: dict[str, Asset] = {}
+        found = plotly_bundle()
+        self.plotly_url = f"/console/static/plotly-{found[0]}.min.js" if found else ""
+        self._plotly_path = found[1] if found else None
+
+    def _load(self, name: str) -> Asset | None:
+        asset = self._cache.get(name)
+        if asset is not None:
+            return asset
+        if self.plotly_url and name == self.plotly_url.rsplit("/", 1)[1] and self._plotly_path:
+            body = self._plotly_path.read_bytes()
+            asset = Asset(body, gzip.compress(body, 6), _TYPES[".js"], _etag(body), immutable=True)
+        else:
+            path = STATIC / name
+            if "/" in name or name.startswith(".") or path.suffix not in _TYPES or not path.is_file():
+                return None
+            body = path.read_bytes()
+            asset = Asset(body, None, _TYPES[path.suffix], _etag(body))
+        self._cache[name] = asset
+        return asset
+
+    def response(self, request: Request, name: str) -> Response:
+        asset = self._load(name)
+        if asset is None:
+            return Response("Not found", status_code=404, media_type="text/plain")
+        headers = {"ETag": asset.etag, "Cache-Control": "public, max-age=31536000, immutable" if asset.immutable
+                   else "no-cache", **SECURITY_HEADERS}
+        if request.headers.get("if-none-match") == asset.etag:
+            return Response(status_code=304, headers=headers)
+        body = asset.body
+        if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+            body, headers["Content-Encoding"] = asset.gzipped, "gzip"
+            headers["Vary"] = "Accept-Encoding"
+        return Response(body, media_type=asset.media_type, headers=headers)
+
+    def page(self, name: str, values: dict[str, str]) -> Response:
+        """An HTML page of ``static/`` with its ``{{key}}`` placeholders filled in (escaped)."""
+        text = (STATIC / name).read_text()
+        for key, value in {**values, "plotly": self.plotly_url}.items():
+            text = text.replace("{{" + key + "}}", html.escape(value))
+        return Response(text, media_type=_TYPES[".html"], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'

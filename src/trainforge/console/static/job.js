@@ -1,0 +1,174 @@
+// The job page: DescribeTrainingJob laid out, the logs following, the metric charts, Stop and Clone.
+import { api, live, el, time, duration } from '/console/static/common.js';
+
+const name = decodeURIComponent(location.pathname.split('/').pop());
+const base = `/console/api/jobs/${encodeURIComponent(name)}`;
+const $ = (id) => document.getElementById(id);
+const logs = { first: null, last: null, lines: 0 };
+const metrics = { last: null, series: new Map(), compared: new Map() };
+
+function kv(target, entries) {
+  $(target).replaceChildren(...entries.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v ?? '')]));
+}
+
+function render(detail) {
+  const d = detail.describe;
+  document.title = `${d.TrainingJobName} · trainforge`;
+  $('name').textContent = d.TrainingJobName;
+  $('status').textContent = d.TrainingJobStatus;
+  $('status').className = `status s-${d.TrainingJobStatus}`;
+  $('secondary').textContent = d.SecondaryStatus + (detail.queue_position ? ` (queue #${detail.queue_position})` : '');
+  $('stop').hidden = d.TrainingJobStatus !== 'InProgress';
+  $('clone').href = `/console/create?from=${encodeURIComponent(d.TrainingJobName)}`;
+  $('failure').hidden = !d.FailureReason;
+  $('failure').textContent = d.FailureReason ? `Failure reason: ${d.FailureReason}` : '';
+  const rc = d.ResourceConfig || {}, sc = d.StoppingCondition || {}, alg = d.AlgorithmSpecification || {};
+  kv('summary', [['ARN', d.TrainingJobArn], ['Created', time(d.CreationTime)],
+    ['Training started', time(d.TrainingStartTime)], ['Training ended', time(d.TrainingEndTime)],
+    ['Billable seconds', d.BillableTimeInSeconds], ['Image', alg.TrainingImage || alg.AlgorithmName],
+    ['Input mode', alg.TrainingInputMode], ['Instances', rc.InstanceGroups
+      ? rc.InstanceGroups.map((g) => `${g.InstanceType} × ${g.InstanceCount}`).join(', ')
+      : `${rc.InstanceType} × ${rc.InstanceCount}`], ['Volume', `${rc.VolumeSizeInGB} GB`],
+    ['Max runtime', duration(sc.MaxRuntimeInSeconds)], ['Max wait', sc.MaxWaitTimeInSeconds ? duration(sc.MaxWaitTimeInSeconds) : ''],
+    ['Role', d.RoleArn]]);
+  kv('hyperparameters', Object.entries(d.HyperParameters || {}));
+  kv('channels', (d.InputDataConfig || []).map((c) => {
+    const s3 = (c.DataSource || {}).S3DataSource || {};
+    return [c.ChannelName, `${s3.S3Uri || JSON.stringify(c.DataSource)} (${c.InputMode || alg.TrainingInputMode || ''})`];
+  }));
+  kv('output', [['Model artifacts', (d.ModelArtifacts || {}).S3ModelArtifacts],
+    ['Output path', (d.OutputDataConfig || {}).S3OutputPath], ['Checkpoints', (d.CheckpointConfig || {}).S3Uri]]);
+  $('timeline').tBodies[0].replaceChildren(...(d.SecondaryStatusTransitions || []).map((t) => el('tr', {},
+    el('td', {}, t.Status), el('td', {}, time(t.StartTime)), el('td', {}, time(t.EndTime)), el('td', {}, t.StatusMessage))));
+  $('instances').tBodies[0].replaceChildren(...detail.instances.map((i) => el('tr', {}, el('td', {}, i.host),
+    el('td', {}, i.state), el('td', {}, i.outcome), el('td', {}, time(i.started_at)), el('td', {}, time(i.ended_at)))));
+  const hosts = $('log-host');
+  for (const i of detail.instances) {
+    if (![...hosts.options].some((o) => o.value === i.host)) hosts.append(el('option', { value: i.host }, i.host));
+  }
+}
+
+// --- logs ------------------------------------------------------------------------------------------
+function logLine(l) {
+  return el('div', { class: l.kind === 'trainforge' ? 'tf' : '', 'data-host': l.host, 'data-id': l.id },
+    el('span', { class: 'host' }, `${l.host} `), l.m);
+}
+
+function logQuery(extra) {
+  const p = new URLSearchParams(extra);
+  if ($('log-kind').value) p.set('kind', $('log-kind').value);
+  if ($('log-search').value) p.set('q', $('log-search').value);
+  return `${base}/logs?${p}`;
+}
+
+function applyHostFilter() {
+  const host = $('log-host').value;
+  for (const line of $('logs').children) line.hidden = Boolean(host) && line.dataset.host !== host;
+}
+
+async function loadLogs(reset) {
+  const box = $('logs');
+  if (reset) {
+    const page = await api(logQuery({}));
+    box.replaceChildren(...page.lines.map(logLine));
+    logs.first = page.lines.length ? page.lines[0].id : null;
+    logs.last = page.last_id;
+    $('log-earlier').hidden = !page.more_before;
+  } else {
+    for (;;) {
+      const page = await api(logQuery(logs.last === null ? {} : { after: logs.last, limit: 5000 }));
+      if (logs.last === null) { box.replaceChildren(); logs.first = page.lines.length ? page.lines[0].id : null; }
+      box.append(...page.lines.map(logLine));
+      logs.last = page.last_id;
+      if (!page.more_after) break;
+    }
+  }
+  applyHostFilter();
+  $('log-count').textContent = `${box.children.length} line(s) shown`;
+  if ($('log-follow').checked) box.scrollTop = box.scrollHeight;
+}
+
+async function loadEarlier() {
+  const page = await api(logQuery({ before: logs.first }));
+  $('logs').prepend(...page.lines.map(logLine));
+  if (page.lines.length) logs.first = page.lines[0].id;
+  $('log-earlier').hidden = !page.more_before;
+  applyHostFilter();
+}
+
+// --- charts ----------------------------------------------------------------------------------------
+function merge(target, answer) {
+  for (const s of answer.series) {
+    const key = `${s.kind}|${s.name}|${s.host}`;
+    const have = target.get(key);
+    if (have) { have.t.push(...s.t); have.v.push(...s.v); } else target.set(key, { ...s });
+  }
+}
+
+function chartId(kind, metric, host) {
+  return `chart-${kind}-${metric}${host ? '-' + host : ''}`.replace(/[^A-Za-z0-9_-]/g, '_');
+}
+
+function drawCharts() {
+  if (!window.Plotly) return;
+  const groups = new Map();  // chart id -> {title, traces}
+  const add = (kind, metric, host, trace) => {
+    const id = chartId(kind, metric, kind === 'instance' ? host : '');
+    if (!groups.has(id)) groups.set(id, { kind, title: kind === 'instance' ? `${metric} (${host})` : metric, traces: [] });
+    groups.get(id).traces.push(trace);
+  };
+  const trace = (s, label) => ({ x: s.t.map((t) => new Date(t * 1000)), y: s.v, name: label, mode: 'lines+markers',
+    type: s.t.length > 5000 ? 'scattergl' : 'scatter', marker: { size: 4 } });
+  for (const s of metrics.series.values()) add(s.kind, s.name, s.host, trace(s, s.host || name));
+  for (const [job, series] of metrics.compared) {
+    for (const s of series.values()) if (s.kind === 'algorithm') add('algorithm', s.name, s.host, trace(s, `${job} ${s.host}`));
+  }
+  for (const [id, g] of groups) {
+    const parent = $(g.kind === 'instance' ? 'instance-charts' : 'algorithm-charts');
+    let div = document.getElementById(id);
+    if (!div) { div = el('div', { id, class: 'chart', 'data-metric': g.title }); parent.append(div); }
+    Plotly.react(div, g.traces, { title: { text: g.title, font: { size: 13 } }, margin: { l: 45, r: 10, t: 30, b: 35 },
+      showlegend: true, legend: { orientation: 'h' } }, { displaylogo: false, responsive: true });
+  }
+}
+
+async function loadMetrics() {
+  const answer = await api(`${base}/metrics` + (metrics.last === null ? '' : `?after=${metrics.last}`));
+  merge(metrics.series, answer);
+  metrics.last = answer.last_id;
+  drawCharts();
+}
+
+async function compare() {
+  metrics.compared.clear();
+  for (const job of $('compare').value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const series = new Map();
+    merge(series, await api(`/console/api/jobs/${encodeURIComponent(job)}/metrics`));
+    metrics.compared.set(job, series);
+  }
+  drawCharts();
+}
+
+// --- the whole page ---------------------------------------------------------------------------------
+let started = false;
+async function refresh() {
+  try {
+    render(await api(base));
+    await Promise.all([loadLogs(false), loadMetrics()]);
+    $('error').textContent = '';
+  } catch (e) { $('error').textContent = e.message; }
+  if (!started) { started = true; document.body.dataset.firstRender = String(performance.now()); }
+  document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
+}
+
+$('stop').addEventListener('click', async () => {
+  if (!confirm(`Stop training job ${name}?`)) return;
+  try { await api(`${base}/stop`, { method: 'POST' }); } catch (e) { $('error').textContent = e.message; }
+});
+$('log-search-go').addEventListener('click', () => loadLogs(true));
+$('log-kind').addEventListener('change', () => loadLogs(true));
+$('log-host').addEventListener('change', applyHostFilter);
+$('log-earlier').addEventListener('click', loadEarlier);
+$('compare-apply').addEventListener('click', () => compare().catch((e) => { $('error').textContent = e.message; }));
+window.addEventListener('load', drawCharts);  // the chart library is deferred: draw once it is there
+live(refresh);
