@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -89,9 +89,10 @@ class Console:
         return self.assets.page("signin.html", {"error": "", "region": self.auth.default.region})
 
     async def sign_in(self, request: Request) -> Response:
-        form = await request.form()
-        key, secret = str(form.get("access_key") or ""), str(form.get("secret_key") or "")
-        region = str(form.get("region") or self.auth.default.region)
+        # the form is URL-encoded (parsed here: Starlette's form parser needs python-multipart)
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        key, secret = form.get("access_key", ""), form.get("secret_key", "")
+        region = form.get("region") or self.auth.default.region
         try:
             caller = self.auth.check_secret(key, secret, region)
         except ServiceError as exc:
