@@ -95,10 +95,11 @@ def test_job_page_follows_the_logs_charts_the_metric_and_stops_the_job(
     sm.create_training_job(**req)
 
     page.goto(f"{srv.endpoint}/console/jobs/{name}")
-    chart = "document.getElementById('chart-algorithm-loss')"
-    page.wait_for_function(f"n => {chart} && {chart}.data && {chart}.data[0].y.length === n", arg=len(VALUES),
-                           timeout=WAIT_MS)
-    assert page.evaluate(f"{chart}.data[0].y") == list(VALUES)
+    # the chart's own data (BokehJS's data source of the host's line)
+    points = "Array.from(window.consoleCharts?.get('chart-algorithm-loss')?.sources.get('algo-1')?.data.y ?? [])"
+    page.wait_for_function(f"n => {points}.length === n", arg=len(VALUES), timeout=WAIT_MS)
+    assert page.evaluate(points) == list(VALUES)
+    page.wait_for_selector("#chart-algorithm-loss canvas", timeout=WAIT_MS)
     assert "epoch 4 loss=0.5" in page.inner_text("#logs")
     page.evaluate("window.notReloaded = true")
 

@@ -1,7 +1,8 @@
 """The console's static files: its own pages, script modules and style (``static/``, no build step),
-and the chart library's bundle from the installed ``plotly`` package (never a CDN, never a copy in
-this repository). Each answer carries an ETag; the bundle is sent gzip-compressed when the browser
-accepts it (4.8 MB -> 1.4 MB) and under a versioned URL that browsers keep for a year."""
+and the chart library, BokehJS, from the installed ``bokeh`` package (``bokeh.min.js`` and
+``bokeh-api.min.js``: never a CDN, never a copy in this repository). Each answer carries an ETag;
+the library is sent gzip-compressed when the browser accepts it (1.4 MB -> 0.4 MB), under
+versioned URLs that browsers keep for a year."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 STATIC = Path(__file__).with_name("static")
+CHART_FILES = ("bokeh", "bokeh-api")  # the library and its plotting API, loaded in this order
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
@@ -32,35 +34,32 @@ class Asset:
     immutable: bool = False
 
 
-def plotly_bundle() -> tuple[str, Path] | None:
-    """(version, path) of ``plotly.min.js`` in the installed plotly package, if there is one."""
-    spec = importlib.util.find_spec("plotly")
+def chart_bundles() -> dict[str, Path]:
+    """URL file name -> path of BokehJS's files in the installed bokeh package (none without it)."""
+    spec = importlib.util.find_spec("bokeh")
     if spec is None or not spec.submodule_search_locations:
-        return None
-    base = Path(next(iter(spec.submodule_search_locations)))
-    path = base / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        return None
-    try:
-        version = importlib.metadata.version("plotly")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0"
-    return version, path
+        return {}
+    js = Path(next(iter(spec.submodule_search_locations))) / "server" / "static" / "js"
+    version = importlib.metadata.version("bokeh")
+    found = {f"{stem}-{version}.min.js": js / f"{stem}.min.js" for stem in CHART_FILES}
+    return found if all(p.is_file() for p in found.values()) else {}
 
 
 class Assets:
     def __init__(self) -> None:
         self._cache: dict[str, Asset] = {}
-        found = plotly_bundle()
-        self.plotly_url = f"/console/static/plotly-{found[0]}.min.js" if found else ""
-        self._plotly_path = found[1] if found else None
+        self._bundles = chart_bundles()
+        names = list(self._bundles)
+        # the pages' placeholders {{bokeh}} and {{bokeh-api}}: the versioned URLs
+        self.chart_urls = {stem: f"/console/static/{name}" for stem, name in zip(CHART_FILES, names, strict=False)}
 
     def _load(self, name: str) -> Asset | None:
         asset = self._cache.get(name)
         if asset is not None:
             return asset
-        if self.plotly_url and name == self.plotly_url.rsplit("/", 1)[1] and self._plotly_path:
-            body = self._plotly_path.read_bytes()
+        bundle = self._bundles.get(name)
+        if bundle is not None:
+            body = bundle.read_bytes()
             asset = Asset(body, gzip.compress(body, 6), _TYPES[".js"], _etag(body), immutable=True)
         else:
             path = STATIC / name
@@ -88,7 +87,7 @@ class Assets:
     def page(self, name: str, values: dict[str, str]) -> Response:
         """An HTML page of ``static/`` with its ``{{key}}`` placeholders filled in (escaped)."""
         text = (STATIC / name).read_text()
-        for key, value in {**values, "plotly": self.plotly_url}.items():
+        for key, value in {**values, **self.chart_urls}.items():
             text = text.replace("{{" + key + "}}", html.escape(value))
         return Response(text, media_type=_TYPES[".html"], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
 

@@ -109,34 +109,59 @@ function chartId(kind, metric, host) {
   return `chart-${kind}-${metric}${host ? '-' + host : ''}`.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
-function drawCharts() {
-  if (!window.Plotly) return;
-  const groups = new Map();  // chart id -> {title, traces}
-  const add = (kind, metric, host, trace) => {
-    const id = chartId(kind, metric, kind === 'instance' ? host : '');
-    if (!groups.has(id)) groups.set(id, { kind, title: kind === 'instance' ? `${metric} (${host})` : metric, traces: [] });
-    groups.get(id).traces.push(trace);
-  };
-  const trace = (s, label) => ({ x: s.t.map((t) => new Date(t * 1000)), y: s.v, name: label, mode: 'lines+markers',
-    type: s.t.length > 5000 ? 'scattergl' : 'scatter', marker: { size: 4 } });
-  for (const s of metrics.series.values()) add(s.kind, s.name, s.host, trace(s, s.host || name));
+// The chart library (BokehJS from the server's bokeh package) loads beside the page's data.
+const chartLibrary = (async () => {
+  for (const src of document.querySelector('meta[name="chart-library"]').content.split(' ').filter(Boolean)) {
+    await new Promise((ok, fail) => document.head.append(el('script', { src, onload: ok, onerror: fail })));
+  }
+})();
+const COLORS = ['#2459d6', '#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#1098ad', '#e67700', '#5c940d'];
+const charts = new Map();  // chart id -> {figure, sources: label -> ColumnDataSource (its .count points drawn)}
+window.consoleCharts = charts;
+
+function plot(kind, metric, host, label, s) {
+  const id = chartId(kind, metric, kind === 'instance' ? host : '');
+  let chart = charts.get(id);
+  if (!chart) {
+    const div = el('div', { id, class: 'chart', 'data-metric': metric });
+    $(kind === 'instance' ? 'instance-charts' : 'algorithm-charts').append(div);
+    const figure = Bokeh.Plotting.figure({ title: kind === 'instance' ? `${metric} (${host})` : metric, height: 250,
+      sizing_mode: 'stretch_width', x_axis_type: 'datetime', tools: 'pan,wheel_zoom,box_zoom,reset,hover' });
+    chart = { figure, div, sources: new Map(), shown: false };
+    charts.set(id, chart);
+  }
+  const source = chart.sources.get(label);
+  if (!source) {
+    const data = { x: s.t.map((t) => t * 1000), y: [...s.v] };
+    const added = new Bokeh.ColumnDataSource({ data });
+    added.count = s.t.length;
+    chart.sources.set(label, added);
+    const color = COLORS[(chart.sources.size - 1) % COLORS.length];
+    chart.figure.line({ field: 'x' }, { field: 'y' }, { source: added, line_color: color, legend_label: label });
+    chart.figure.scatter({ field: 'x' }, { field: 'y' }, { source: added, size: 4, color });
+  } else if (s.t.length > source.count) {
+    source.stream({ x: s.t.slice(source.count).map((t) => t * 1000), y: s.v.slice(source.count) });
+    source.count = s.t.length;
+  }
+}
+
+async function drawCharts() {
+  await chartLibrary;
+  for (const s of metrics.series.values()) plot(s.kind, s.name, s.host, s.host || name, s);
   for (const [job, series] of metrics.compared) {
-    for (const s of series.values()) if (s.kind === 'algorithm') add('algorithm', s.name, s.host, trace(s, `${job} ${s.host}`));
+    for (const s of series.values()) if (s.kind === 'algorithm') plot('algorithm', s.name, s.host, `${job} ${s.host}`, s);
   }
-  for (const [id, g] of groups) {
-    const parent = $(g.kind === 'instance' ? 'instance-charts' : 'algorithm-charts');
-    let div = document.getElementById(id);
-    if (!div) { div = el('div', { id, class: 'chart', 'data-metric': g.title }); parent.append(div); }
-    Plotly.react(div, g.traces, { title: { text: g.title, font: { size: 13 } }, margin: { l: 45, r: 10, t: 30, b: 35 },
-      showlegend: true, legend: { orientation: 'h' } }, { displaylogo: false, responsive: true });
+  for (const chart of charts.values()) {
+    if (!chart.shown) { chart.shown = true; await Bokeh.Plotting.show(chart.figure, chart.div); }
   }
+  if (charts.size) document.body.dataset.chartedAt ||= String(performance.now());
 }
 
 async function loadMetrics() {
   const answer = await api(`${base}/metrics` + (metrics.last === null ? '' : `?after=${metrics.last}`));
   merge(metrics.series, answer);
   metrics.last = answer.last_id;
-  drawCharts();
+  drawCharts().catch((e) => { $('error').textContent = `charts: ${e.message}`; });
 }
 
 async function compare() {
@@ -146,18 +171,17 @@ async function compare() {
     merge(series, await api(`/console/api/jobs/${encodeURIComponent(job)}/metrics`));
     metrics.compared.set(job, series);
   }
-  drawCharts();
+  drawCharts().catch((e) => { $('error').textContent = `charts: ${e.message}`; });
 }
 
 // --- the whole page ---------------------------------------------------------------------------------
-let started = false;
 async function refresh() {
   try {
     render(await api(base));
     await Promise.all([loadLogs(false), loadMetrics()]);
     $('error').textContent = '';
   } catch (e) { $('error').textContent = e.message; }
-  if (!started) { started = true; document.body.dataset.firstRender = String(performance.now()); }
+  document.body.dataset.readyAt ||= String(performance.now());
   document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
 }
 
@@ -170,5 +194,4 @@ $('log-kind').addEventListener('change', () => loadLogs(true));
 $('log-host').addEventListener('change', applyHostFilter);
 $('log-earlier').addEventListener('click', loadEarlier);
 $('compare-apply').addEventListener('click', () => compare().catch((e) => { $('error').textContent = e.message; }));
-window.addEventListener('load', drawCharts);  // the chart library is deferred: draw once it is there
 live(refresh);

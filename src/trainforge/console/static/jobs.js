@@ -44,6 +44,7 @@ async function refresh() {
   document.getElementById('next').dataset.token = page.next_token || '';
   document.getElementById('prev').disabled = tokens.length < 2;
   document.getElementById('page-info').textContent = `page ${tokens.length} · ${page.jobs.length} job(s)`;
+  document.body.dataset.readyAt ||= String(performance.now());
   document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
 }
 
