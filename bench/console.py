@@ -88,10 +88,10 @@ def load_big_job(data_dir: Path, lines: int, points: int) -> None:
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     cfg = data_dir / "config.json"
     cfg.write_text(json.dumps({"isolation": "none", "embedded_s3": False, "log_level": "warning"}))
-    log = open(data_dir / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "trainforge.server", "--port", "0", "--data-dir", str(data_dir),
-                             "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    with open(data_dir / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trainforge.server", "--port", "0", "--data-dir",
+                                 str(data_dir), "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         text = (data_dir / "server.log").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import ServerProcess, minimal_request, unique_name, wait_for_job, wait_until
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -63,7 +64,6 @@ def test_metrics_count_the_jobs_the_queue_the_capacity_and_the_requests(
     assert after[("trainforge_jobs", (("secondary_status", "Completed"), ("status", "Completed")))] == 4
     assert after[("trainforge_capacity_instances", (("state", "in_use"),))] == 0
     # an error is counted under its status code
-    sm_bad = srv.client()
-    with pytest.raises(Exception):
-        sm_bad.describe_training_job(TrainingJobName=unique_name("missing"))
+    with pytest.raises(ClientError):
+        sm.describe_training_job(TrainingJobName=unique_name("missing"))
     assert scrape(srv)[("trainforge_api_requests_total", (("code", "400"), ("operation", "DescribeTrainingJob")))] == 1

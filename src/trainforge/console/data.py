@@ -3,8 +3,8 @@
 The jobs page is ListTrainingJobs itself (its validation, filters, sort orders and paging tokens:
 ``TrainingJobs.list``) with what a person watching the queue wants beside each summary. The job
 page is DescribeTrainingJob's document, the instances, the logs (by page, by position in the log
-table) and the metric series (at most :data:`MAX_POINTS` per series per answer: larger series are
-reduced to each bucket's first, minimum and maximum points, so a spike is never hidden).
+table) and the metric series (at most :data:`MAX_POINTS` per series per answer: the database reduces
+a longer one to each time bucket's lowest and highest values, so a spike is never hidden).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import Integer, and_, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from trainforge.api.errors import job_not_found
@@ -129,50 +129,54 @@ class ConsoleData:
                 "last_id": rows[-1].id if rows else after}
 
     def metrics(self, caller: Caller, name: str, *, after: int | None = None) -> dict[str, Any]:
-        """The job's metric series: ``{name, host, kind, t: [...], v: [...]}`` by (kind, name, host);
-        with ``after``, only the samples stored after that position (never reduced)."""
+        """The job's metric series: ``{name, host, kind, t: [...], v: [...]}`` in time order, by (kind,
+        name, host); with ``after``, only the samples stored after that position (never reduced)."""
         job = self.job(caller, name)
-        conds: list[ColumnElement[bool]] = [metric_samples.c.job_id == job.id]
+        ms = metric_samples
+        conds: list[ColumnElement[bool]] = [ms.c.job_id == job.id]
         if after is not None:
-            conds.append(metric_samples.c.id > after)
-        stmt = (select(metric_samples.c.id, metric_samples.c.name, metric_samples.c.host, metric_samples.c.kind,
-                       metric_samples.c.timestamp, metric_samples.c.value)
-                .where(and_(*conds)).order_by(metric_samples.c.id))
-        series: dict[tuple[str, str, str], dict[str, Any]] = {}
-        last = after
+            conds.append(ms.c.id > after)
+        out: list[dict[str, Any]] = []
         with self.store.db.read() as conn:
-            for row in conn.execute(stmt):
-                key = (row.kind, row.name, row.host or "")
-                s = series.get(key)
-                if s is None:
-                    s = series[key] = {"kind": row.kind, "name": row.name, "host": row.host or "", "t": [], "v": []}
-                s["t"].append(row.timestamp)
-                s["v"].append(row.value)
-                last = row.id
-        out = [series[k] for k in sorted(series)]
-        if after is None:
-            for s in out:
-                s["t"], s["v"], s["reduced"] = reduce_series(s["t"], s["v"], MAX_POINTS)
-        return {"job": job.name, "series": out, "last_id": last}
+            found = conn.execute(select(ms.c.kind, ms.c.name, ms.c.host, func.count(), func.min(ms.c.timestamp),
+                                        func.max(ms.c.timestamp), func.max(ms.c.id))
+                                 .where(and_(*conds)).group_by(ms.c.kind, ms.c.name, ms.c.host)).all()
+            for kind, metric, host, count, first, last, _ in sorted(found, key=lambda r: (r[0], r[1], r[2] or "")):
+                one = [*conds, ms.c.name == metric, ms.c.host == host if host is not None else ms.c.host.is_(None),
+                       ms.c.kind == kind]
+                if after is None and count > MAX_POINTS:
+                    t, v = _reduced(conn, one, first, last)
+                else:
+                    rows = conn.execute(select(ms.c.timestamp, ms.c.value).where(and_(*one))
+                                        .order_by(ms.c.timestamp, ms.c.id)).all()
+                    t, v = [r[0] for r in rows], [r[1] for r in rows]
+                out.append({"kind": kind, "name": metric, "host": host or "", "t": t, "v": v,
+                            "reduced": len(t) < count})
+        last_id = max((r[6] for r in found), default=after)
+        return {"job": job.name, "series": out, "last_id": last_id}
 
 
-def reduce_series(t: list[float], v: list[float], limit: int) -> tuple[list[float], list[float], bool]:
-    """At most ``limit`` points: the series itself when it is that short, else per bucket of
-    consecutive samples its first, lowest and highest (in time order)."""
-    n = len(t)
-    if n <= limit:
-        return t, v, False
-    per = -(-n * 3 // limit)  # samples per bucket, three points kept per bucket
-    rt: list[float] = []
-    rv: list[float] = []
-    for start in range(0, n, per):
-        idx = range(start, min(start + per, n))
-        lo = min(idx, key=v.__getitem__)
-        hi = max(idx, key=v.__getitem__)
-        for i in sorted({start, lo, hi}):
-            rt.append(t[i])
-            rv.append(v[i])
-    return rt, rv, True
+def _reduced(conn: Any, conds: list[ColumnElement[bool]], first: float, last: float) -> tuple[list[float], list[float]]:
+    """A long series in at most MAX_POINTS points, computed by the database: per time bucket, its lowest
+    and highest values, both at the bucket's middle time (the nearer to the previous point first, so the
+    line runs on), as a chart narrower than MAX_POINTS / 2 pixels shows them anyway: no spike is lost."""
+    ms = metric_samples
+    buckets = MAX_POINTS // 2 - 1
+    width = (last - first) / buckets or 1.0
+    bucket = func.cast((ms.c.timestamp - first) / width, Integer).label("b")
+    rows = conn.execute(select(bucket, func.min(ms.c.timestamp), func.max(ms.c.timestamp), func.min(ms.c.value),
+                               func.max(ms.c.value)).where(and_(*conds)).group_by(bucket).order_by(bucket)).all()
+    t: list[float] = []
+    v: list[float] = []
+    for _, t0, t1, lo, hi in rows:
+        middle = (t0 + t1) / 2
+        if lo == hi:
+            t.append(middle)
+            v.append(lo)
+            continue
+        t.extend((middle, middle))
+        v.extend((hi, lo) if v and abs(v[-1] - hi) < abs(v[-1] - lo) else (lo, hi))
+    return t, v
 
 
 def _host(stream: str) -> str:
