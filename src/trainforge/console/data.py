@@ -118,7 +118,7 @@ class ConsoleData:
         stmt = (select(log_events.c.id, log_events.c.stream, log_events.c.timestamp, log_events.c.message)
                 .where(and_(*conds)).order_by(order).limit(limit + 1))
         with self.store.db.read() as conn:
-            rows = conn.execute(stmt).all()
+            rows = list(conn.execute(stmt).all())
         more = len(rows) > limit
         rows = rows[:limit]
         if after is None:
@@ -132,28 +132,49 @@ class ConsoleData:
         """The job's metric series: ``{name, host, kind, t: [...], v: [...]}`` in time order, by (kind,
         name, host); with ``after``, only the samples stored after that position (never reduced)."""
         job = self.job(caller, name)
-        ms = metric_samples
-        conds: list[ColumnElement[bool]] = [ms.c.job_id == job.id]
         if after is not None:
-            conds.append(ms.c.id > after)
+            return {"job": job.name, **self._new_samples(job.id, after)}
+        ms = metric_samples
+        mine = ms.c.job_id == job.id
         out: list[dict[str, Any]] = []
         with self.store.db.read() as conn:
-            found = conn.execute(select(ms.c.kind, ms.c.name, ms.c.host, func.count(), func.min(ms.c.timestamp),
-                                        func.max(ms.c.timestamp), func.max(ms.c.id))
-                                 .where(and_(*conds)).group_by(ms.c.kind, ms.c.name, ms.c.host)).all()
-            for kind, metric, host, count, first, last, _ in sorted(found, key=lambda r: (r[0], r[1], r[2] or "")):
-                one = [*conds, ms.c.name == metric, ms.c.host == host if host is not None else ms.c.host.is_(None),
-                       ms.c.kind == kind]
-                if after is None and count > MAX_POINTS:
+            # read from ix_metric_samples_series alone (a metric name is of one kind in a job)
+            found = conn.execute(select(ms.c.name, ms.c.host, func.count(), func.min(ms.c.timestamp),
+                                        func.max(ms.c.timestamp)).where(mine).group_by(ms.c.name, ms.c.host)).all()
+            last_id = conn.execute(select(func.max(ms.c.id)).where(mine)).scalar()
+            for metric, host, count, first, last in found:
+                one = [mine, ms.c.name == metric, ms.c.host == host if host is not None else ms.c.host.is_(None)]
+                kind = conn.execute(select(ms.c.kind).where(*one).limit(1)).scalar()
+                if count > MAX_POINTS:
                     t, v = _reduced(conn, one, first, last)
                 else:
-                    rows = conn.execute(select(ms.c.timestamp, ms.c.value).where(and_(*one))
+                    rows = conn.execute(select(ms.c.timestamp, ms.c.value).where(*one)
                                         .order_by(ms.c.timestamp, ms.c.id)).all()
                     t, v = [r[0] for r in rows], [r[1] for r in rows]
                 out.append({"kind": kind, "name": metric, "host": host or "", "t": t, "v": v,
                             "reduced": len(t) < count})
-        last_id = max((r[6] for r in found), default=after)
+        out.sort(key=lambda s: (s["kind"], s["name"], s["host"]))
         return {"job": job.name, "series": out, "last_id": last_id}
+
+    def _new_samples(self, job_id: int, after: int) -> dict[str, Any]:
+        """The samples stored after position ``after``, by series. ``job_id + 0``: SQLite then reads
+        them by the primary key from ``after`` on (the few newest rows), not every sample of the job."""
+        ms = metric_samples
+        stmt = (select(ms.c.id, ms.c.name, ms.c.host, ms.c.kind, ms.c.timestamp, ms.c.value)
+                .where((ms.c.job_id + 0) == job_id, ms.c.id > after).order_by(ms.c.id))
+        series: dict[tuple[str, str, str], dict[str, Any]] = {}
+        last = after
+        with self.store.db.read() as conn:
+            for row in conn.execute(stmt):
+                key = (row.kind, row.name, row.host or "")
+                s = series.get(key)
+                if s is None:
+                    s = series[key] = {"kind": row.kind, "name": row.name, "host": row.host or "", "t": [], "v": [],
+                                       "reduced": False}
+                s["t"].append(row.timestamp)
+                s["v"].append(row.value)
+                last = row.id
+        return {"series": [series[k] for k in sorted(series)], "last_id": last}
 
 
 def _reduced(conn: Any, conds: list[ColumnElement[bool]], first: float, last: float) -> tuple[list[float], list[float]]:

@@ -177,8 +177,8 @@ async function compare() {
 // --- the whole page ---------------------------------------------------------------------------------
 async function refresh() {
   try {
-    render(await api(base));
-    await Promise.all([loadLogs(false), loadMetrics()]);
+    const [detail] = await Promise.all([api(base), loadLogs(false), loadMetrics()]);
+    render(detail);
     $('error').textContent = '';
   } catch (e) { $('error').textContent = e.message; }
   document.body.dataset.readyAt ||= String(performance.now());
