@@ -75,6 +75,15 @@ def test_jobs_page_lists_the_jobs_and_follows_a_completion_without_reloading(
     assert page.evaluate("window.notReloaded") is True  # the same document: updated in place
     assert sm.describe_training_job(TrainingJobName=gated)["TrainingJobStatus"] == "Completed"
 
+    # a page of another host name (DNS rebinding onto this loopback address) gets no session
+    import urllib.error
+    import urllib.request
+
+    rebound = urllib.request.Request(srv.endpoint + "/console", headers={"Host": f"rebound.example:{srv.port}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(rebound, timeout=10)
+    assert refused.value.code == 403 and "set-cookie" not in refused.value.headers
+
     # the filters are ListTrainingJobs's: a name search shows that job alone
     page.fill("#f-name", quick)
     page.click("#filters button[type=submit]")

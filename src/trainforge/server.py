@@ -172,7 +172,8 @@ def build_console(config: Config, store: JobStore, jobs: TrainingJobs, capacity:
     key = bytes.fromhex(store.setting("console_key", TokenSigner.new_key))
     console_auth = ConsoleAuth(key, auth.authenticate, auth.verifies_signatures,
                                Caller(config.account_id, config.region))
-    return Console(console_auth, ConsoleData(store, jobs, capacity), jobs, ChangeSignal(store.db))
+    return Console(console_auth, ConsoleData(store, jobs, capacity), jobs, ChangeSignal(store.db),
+                   frozenset({config.host}))
 
 
 def run(config: Config) -> None:

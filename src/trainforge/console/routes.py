@@ -45,8 +45,12 @@ def _int(value: str | None) -> int | None:
 
 
 class Console:
-    def __init__(self, auth: ConsoleAuth, data: ConsoleData, jobs: TrainingJobs, changes: ChangeSignal) -> None:
+    def __init__(self, auth: ConsoleAuth, data: ConsoleData, jobs: TrainingJobs, changes: ChangeSignal,
+                 hosts: frozenset[str] = frozenset()) -> None:
         self.auth = auth
+        # Without sign-in, pages answer only to these host names: a web page whose name was rebound to
+        # this loopback address (DNS rebinding) gets no session, hence no CSRF token.
+        self.hosts = hosts | {"127.0.0.1", "localhost", "::1"}
         self.data = data
         self.jobs = jobs
         self.changes = changes
@@ -56,6 +60,9 @@ class Console:
     def _page(self, request: Request, name: str) -> Response:
         session = self.auth.session(request)
         cookie = None
+        if not self.auth.sign_in_required and request.url.hostname not in self.hosts:
+            return Response(f"This console answers at {', '.join(sorted(self.hosts))}, not {request.url.hostname}.",
+                            status_code=403, media_type="text/plain")
         if session is None:
             if self.auth.sign_in_required:
                 return RedirectResponse("/console/signin", status_code=303)
