@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,9 +78,6 @@ def test_jobs_page_lists_the_jobs_and_follows_a_completion_without_reloading(
     assert sm.describe_training_job(TrainingJobName=gated)["TrainingJobStatus"] == "Completed"
 
     # a page of another host name (DNS rebinding onto this loopback address) gets no session
-    import urllib.error
-    import urllib.request
-
     rebound = urllib.request.Request(srv.endpoint + "/console", headers={"Host": f"rebound.example:{srv.port}"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(rebound, timeout=10)
