@@ -209,3 +209,30 @@ def test_sign_in_accounts_and_csrf(accounts_server: ServerProcess, browser: Any,
     assert _console_fetch(page, f"/console/api/jobs/{job}")["status"] == 400
     assert _console_fetch(page, f"/console/api/jobs/{job}/logs")["status"] == 400
     context.close()
+
+
+def test_clone_prefills_the_create_form_and_answers_with_the_apis_messages(
+        server_factory: Any, bucket: str, page: Any) -> None:
+    srv: ServerProcess = server_factory()
+    sm = srv.client()
+    name = unique_name("orig")
+    sm.create_training_job(**minimal_request(name, OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+                                             HyperParameters={"epochs": "3"}))
+    page.goto(f"{srv.endpoint}/console/jobs/{name}")
+    page.wait_for_function("document.body.dataset.ready", timeout=WAIT_MS)
+    page.click("#clone")
+    page.wait_for_function("document.getElementById('request').value.includes('epochs')", timeout=WAIT_MS)
+    assert page.input_value("#job-name") == f"{name}-clone"
+
+    page.fill("#job-name", "bad name")
+    page.click("#create")
+    page.wait_for_function("document.getElementById('error').innerText.length > 0", timeout=WAIT_MS)
+    with pytest.raises(ClientError) as through_api:
+        srv.client(validate=False).create_training_job(**{**minimal_request("bad name"), "HyperParameters": {}})
+    assert page.inner_text("#error") == through_api.value.response["Error"]["Message"]
+
+    page.fill("#job-name", f"{name}-2")
+    with page.expect_navigation():
+        page.click("#create")
+    assert page.url.endswith(f"/console/jobs/{name}-2")
+    assert sm.describe_training_job(TrainingJobName=f"{name}-2")["HyperParameters"] == {"epochs": "3"}
