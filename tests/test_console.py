@@ -18,7 +18,12 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import ROOT, ServerProcess, minimal_request, unique_name, wait_for_job, wait_until
 
-sync_api = pytest.importorskip("playwright.sync_api")
+try:
+    from playwright import sync_api
+except ImportError:  # the test extra brings it; CI must have it
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("playwright is not installed (the test extra)", allow_module_level=True)
 CHROMIUM = Path(os.environ.get("TRAINFORGE_CHROMIUM", "/usr/bin/chromium"))
 VALUES = (2.5, 1.75, 1.125, 0.8125, 0.5)
 WAIT_MS = 60_000
