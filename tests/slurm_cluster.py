@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 START_TIMEOUT = 60.0
 
@@ -125,7 +126,7 @@ class SlurmCluster:
             self._procs.append(subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True))
 
-    def start(self) -> SlurmCluster:
+    def start(self) -> Self:
         self._write_config()
         d = self.dir
         self._spawn(["munged", "-F", "-f", f"--socket={self.munge_socket}",
@@ -147,11 +148,11 @@ class SlurmCluster:
         return idle >= set(self.nodes)
 
     def _run(self, args: list[str]) -> str:
-        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(args, check=False, env=self.env, capture_output=True, text=True, timeout=30)
         return done.stdout
 
     def _quiet(self, args: list[str]) -> bool:
-        return subprocess.run(args, env=self.env, capture_output=True, timeout=30).returncode == 0
+        return subprocess.run(args, check=False, env=self.env, capture_output=True, timeout=30).returncode == 0
 
     def _wait(self, ready: object, what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -175,8 +176,8 @@ class SlurmCluster:
         return self._run(["sinfo", "-N", "-o", "%N %t %c %m"])
 
     def stop(self) -> None:
-        subprocess.run(["scancel", "--full", "--partition", self.partition], env=self.env, capture_output=True,
-                       timeout=30)
+        subprocess.run(["scancel", "--full", "--partition", self.partition], check=False, env=self.env,
+                       capture_output=True, timeout=30)
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -189,7 +190,7 @@ class SlurmCluster:
         self._procs.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> SlurmCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

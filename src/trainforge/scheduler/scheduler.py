@@ -167,9 +167,9 @@ class Scheduler:
             self.store.save(conn, locked)
 
     def _engine_queue(self, job: JobRow, now: float) -> bool:
-        """A job whose gang waits in the engine's queue (Slurm): Pending with the engine's reason,
-        cancelled past MaxPendingTimeInSeconds. False once its gang was given its resources."""
-        if not self.backend.queues or job.stop_reason and job.secondary_status != "Pending":
+        """A job whose gang waits in the engine's queue (Slurm): Pending with the engine's reason;
+        cancelled when stopped or past MaxPendingTimeInSeconds. False once its gang got its resources."""
+        if not self.backend.queues:
             return False
         insts = [i for i in self.store.read_instances(job.id) if i["attempt"] == job.attempt]
         handle = _handle(insts[0]) if insts else None
@@ -194,7 +194,7 @@ class Scheduler:
                 locked.stop_reason = locked.stop_reason or "Stopped"
                 lifecycle.finish(locked, "Stopped", now=now, message=(
                     f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) "
-                    f"for capacity: {reason}") if expired else None)
+                    f"for capacity: {reason}") if expired and not job.stop_reason else None)
             elif not lifecycle.set_secondary(locked, "Pending", f"Waiting for capacity: {reason}", now=now):
                 return True
             self.store.save(conn, locked)
