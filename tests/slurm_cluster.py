@@ -93,7 +93,7 @@ class SlurmCluster:
             f"SlurmctldLogFile={d / 'slurmctld.log'}",
             f"SlurmdLogFile={d}/slurmd.%n.log",
             "SlurmctldDebug=info",
-            "SlurmdDebug=info",
+            "SlurmdDebug=debug",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "JobAcctGatherType=jobacct_gather/none",
@@ -171,6 +171,10 @@ class SlurmCluster:
         for path in sorted(self.dir.glob("*.log")) + sorted(self.dir.glob("*.out")):
             out.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
         return "\n".join(out)
+
+    def node_log(self, node: str) -> str:
+        """The slurmd log of ``node`` (at debug level: the signals it delivers to tasks are there)."""
+        return (self.dir / f"slurmd.{node}.log").read_text(errors="replace")
 
     def sinfo(self) -> str:
         return self._run(["sinfo", "-N", "-o", "%N %t %c %m"])
