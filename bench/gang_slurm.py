@@ -35,8 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from overhead import request, start_server  # noqa: E402
-from slurm_cluster import SlurmCluster  # noqa: E402
+from overhead import request, start_server
+from slurm_cluster import SlurmCluster
 
 LINE = 'date +%s.%N > "$MARKS/$ID"'
 Row = tuple[str, str, str, str]

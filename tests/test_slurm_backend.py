@@ -271,6 +271,27 @@ def test_control_plane_restarted_during_a_slurm_job_reconciles_it(slurm_server: 
                message="the Slurm job completed")
 
 
+@pytest.mark.parametrize("point", ["slurm-submitted", "launch-window"])
+def test_control_plane_killed_right_after_sbatch_adopts_the_slurm_job(server_factory: Any, cluster: SlurmCluster,
+                                                                     tmp_path: Path, point: str) -> None:
+    """Killed once sbatch answered (before it wrote the job id down, or before it stored the
+    handles): after the restart the same Slurm job is followed to its end, none is submitted again."""
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)], "backend": "slurm",
+                          "slurm": {"partition": cluster.partition}},
+                         env={"SLURM_CONF": str(cluster.conf), "TRAINFORGE_TEST_CRASH_AT": point})
+    name, out = unique_name("slurmwindow"), tmp_path / "out"
+    srv.client().create_training_job(**multi(name, 'echo ok > "/opt/ml/model/$SM_CURRENT_HOST"', out))
+    assert srv.proc is not None
+    srv.proc.wait(timeout=60)  # the fault point killed it
+    del srv.env["TRAINFORGE_TEST_CRASH_AT"]
+    srv.start()
+    desc = wait_for_job(srv.client(), name, timeout=120)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert sorted(p.name for p in model_dir(out, name).iterdir()) == HOSTS
+    wait_until(lambda: list(slurm_jobs_named(cluster, name).values()) == ["COMPLETED"], timeout=30,
+               message="one Slurm job, completed")
+
+
 def test_control_plane_restarted_while_a_job_pends_keeps_it_pending(slurm_server: Any, cluster: SlurmCluster,
                                                                     tmp_path: Path) -> None:
     sm = slurm_server.client()

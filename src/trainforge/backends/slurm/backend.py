@@ -6,7 +6,7 @@ script (``srun`` of :mod:`.node` once per node), then submits it: ``sbatch --nod
 algo-(K+1). The handle of each instance is ``{"slurm_job_id", "rank", "instance_dir"}``; the job id is
 also written into each instance directory (``slurm-job``) right after sbatch answers, so a control
 plane that died before it stored the handles finds the Slurm job again (``find_agent``) instead of
-submitting another.
+submitting another; one that died before it wrote the id finds it by its name and script (squeue).
 
 Slurm's view of a job comes from ``squeue`` (one call per scheduler pass for every job this backend
 follows, :meth:`reap`); what an agent does, from its reports, as on the local backend. While the
@@ -41,6 +41,7 @@ from trainforge.backends.local import LocalBackend
 from trainforge.backends.slurm import cli
 from trainforge.backends.slurm.node import RECORD
 from trainforge.backends.slurm.settings import SlurmSettings
+from trainforge.scheduler import faults
 
 NODE_BOOT = boot("trainforge.backends.slurm.node", "run(sys.argv[1:])")
 JOB_FILE = "slurm-job"  # in each instance directory: the Slurm job id, written once sbatch answers
@@ -102,7 +103,7 @@ class SlurmBackend:
         script.write_text("#!/bin/sh\nexec " + " ".join(_quote(a) for a in srun) + "\n")
         script.chmod(0o755)
         seconds = max(60, math.ceil(float(spec["deadline"]) - time.time() + self.stop_grace + TIME_MARGIN_S))
-        args = [f"--job-name=tf-{spec['job_name']}"[:120], f"--nodes={n}", "--ntasks-per-node=1",
+        args = [f"--job-name={_job_name(spec)}", f"--nodes={n}", "--ntasks-per-node=1",
                 f"--time={seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
                 f"--output={slurm_dir / (tag + '.out')}", f"--chdir={job_dir}", "--export=ALL"]
         if self.settings.exclusive and not gang[0].finish:
@@ -113,6 +114,7 @@ class SlurmBackend:
             args.append(f"--account={self.settings.account}")
         args += self.settings.resources(spec.get("instance_type") or "") + list(self.settings.sbatch_args)
         job_id = cli.sbatch(args, str(script))
+        faults.crash_point("slurm-submitted")
         for a in gang:
             (a.spec_path.parent / JOB_FILE).write_text(job_id)
         return job_id
@@ -182,8 +184,10 @@ class SlurmBackend:
         """After a restart: the Slurm job that ``slurm-job`` names, while it is active and (on this
         machine) its agent lives."""
         try:
-            job_id = (Path(instance_dir) / JOB_FILE).read_text().strip()
-        except OSError:
+            job_id: str | None = (Path(instance_dir) / JOB_FILE).read_text().strip()
+        except OSError:  # submitted, and the control plane died before it wrote the id down
+            job_id = self._submitted(instance_dir)
+        if not job_id:
             return None
         try:
             rank = json.loads((Path(instance_dir) / RECORD).read_text()).get("rank")
@@ -191,6 +195,13 @@ class SlurmBackend:
             rank = None
         handle = {"slurm_job_id": job_id, "rank": rank, "instance_dir": os.fspath(instance_dir)}
         return handle if self.alive(handle) else None
+
+    def _submitted(self, instance_dir: str | os.PathLike[str]) -> str | None:
+        try:
+            spec = json.loads((Path(instance_dir) / instance_files.SPEC).read_text())
+        except (OSError, ValueError):
+            return None
+        return cli.submitted_as(_job_name(spec), str(Path(spec["job_dir"]) / "slurm" / "gang.sh"))
 
     # -- signals -----------------------------------------------------------------------------------
     def signal(self, handle: Handle | None, sig: int = signals.SIGTERM) -> None:
@@ -234,6 +245,10 @@ class SlurmBackend:
             return json.loads((Path(instance_dir) / RECORD).read_text()).get("hostname") == self._hostname
         except (OSError, ValueError):
             return False
+
+
+def _job_name(spec: dict[str, Any]) -> str:
+    return f"tf-{spec['job_name']}"[:120]
 
 
 def _quote(arg: str) -> str:

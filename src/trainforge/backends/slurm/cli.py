@@ -62,6 +62,19 @@ def states(job_ids: list[str]) -> dict[str, JobState]:
     return _parse(out)
 
 
+def submitted_as(job_name: str, script: str) -> str | None:
+    """The id of the job named ``job_name`` that runs ``script`` (squeue's %o), however it went since."""
+    try:
+        out = _run(["squeue", "-h", "--states=all", f"--name={job_name}", "-o", "%i|%o"])
+    except SlurmError:
+        return None
+    for line in out.splitlines():
+        job_id, _, command = line.strip().partition("|")
+        if command == script:
+            return job_id
+    return None
+
+
 def _parse(out: str) -> dict[str, JobState]:
     result = {}
     for line in out.splitlines():
