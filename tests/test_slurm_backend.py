@@ -66,6 +66,24 @@ def model_dir(out: Path, name: str) -> Path:
     return out / name / "output" / "model"
 
 
+TRAP = 'trap \'echo term > "/opt/ml/model/$SM_CURRENT_HOST"; exit 0\' TERM; '
+FOREVER = "while true; do sleep 0.1; done"
+
+
+def running_job(srv: Any, tmp_path: Path, prefix: str, first: str, then: str) -> tuple[Any, str, Path]:
+    """A 3-instance job running ``first``, a mark that it trains, then ``then``; returned once all
+    three train: (client, job name, output path). ``TRAP`` first: SIGTERM writes "term" to the model."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    os.chmod(marks, 0o777)
+    sm = srv.client()
+    name, out = unique_name(prefix), tmp_path / "out"
+    sm.create_training_job(**multi(name, f'{first}echo $$ > "{marks}/$SM_CURRENT_HOST"; {then}', out))
+    wait_until(lambda: sorted(p.name for p in marks.iterdir() if p.read_text().strip()) == HOSTS, timeout=120,
+               message="all three instances training")
+    return sm, name, out
+
+
 def test_three_instances_run_as_one_slurm_allocation(slurm_server: Any, cluster: SlurmCluster,
                                                      tmp_path: Path) -> None:
     sm = slurm_server.client()
@@ -140,16 +158,7 @@ def test_sharded_by_s3_key_splits_a_channel_across_the_nodes(slurm_server: Any, 
 
 def test_stop_reaches_every_node_and_uploads_the_model(slurm_server: Any, cluster: SlurmCluster,
                                                       tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    os.chmod(marks, 0o777)
-    script = (f'trap \'echo term > "/opt/ml/model/$SM_CURRENT_HOST"; exit 0\' TERM; '
-              f'touch "{marks}/$SM_CURRENT_HOST"; while true; do sleep 0.1; done')
-    sm = slurm_server.client()
-    name, out = unique_name("slurmstop"), tmp_path / "out"
-    sm.create_training_job(**multi(name, script, out))
-    wait_until(lambda: sorted(p.name for p in marks.iterdir()) == HOSTS, timeout=120,
-               message="all three instances training")
+    sm, name, out = running_job(slurm_server, tmp_path, "slurmstop", TRAP, FOREVER)
     sm.stop_training_job(TrainingJobName=name)
     desc = wait_for_job(sm, name, timeout=90)
     assert desc["TrainingJobStatus"] == "Stopped", desc.get("FailureReason")
@@ -222,16 +231,7 @@ def test_max_pending_time_cancels_the_slurm_job(slurm_server: Any, cluster: Slur
 
 def test_one_node_failing_fails_the_job_and_stops_the_others(slurm_server: Any, cluster: SlurmCluster,
                                                             tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    os.chmod(marks, 0o777)
-    script = (f'trap \'echo term > "/opt/ml/model/$SM_CURRENT_HOST"; exit 0\' TERM; '
-              f'echo $$ > "{marks}/$SM_CURRENT_HOST"; while true; do sleep 0.1; done')
-    sm = slurm_server.client()
-    name, out = unique_name("slurmkill"), tmp_path / "out"
-    sm.create_training_job(**multi(name, script, out))
-    wait_until(lambda: sorted(p.name for p in marks.iterdir() if p.read_text().strip()) == HOSTS, timeout=120,
-               message="all three instances training")
+    sm, name, out = running_job(slurm_server, tmp_path, "slurmkill", TRAP, FOREVER)
     state = json.loads(next(slurm_server.data_dir.glob(f"jobs/*/*/{name}/attempt-*/algo-2/instance.json"))
                        .read_text())
     os.killpg(int(state["pgid"]), signal.SIGKILL)  # algo-2's training process, on its node
@@ -250,16 +250,8 @@ def test_one_node_failing_fails_the_job_and_stops_the_others(slurm_server: Any, 
 def test_control_plane_restarted_during_a_slurm_job_reconciles_it(slurm_server: Any, cluster: SlurmCluster,
                                                                   tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    os.chmod(marks, 0o777)
-    script = (f'touch "{marks}/$SM_CURRENT_HOST"; while [ ! -e {gate} ]; do sleep 0.05; done; '
-              f'echo done > "/opt/ml/model/$SM_CURRENT_HOST"')
-    sm = slurm_server.client()
-    name, out = unique_name("slurmcrash"), tmp_path / "out"
-    sm.create_training_job(**multi(name, script, out))
-    wait_until(lambda: sorted(p.name for p in marks.iterdir()) == HOSTS, timeout=120,
-               message="all three instances training")
+    _, name, out = running_job(slurm_server, tmp_path, "slurmcrash", "",
+                              f'while [ ! -e {gate} ]; do sleep 0.05; done; echo done > "/opt/ml/model/$SM_CURRENT_HOST"')
     slurm_server.kill()
     gate.write_text("go")  # training finishes while the control plane is down
     slurm_server.start()
