@@ -22,6 +22,7 @@ from typing import Any
 
 from trainforge.agent import instance_files
 from trainforge.agent.forkserver import start_ticks
+from trainforge.backends.base import AgentLaunch, Handle
 from trainforge.backends.forkserver import (
     ForkServerClient,
     ForkServerUnavailable,
@@ -35,7 +36,11 @@ AGENT_BOOT = boot("trainforge.agent.main", "main(sys.argv[1:])")
 
 
 class LocalBackend:
+    """:class:`trainforge.backends.base.Backend` on this machine; the scheduler's capacity model admits."""
+
     name = "local"
+    queues = False
+    control_url: str | None = None
 
     def __init__(self, forkserver: bool | None = None) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -57,11 +62,23 @@ class LocalBackend:
         if self._forkserver is not None:
             self._forkserver.close()
 
-    def launch_many(self, agents: list[tuple[Path, Path, bool]]) -> list[dict[str, Any] | OSError]:
+    def launch(self, gangs: list[list[AgentLaunch]]) -> list[list[Handle | OSError]]:
+        """Every agent of every gang at once, through the fork server (its requests back to back)."""
+        flat = [agent for gang in gangs for agent in gang]
+        results = iter(self.launch_many([(a.spec_path, a.log_path, a.finish) for a in flat]))
+        return [[next(results) for _ in gang] for gang in gangs]
+
+    def waiting(self, handle: Handle | None) -> str | None:
+        return None  # no queue here: the scheduler admits only what fits
+
+    def cancel(self, handle: Handle | None) -> None:
+        self.kill_group(handle)
+
+    def launch_many(self, agents: list[tuple[Path, Path, bool]]) -> list[Handle | OSError]:
         """Start one agent per ``(spec_path, log_path, finish)``: its handle, or why it did not start.
         With ``finish``, an agent that only uploads and reports (agent ``--finish``)."""
         if self._forkserver is None:
-            results: list[dict[str, Any] | OSError] = []
+            results: list[Handle | OSError] = []
             for spec_path, log_path, finish in agents:
                 try:
                     results.append(self._popen(spec_path, log_path, finish))

@@ -5,7 +5,8 @@
 
 - ``launch-committed``: a launch transaction is committed (the jobs run, with their instance
   rows), no agent is started yet;
-- ``launch-window``: the agents of a launch are started, their handles are not stored yet.
+- ``launch-window``: the agents of a launch are started, their handles are not stored yet;
+- ``slurm-submitted``: (Slurm backend) sbatch accepted a gang; its job id is not written anywhere yet.
 
 The tests restart the server on the same data directory without the variable and check what
 reconciliation makes of it (tests/test_runtime_launch_window.py). Never set it in production.
@@ -18,7 +19,7 @@ import os
 import signal
 
 ENV = "TRAINFORGE_TEST_CRASH_AT"
-POINTS = frozenset({"launch-committed", "launch-window"})
+POINTS = frozenset({"launch-committed", "launch-window", "slurm-submitted"})
 
 log = logging.getLogger("trainforge.scheduler")
 

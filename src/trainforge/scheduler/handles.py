@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from trainforge.agent import instance_files
+from trainforge.backends.base import Backend
 
 
 def launching(instance_dir: Path, now: float, grace: float) -> str:
@@ -44,7 +45,7 @@ class Lost:
     reason: str | None = None
 
 
-def find(backend: Any, host: str, raw: str | None, instance_dir: Path, now: float) -> Lost:
+def find(backend: Backend, host: str, raw: str | None, instance_dir: Path, now: float) -> Lost:
     """Look for the agent of an instance whose stored handle (``raw``) names no living agent."""
     state = instance_files.read_state(instance_dir)
     found = backend.find_agent(instance_dir, state)

@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy import select
 
 from trainforge.agent import instance_files
+from trainforge.backends.base import AgentLaunch, Backend
 from trainforge.log_streams import algorithm_stream
 from trainforge.scheduler import faults, handles
 from trainforge.scheduler.capacity import CapacityModel, host_names
@@ -69,7 +70,7 @@ def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
 
 
 class Launcher:
-    def __init__(self, store: JobStore, backend: Any, capacity: CapacityModel, config: Any, isolation: str,
+    def __init__(self, store: JobStore, backend: Backend, capacity: CapacityModel, config: Any, isolation: str,
                  job_dir: Callable[[JobRow], Path], gpu_slots: GpuSlots,
                  sandbox: dict[str, Any] | None = None) -> None:
         self.store = store
@@ -135,7 +136,7 @@ class Launcher:
             "job_name": job.name, "job_arn": job.arn, "region": job.region, "account_id": job.account_id,
             "attempt": job.attempt, "hosts": [h for h, _, _ in hosts], "instance_groups": _groups(hosts),
             "job_dir": str(job_dir), "request": request, "runtime": runtime,
-            "control_url": self.config.endpoint_url, "isolation": self.isolation,
+            "control_url": self.backend.control_url or self.config.endpoint_url, "isolation": self.isolation,
             "stop_grace_seconds": self.config.stop_grace_seconds, "deadline": deadline,
             "s3_endpoint_url": _s3_endpoint(),
             "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
@@ -185,8 +186,13 @@ class Launcher:
         transaction: starting agents must not hold the store's write lock."""
         if not agents:
             return
-        results = self.backend.launch_many([(spec_path, spec_path.parent / instance_files.AGENT_LOG, finish)
-                                            for _, _, spec_path, finish in agents])
+        gangs: dict[int, list[tuple[JobRow, str, Path, bool]]] = {}  # one gang per job, started together
+        for agent in agents:
+            gangs.setdefault(agent[0].id, []).append(agent)
+        answers = self.backend.launch([[AgentLaunch(spec_path, spec_path.parent / instance_files.AGENT_LOG, finish)
+                                        for _, _, spec_path, finish in gang] for gang in gangs.values()])
+        agents = [agent for gang in gangs.values() for agent in gang]
+        results = [result for answer in answers for result in answer]
         faults.crash_point("launch-window")
         stored = []
         for (job, host, spec_path, _), result in zip(agents, results):

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from trainforge.agent import instance_files
-from trainforge.backends.local import LocalBackend
+from trainforge.backends.base import Backend, create_backend
 from trainforge.config import Config
 from trainforge.scheduler import handles
 from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
@@ -35,11 +35,11 @@ LIVENESS_INTERVAL = 1.0
 
 
 class Scheduler:
-    def __init__(self, store: JobStore, config: Config, backend: LocalBackend | None = None,
+    def __init__(self, store: JobStore, config: Config, backend: Backend | None = None,
                  isolation: str = "none", sandbox: dict[str, Any] | None = None) -> None:
         self.store = store
         self.config = config
-        self.backend = backend or LocalBackend()
+        self.backend = backend or create_backend(config)
         self.capacity = CapacityModel(config)
         self.isolation = isolation
         self._wake = threading.Event()
@@ -97,7 +97,8 @@ class Scheduler:
             self._last_liveness = now
             self.backend.reap()
             for job in running:
-                self._check_liveness(job, now)
+                if not self._engine_queue(job, now):
+                    self._check_liveness(job, now)
             self._sweep_sandbox(running)
         self._admit(in_use)
 
@@ -122,6 +123,9 @@ class Scheduler:
         admitted: list[JobRow] = []
         for job in self.store.jobs_in_phase("queued"):
             need = self.capacity.reservation(job.request)
+            if self.backend.queues:  # the engine's queue decides (the job waits there, see _engine_queue)
+                admitted.append(job)
+                continue
             if blocked or not (in_use + need).fits_in(self.capacity.total):
                 # Strict creation order: once one job waits, every later job waits behind it.
                 blocked = True
@@ -161,6 +165,40 @@ class Scheduler:
             elif not lifecycle.set_secondary(locked, "Pending", msg, now=now):
                 return
             self.store.save(conn, locked)
+
+    def _engine_queue(self, job: JobRow, now: float) -> bool:
+        """A job whose gang waits in the engine's queue (Slurm): Pending with the engine's reason;
+        cancelled when stopped or past MaxPendingTimeInSeconds. False once its gang got its resources."""
+        if not self.backend.queues:
+            return False
+        insts = [i for i in self.store.read_instances(job.id) if i["attempt"] == job.attempt]
+        handle = _handle(insts[0]) if insts else None
+        reason = self.backend.waiting(handle)
+        if reason is None:
+            if job.secondary_status == "Pending":
+                with self.store.locked(job.id) as (conn, locked):
+                    if locked is not None and locked.phase == "running" and locked.secondary_status == "Pending":
+                        lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=now)
+                        self.store.save(conn, locked)
+            return False
+        limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds") or 0
+        expired = bool(limit) and now - job.creation_time > float(limit)
+        with self.store.locked(job.id) as (conn, locked):
+            if locked is None or locked.phase != "running" or locked.attempt != job.attempt:
+                return True
+            if expired or locked.stop_reason:
+                self.backend.cancel(handle)
+                for row in self.store.instances_of(conn, job.id):
+                    self.store.update_instance(conn, job.id, row["host"], state="exited", outcome="stopped",
+                                               ended_at=now)
+                locked.stop_reason = locked.stop_reason or "Stopped"
+                lifecycle.finish(locked, "Stopped", now=now, message=(
+                    f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) "
+                    f"for capacity: {reason}") if expired and not job.stop_reason else None)
+            elif not lifecycle.set_secondary(locked, "Pending", f"Waiting for capacity: {reason}", now=now):
+                return True
+            self.store.save(conn, locked)
+        return True
 
     # --- launch ------------------------------------------------------------------------------
     def job_dir(self, job: JobRow) -> Path:

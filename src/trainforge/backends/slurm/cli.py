@@ -1,0 +1,93 @@
+"""The Slurm command-line tools, as the backend calls them (``sbatch``, ``squeue``, ``scontrol``,
+``scancel``): no protocol of our own. ``SLURM_CONF`` and the rest come from the server's environment."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+TIMEOUT = 30.0
+# A job in one of these may still run (or start) its tasks.
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESIZING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+
+
+class SlurmError(OSError):
+    """A Slurm command failed."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str  # JobState, e.g. PENDING, RUNNING, COMPLETED, CANCELLED
+    reason: str  # Slurm's reason ("Resources", "Priority", "PartitionNodeLimit", "None")
+
+    @property
+    def active(self) -> bool:
+        return self.state.split()[0].rstrip("+") in ACTIVE
+
+
+def _run(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, check=False, capture_output=True, text=True, timeout=TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlurmError(f"{args[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise SlurmError(f"{' '.join(args[:1])} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def sbatch(args: list[str], script: str) -> str:
+    """Submit ``script`` with ``args``: the Slurm job id."""
+    out = _run(["sbatch", "--parsable", *args, script]).strip()
+    return out.split(";", 1)[0]
+
+
+def states(job_ids: list[str]) -> dict[str, JobState]:
+    """The state of each of ``job_ids`` that Slurm still knows (squeue shows ended jobs for a while,
+    ``MinJobAge``); one squeue call for all of them."""
+    if not job_ids:
+        return {}
+    try:
+        out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+    except SlurmError:
+        # squeue refuses the whole query when one id is unknown (aged out): ask one by one
+        result = {}
+        for job_id in job_ids:
+            try:
+                result.update(_parse(_run(["squeue", "-h", "--states=all", "-j", job_id, "-o", "%i|%T|%r"])))
+            except SlurmError:
+                continue
+        return result
+    return _parse(out)
+
+
+def submitted_as(job_name: str, script: str) -> str | None:
+    """The id of the job named ``job_name`` that runs ``script`` (squeue's %o), however it went since."""
+    try:
+        out = _run(["squeue", "-h", "--states=all", f"--name={job_name}", "-o", "%i|%o"])
+    except SlurmError:
+        return None
+    for line in out.splitlines():
+        job_id, _, command = line.strip().partition("|")
+        if command == script:
+            return job_id
+    return None
+
+
+def _parse(out: str) -> dict[str, JobState]:
+    result = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            result[parts[0]] = JobState(parts[1], parts[2])
+    return result
+
+
+def scancel(job_id: str, signal_name: str | None = None) -> None:
+    """``scancel --signal=SIG`` reaches every task of the job's steps (the agents), not the batch
+    script; without a signal the whole job ends."""
+    try:
+        _run(["scancel", *([f"--signal={signal_name}"] if signal_name else []), job_id])
+    except SlurmError:
+        pass  # it ended meanwhile

@@ -1,0 +1,59 @@
+"""The ``slurm:`` section of the server configuration (``backend: slurm``).
+
+::
+
+    backend: slurm
+    slurm:
+      partition: gpu            # required on a cluster; the fixture's is "debug"
+      account: ml-team          # optional (sbatch --account)
+      control_url: http://10.0.0.5:8080   # how agents on the nodes reach the control plane
+                                # (default: the server's own endpoint, right on one machine)
+      instance_types:           # ml.* type -> what one node of the allocation must offer
+        ml.p4d.24xlarge: {cpus: 96, memory_mb: 1100000, gres: "gpu:a100:8"}
+      exclusive: true           # whole nodes (sbatch --exclusive), as an ml.* instance is a machine
+      sbatch_args: []           # anything else, passed to sbatch as is
+      stop_kill_after_seconds: 60  # after the stop grace, this much more for the upload, then scancel
+
+Job files (specs, logs, /opt/ml of each instance) stay in the server's data directory, which the
+nodes must see at the same path (a shared file system; on one machine, trivially).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+KNOWN = {"partition", "account", "control_url", "instance_types", "exclusive", "sbatch_args",
+         "stop_kill_after_seconds"}
+
+
+@dataclass
+class SlurmSettings:
+    partition: str | None = None
+    account: str | None = None
+    control_url: str | None = None
+    instance_types: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exclusive: bool = True
+    sbatch_args: list[str] = field(default_factory=list)
+    stop_kill_after_seconds: float = 60.0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> SlurmSettings:
+        unknown = set(section) - KNOWN
+        if unknown:
+            raise ValueError(f"unknown keys in the slurm section: {', '.join(sorted(unknown))}")
+        return cls(**section)
+
+    def resources(self, instance_type: str) -> list[str]:
+        """sbatch's options for one node of ``instance_type`` (none: the whole node, --exclusive)."""
+        shape = self.instance_types.get(instance_type) or {}
+        args = []
+        if shape.get("cpus"):
+            args.append(f"--cpus-per-task={int(shape['cpus'])}")
+        if shape.get("memory_mb"):
+            args.append(f"--mem={int(shape['memory_mb'])}M")
+        if shape.get("gres"):
+            args.append(f"--gres={shape['gres']}")
+        elif shape.get("gpus"):
+            args.append(f"--gres=gpu:{int(shape['gpus'])}")
+        return args
