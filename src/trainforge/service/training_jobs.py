@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from trainforge.algorithms.builtin import with_default_metrics
 from trainforge.api.errors import ResourceInUse, ValidationError, job_not_found
 from trainforge.api.validation import iso_timestamp
 from trainforge.awsmodel import operation
@@ -64,7 +65,7 @@ class TrainingJobs:
         check_role(params.get("RoleArn", ""), self.config, caller.account_id)
         check_tag_keys(params.get("Tags") or [])
         name = params["TrainingJobName"]
-        request = {k: v for k, v in params.items() if k != "Tags"}
+        request = with_default_metrics({k: v for k, v in params.items() if k != "Tags"})
         now = time.time()
         arn = job_arn(caller, name)
         values = {
