@@ -109,7 +109,12 @@ EVAL_METRICS = (
     "map", "poisson-nloglik", "gamma-nloglik", "cox-nloglik", "gamma-deviance", "tweedie-nloglik",
     "aft-nloglik", "interval-regression-accuracy",
 )
-_UNIT_OPEN_LOW = {"low": 0.0, "high": 1.0, "open_low": True}
+
+
+def _fraction(name: str) -> Param:
+    """A sampling ratio: (0, 1], default 1."""
+    return Param(name, "float", 1.0, low=0.0, high=1.0, open_low=True)
+
 
 TABLE: dict[str, Param] = {p.name: p for p in (
     Param("num_round", "int", low=1, required=True, booster=False),
@@ -120,9 +125,9 @@ TABLE: dict[str, Param] = {p.name: p for p in (
     Param("alpha", "float", 0.0, low=0.0),
     Param("base_score", "float", 0.5),
     Param("booster", "str", "gbtree", choices=("gbtree", "gblinear", "dart")),
-    Param("colsample_bylevel", "float", 1.0, **_UNIT_OPEN_LOW),
-    Param("colsample_bynode", "float", 1.0, **_UNIT_OPEN_LOW),
-    Param("colsample_bytree", "float", 1.0, **_UNIT_OPEN_LOW),
+    _fraction("colsample_bylevel"),
+    _fraction("colsample_bynode"),
+    _fraction("colsample_bytree"),
     Param("eta", "float", 0.3, low=0.0, high=1.0),
     Param("eval_metric", "list", choices=EVAL_METRICS),
     Param("gamma", "float", 0.0, low=0.0),
@@ -151,7 +156,7 @@ TABLE: dict[str, Param] = {p.name: p for p in (
     Param("seed", "int", 0),
     Param("sketch_eps", "float", 0.03, low=0.0, high=1.0, open_low=True, open_high=True, booster=False),
     Param("skip_drop", "float", 0.0, low=0.0, high=1.0),
-    Param("subsample", "float", 1.0, **_UNIT_OPEN_LOW),
+    _fraction("subsample"),
     Param("tree_method", "str", "auto", choices=("auto", "exact", "approx", "hist", "gpu_hist")),
     Param("tweedie_variance_power", "float", 1.5, low=1.0, high=2.0, open_low=True, open_high=True),
     Param("updater", "str"),
