@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from typing import Any
 
 import numpy as np
@@ -276,3 +277,39 @@ def test_metric_definitions_match_the_log_lines_as_shown() -> None:
     assert re.match(definitions["validation:error"], line).group(1) == "1.5e-3"  # type: ignore[union-attr]
     assert re.match(definitions["train:merror"], line) is None
     assert json.dumps(definitions)  # plain strings
+
+
+def sdk_data(tmp_path: Any) -> str:
+    data = tmp_path / "xgb-data"
+    data.mkdir()
+    (data / "train.csv").write_bytes(csv_bytes(*dataset(1500, seed=21)))
+    (data / "validation.csv").write_bytes(csv_bytes(*dataset(400, seed=22)))
+    return str(data)
+
+
+def test_sdk_v2_estimator_with_the_xgboost_image(server: Any, s3_endpoint: str, s3: Any, tmp_path: Any) -> None:
+    from test_sdk import _line, run_snippet, sdk_environment
+
+    bucket = f"tf-sdk-{uuid.uuid4().hex[:12]}"
+    # training_job_analytics reads CloudWatch metrics (as in test_api_cloudwatch.py)
+    env = {**sdk_environment(server, s3_endpoint, tmp_path, bucket), "AWS_ENDPOINT_URL_CLOUDWATCH": server.endpoint}
+    output = run_snippet("sdk2", "v2_xgboost.py", env, sdk_data(tmp_path))
+    job = _line(output, "job:")
+    assert "#011validation-rmse:" in output or "\tvalidation-rmse:" in output  # fit(logs=True) showed the rounds
+    assert set(_line(output, "metrics:").split()) == {"train:rmse", "validation:rmse"}
+    assert 0 < float(_line(output, "last validation:rmse:")) < 2.0
+    described = server.client().describe_training_job(TrainingJobName=job)
+    assert described["HyperParameters"]["num_round"] == "25"
+    assert booster_of(described).num_boosted_rounds() == 25
+
+
+def test_sdk_v3_model_trainer_with_the_xgboost_image(server: Any, s3_endpoint: str, s3: Any, tmp_path: Any) -> None:
+    from test_sdk import _line, run_snippet, sdk_environment
+
+    bucket = f"tf-sdk-{uuid.uuid4().hex[:12]}"
+    output = run_snippet("sdk3", "v3_xgboost.py", sdk_environment(server, s3_endpoint, tmp_path, bucket),
+                         sdk_data(tmp_path))
+    job, status = _line(output, "job:").split()
+    assert status == "Completed"
+    described = server.client().describe_training_job(TrainingJobName=job)
+    assert booster_of(described).num_boosted_rounds() == 15
