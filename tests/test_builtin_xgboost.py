@@ -313,3 +313,24 @@ def test_sdk_v3_model_trainer_with_the_xgboost_image(server: Any, s3_endpoint: s
     assert status == "Completed"
     described = server.client().describe_training_job(TrainingJobName=job)
     assert booster_of(described).num_boosted_rounds() == 15
+
+
+def test_two_instances_train_one_model_on_their_shards(server: Any, s3: Any, bucket: str) -> None:
+    sm = server.client()
+    train_x, train_y = dataset(2000, seed=31)
+    half = len(train_y) // 2
+    train = upload(s3, bucket, "dist/train", {"a.csv": csv_bytes(train_x[:half], train_y[:half]),
+                                               "b.csv": csv_bytes(train_x[half:], train_y[half:])})
+    ch = channel("train", train, "text/csv")
+    ch["DataSource"]["S3DataSource"]["S3DataDistributionType"] = "ShardedByS3Key"
+    name = unique_name("xgb-dist")
+    req = job_request(name, bucket, [ch], {"num_round": "20", "eta": "0.3"}, SAGEMAKER_METRICS)
+    req["ResourceConfig"]["InstanceCount"] = 2
+    described = run(sm, req)
+    booster = booster_of(described)
+    assert booster.num_boosted_rounds() == 20
+    assert_beats_the_mean(booster, train_y)
+    # each host trained on its own shard, the two joined in XGBoost's collective: ranks 0 and 1
+    # (without it each would be rank 0 of its own, and both would print every round)
+    lines = log_lines(server, name)
+    assert len([line for line in lines if line.startswith("[19]")]) == 1, lines
