@@ -22,6 +22,7 @@ import copy
 import math
 from typing import Any
 
+from trainforge.algorithms.xgboost.hyperparameters import PLATFORM_PREFIXES
 from trainforge.api.errors import ValidationError
 
 RANGE_OF_TYPE = {"Integer": "IntegerParameterRangeSpecification", "Continuous": "ContinuousParameterRangeSpecification",
@@ -114,7 +115,7 @@ def _hyperparameters(spec: dict[str, Any], name: str, given: dict[str, str]) -> 
     table = {h["Name"]: h for h in spec.get("SupportedHyperParameters") or []}
     out = dict(given)
     for key, value in given.items():
-        if key.startswith(("sagemaker_", "_")):
+        if key.startswith(PLATFORM_PREFIXES):
             continue
         hp = table.get(key)
         if hp is None:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, tuple_
+from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from trainforge.store.db import Database
-from trainforge.store.jobs import DuplicateName, dumps, loads
+from trainforge.store.jobs import DuplicateName, contains_pattern, dumps, loads, past
 from trainforge.store.schema import algorithms, tags
 
 SORT_COLUMNS = {"Name": (algorithms.c.name,), "CreationTime": (algorithms.c.creation_time, algorithms.c.name)}
@@ -63,16 +63,13 @@ class AlgorithmStore:
         keys = SORT_COLUMNS[sort_by]
         conds = [algorithms.c.account_id == account_id, algorithms.c.region == region]
         if name_contains:
-            escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conds.append(algorithms.c.name.ilike(f"%{escaped}%", escape="\\"))
+            conds.append(algorithms.c.name.ilike(contains_pattern(name_contains), escape="\\"))
         if created_after is not None:
             conds.append(algorithms.c.creation_time > created_after)
         if created_before is not None:
             conds.append(algorithms.c.creation_time < created_before)
         if after is not None:
-            cols = tuple_(*keys) if len(keys) > 1 else keys[0]
-            vals = tuple_(*after) if len(keys) > 1 else after[0]
-            conds.append(cols < vals if descending else cols > vals)
+            conds.append(past(keys, after, descending))
         order = [k.desc() if descending else k.asc() for k in keys]
         with self.db.read() as conn:
             rows = conn.execute(select(algorithms).where(and_(*conds)).order_by(*order).limit(limit))

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 INF = math.inf
+# Hyperparameters of the platform, not of the algorithm: the SDK's (sagemaker_program, ...) and
+# automatic model tuning's (_tuning_objective_metric).
+PLATFORM_PREFIXES = ("sagemaker_", "_")
 
 
 class HyperparameterError(ValueError):
@@ -47,23 +50,18 @@ class Param:
 
     def parse(self, raw: str) -> Any:
         text = _unquote(raw)
-        if self.kind == "int":
-            try:
-                number = float(text)
-            except ValueError:
-                raise HyperparameterError(f"Hyperparameter {self.name}: could not parse value {raw!r} "
-                                          f"as an integer") from None
-            if not number.is_integer():
-                raise HyperparameterError(f"Hyperparameter {self.name}: value {raw!r} is not an integer")
-            value: Any = int(number)
-        elif self.kind == "float":
+        value: Any
+        if self.kind in ("int", "float"):
+            what = "an integer" if self.kind == "int" else "a number"
             try:
                 value = float(text)
             except ValueError:
                 raise HyperparameterError(f"Hyperparameter {self.name}: could not parse value {raw!r} "
-                                          f"as a number") from None
-            if math.isnan(value):
-                raise HyperparameterError(f"Hyperparameter {self.name}: value {raw!r} is not a number")
+                                          f"as {what}") from None
+            if math.isnan(value) or (self.kind == "int" and not value.is_integer()):
+                raise HyperparameterError(f"Hyperparameter {self.name}: value {raw!r} is not {what}")
+            if self.kind == "int":
+                value = int(value)
         elif self.kind == "list":
             value = [v.strip() for v in text.split(",") if v.strip()]
             bad = [v for v in value if self.choices and v not in self.choices]
@@ -176,7 +174,7 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
     that was given, parsed and checked; the defaults are xgboost's own and left out."""
     out: dict[str, Any] = {}
     for name, value in sorted(raw.items()):
-        if name.startswith(("sagemaker_", "_")):
+        if name.startswith(PLATFORM_PREFIXES):
             continue
         param = TABLE.get(name)
         if param is None:
