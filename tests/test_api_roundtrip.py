@@ -342,8 +342,20 @@ def test_create_then_describe_returns_every_member(fs_server: Any) -> None:
         stop_quietly(sm, req["TrainingJobName"])
 
 
+def roundtrip_algorithm(sm: Any) -> None:
+    """The algorithm resource request_with_groups names: its image is not in the catalog."""
+    try:
+        sm.create_algorithm(AlgorithmName="trainforge-roundtrip-algorithm", TrainingSpecification={
+            "TrainingImage": "trainforge-roundtrip-image", "SupportedTrainingInstanceTypes": ["ml.m5.large"],
+            "SupportsDistributedTraining": True, "TrainingChannels": [
+                {"Name": "train", "SupportedContentTypes": ["text/csv"], "SupportedInputModes": ["FastFile"]}]})
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "ResourceInUse", exc.response
+
+
 def test_create_with_instance_groups_and_algorithm_name(fs_server: Any) -> None:
     sm = fs_server.client()
+    roundtrip_algorithm(sm)
     req = request_with_groups(unique_name("groups"))
     if not namespaces_available():
         with pytest.raises(ClientError) as exc:
@@ -354,7 +366,7 @@ def test_create_with_instance_groups_and_algorithm_name(fs_server: Any) -> None:
     sm.create_training_job(**copy.deepcopy(req))
     try:
         _assert_described(sm, req, ["Starting", "Failed"],
-                          "Image 'trainforge-roundtrip-algorithm' is not in trainforge's image catalog: add it "
+                          "Image 'trainforge-roundtrip-image' is not in trainforge's image catalog: add it "
                           "under the config key 'images' (see README)")
         listed = sm.list_training_jobs(NameContains=req["TrainingJobName"])
         assert [x["TrainingJobName"] for x in listed["TrainingJobSummaries"]] == [req["TrainingJobName"]]

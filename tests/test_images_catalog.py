@@ -15,7 +15,6 @@ FRAMEWORK_IMAGES = [
     "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.0.0-cpu-py310",
     "763104351884.dkr.ecr.us-west-2.amazonaws.com/tensorflow-training:2.14.1-cpu-py310-ubuntu20.04-sagemaker",
     "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-    "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost:1.7-1",
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:2.1.0-transformers4.36.0-gpu-py310-cu121-ubuntu20.04",
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training@sha256:" + "a" * 64,
 ]
@@ -36,7 +35,6 @@ def test_framework_images_run_script_mode_with_the_servers_python(image: str) ->
 @pytest.mark.parametrize("image", [
     "my-registry.example.com/pytorch-training:2.0",  # not an ECR registry
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.0",
-    "811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1",  # the built-in algorithm, not script mode
     "arn:aws:sagemaker:us-east-1:000000000000:algorithm/my-algo",
 ])
 def test_unknown_image_names_the_config_key(image: str) -> None:

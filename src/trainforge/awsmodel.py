@@ -16,6 +16,10 @@ SUPPORTED_OPERATIONS = (
     "AddTags",
     "ListTags",
     "DeleteTags",
+    "CreateAlgorithm",
+    "DescribeAlgorithm",
+    "ListAlgorithms",
+    "DeleteAlgorithm",
 )
 
 

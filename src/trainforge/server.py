@@ -28,6 +28,7 @@ from trainforge.console.data import ConsoleData
 from trainforge.console.routes import Console
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.scheduler.scheduler import Scheduler
+from trainforge.service.algorithms import Algorithms
 from trainforge.service.cloudwatch import Metrics
 from trainforge.service.create_rules import check_create
 from trainforge.service.identity import Identity
@@ -37,6 +38,7 @@ from trainforge.service.reports import Reports
 from trainforge.service.tags import Tags
 from trainforge.service.training_jobs import Caller, TrainingJobs
 from trainforge.service.unsupported import check_supported
+from trainforge.store.algorithms import AlgorithmStore
 from trainforge.store.db import Database
 from trainforge.store.jobs import JobStore
 from trainforge.store.metrics import MetricStore
@@ -140,7 +142,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
                 "without a sandbox (isolation: none).")
 
     warm(SUPPORTED_OPERATIONS)  # compile the validators now, not on the first request
-    jobs = TrainingJobs(store, config, signer, check_create=create_rules)
+    algorithms = Algorithms(AlgorithmStore(db), signer)
+    jobs = TrainingJobs(store, config, signer, check_create=create_rules, for_algorithm=algorithms.for_job)
     scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
     jobs.set_wake(scheduler.wake)
     reports = Reports(store, on_job_change=scheduler.wake)
@@ -154,7 +157,7 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     # STS and IAM requests (the query protocol) are signed for their own services.
     query_auth = Authenticator(credentials, config.account_id, config.region, services=("sts", "iam"))
     query = QueryEndpoint(query_auth.authenticate, config.max_body_bytes, Identity(config), request_id)
-    endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes, sagemaker_handlers(jobs, tags),
+    endpoint = AwsJsonEndpoint(auth.authenticate, config.max_body_bytes, sagemaker_handlers(jobs, tags, algorithms),
                                logs.handlers(), store_version=db.read_version, others=[cloudwatch],
                                query=query.handle)
     startup = [scheduler.start, metrics.start_pruning] if start_scheduler else []

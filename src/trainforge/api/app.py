@@ -327,12 +327,14 @@ def build_app(endpoint: AwsJsonEndpoint, extra_routes: list[Route],
                                              exception_handlers=handlers))
 
 
-def sagemaker_handlers(jobs: Any, tags: Any) -> dict[str, Handler]:
+def sagemaker_handlers(jobs: Any, tags: Any, algorithms: Any) -> dict[str, Handler]:
     table = {
         "CreateTrainingJob": jobs.create, "DescribeTrainingJob": jobs.describe,
         "ListTrainingJobs": jobs.list, "StopTrainingJob": jobs.stop, "UpdateTrainingJob": jobs.update,
         "DeleteTrainingJob": jobs.delete, "AddTags": tags.add, "ListTags": tags.list,
-        "DeleteTags": tags.delete,
+        "DeleteTags": tags.delete, "CreateAlgorithm": algorithms.create,
+        "DescribeAlgorithm": algorithms.describe, "ListAlgorithms": algorithms.list,
+        "DeleteAlgorithm": algorithms.delete,
     }
     assert set(table) == set(SUPPORTED_OPERATIONS)
     return table

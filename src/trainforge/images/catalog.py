@@ -48,6 +48,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainforge.algorithms import builtin
+
 SCRIPT_MODE = "script-mode"
 COMMAND = "command"
 KINDS = (SCRIPT_MODE, COMMAND)
@@ -65,7 +67,6 @@ FRAMEWORK_REPOSITORIES = (
     "tensorflow-training",
     "sagemaker-tensorflow-scriptmode",  # TensorFlow 1.x script mode
     "sagemaker-scikit-learn",
-    "sagemaker-xgboost",
     "huggingface-pytorch-training",
     "huggingface-tensorflow-training",
 )
@@ -77,6 +78,11 @@ def _default_images() -> list[dict[str, Any]]:
         for host in _ECR_HOSTS:
             # a tag (repo:tag) or a digest (repo@sha256:...)
             entries.append({"image": f"{host}/{repo}[:@]*", "kind": SCRIPT_MODE})
+    # The XGBoost images: the built-in algorithm, which runs a script when sagemaker_program names one.
+    for repo in builtin.XGBOOST_REPOSITORIES:
+        for host in _ECR_HOSTS:
+            entries.append({"image": f"{host}/{repo}[:@]*", "kind": SCRIPT_MODE,
+                            "entrypoint": ["python", "-m", builtin.XGBOOST_MODULE]})
     return entries
 
 
@@ -112,7 +118,7 @@ def resolve(image: str, config_images: list[dict[str, Any]] | None = None) -> Ru
     entries = list(config_images or []) + DEFAULT_IMAGES
     entry = _match(image, entries)
     if entry is None:
-        return Runtime(image=image, error=(
+        return Runtime(image=image, error=builtin.unavailable_reason(image) or (
             f"Image '{image}' is not in trainforge's image catalog: add it under the config key "
             f"'images' (see README)"))
     try:

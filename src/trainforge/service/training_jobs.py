@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from trainforge.algorithms.builtin import with_default_metrics
 from trainforge.api.errors import ResourceInUse, ValidationError, job_not_found
 from trainforge.api.validation import iso_timestamp
 from trainforge.awsmodel import operation
@@ -48,12 +49,15 @@ _UPDATABLE = ("ProfilerConfig", "ProfilerRuleConfigurations", "RemoteDebugConfig
 class TrainingJobs:
     def __init__(self, store: JobStore, config: Config, signer: TokenSigner,
                  check_create: Callable[[dict[str, Any]], None] | None = None,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None,
+                 for_algorithm: Callable[[Caller, dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.store = store
         self.config = config
         self.signer = signer
         self._check_create = check_create or (lambda params: None)
         self._wake = wake or (lambda: None)
+        # A request on an algorithm resource (AlgorithmName), checked and filled in from it (service/algorithms.py)
+        self._for_algorithm = for_algorithm or (lambda caller, request: request)
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         self._wake = wake
@@ -64,7 +68,7 @@ class TrainingJobs:
         check_role(params.get("RoleArn", ""), self.config, caller.account_id)
         check_tag_keys(params.get("Tags") or [])
         name = params["TrainingJobName"]
-        request = {k: v for k, v in params.items() if k != "Tags"}
+        request = with_default_metrics(self._for_algorithm(caller, {k: v for k, v in params.items() if k != "Tags"}))
         now = time.time()
         arn = job_arn(caller, name)
         values = {
@@ -187,6 +191,8 @@ def describe_document(job: JobRow) -> dict[str, Any]:
     """DescribeTrainingJob's answer: the request as sent, filled in with SageMaker's defaults
     (``describe_defaults.py``; the stored request is not changed), plus the service's own members."""
     doc: dict[str, Any] = fill_in({k: v for k, v in job.request.items() if k in _DESCRIBE_MEMBERS})
+    if doc["AlgorithmSpecification"].get("AlgorithmName"):  # its image was taken from the algorithm resource
+        doc["AlgorithmSpecification"] = {k: v for k, v in doc["AlgorithmSpecification"].items() if k != "TrainingImage"}
     for key, value in job.state.items():
         if key == "TrainingTimeInSeconds" and job.training_end_time is not None:
             # A job that had started training: finish() gave it TrainingTimeInSeconds, and its end

@@ -269,11 +269,10 @@ class JobStore:
                 created_after = None
                 conds.append(jobs.c.creation_time >= after[0])
         if name_contains:
-            escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             if self.db.is_sqlite:  # SQLite's LIKE ignores ASCII case (names are ASCII): no lower() per row
-                conds.append(jobs.c.name.like(f"%{escaped}%", escape="\\"))
+                conds.append(jobs.c.name.like(contains_pattern(name_contains), escape="\\"))
             else:
-                conds.append(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
+                conds.append(jobs.c.name.ilike(contains_pattern(name_contains), escape="\\"))
         if status:
             conds.append(jobs.c.status == status)
         if created_after is not None:
@@ -296,9 +295,7 @@ class JobStore:
         if training_plan_arn:
             conds.append(jobs.c.training_plan_arn == training_plan_arn)
         if after is not None:
-            cols = tuple_(*keys) if len(keys) > 1 else keys[0]
-            vals = tuple_(*after) if len(keys) > 1 else after[0]
-            conds.append(cols < vals if descending else cols > vals)
+            conds.append(past(keys, after, descending))
         order = [k.desc() if descending else k.asc() for k in keys]
         with self.db.read() as conn:
             candidates = self.name_index.candidates(conn, name_contains) if name_contains else None
@@ -431,6 +428,18 @@ class JobStore:
         with self.db.write() as conn:
             conn.execute(delete(tags).where(tags.c.account_id == account_id, tags.c.region == region,
                                             tags.c.resource_arn == arn, tags.c.key.in_(list(keys))))
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern (escape character backslash) matching names that contain ``text``."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def past(keys: Sequence[Any], after: Sequence[Any], descending: bool) -> ColumnElement[bool]:
+    """The keyset condition: rows after ``after`` (the sort key of the last row seen) in this order."""
+    cols = tuple_(*keys) if len(keys) > 1 else keys[0]
+    vals = tuple_(*after) if len(keys) > 1 else after[0]
+    return cols < vals if descending else cols > vals  # type: ignore[no-any-return]
 
 
 def _sqlite_table_hint(conn: Connection, stmt: Any, hint: str) -> list[Any]:

@@ -149,3 +149,19 @@ metric_samples = Table(
 Index("ix_metric_samples_series", metric_samples.c.job_id, metric_samples.c.name, metric_samples.c.host,
       metric_samples.c.timestamp)
 Index("ix_metric_samples_time", metric_samples.c.timestamp)
+
+# Algorithm resources (CreateAlgorithm; migration 0008): the request as received (without Tags), JSON.
+algorithms = Table(
+    "algorithms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("document", Text, nullable=False),
+    UniqueConstraint("account_id", "region", "name", name="uq_algorithms_name"),
+)
+Index("ix_algorithms_created", algorithms.c.account_id, algorithms.c.region, algorithms.c.creation_time,
+      algorithms.c.name)

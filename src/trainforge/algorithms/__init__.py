@@ -1,0 +1,1 @@
+"""Built-in algorithms that run here without their closed images (see ``builtin.py``)."""

@@ -1,0 +1,105 @@
+"""Algorithm resources: CreateAlgorithm, DescribeAlgorithm, ListAlgorithms, DeleteAlgorithm, and what
+CreateTrainingJob with an AlgorithmName (its name or ARN) takes from one (``algorithm_rules.py``).
+
+An algorithm is stored as its CreateAlgorithm request. Nothing validates it asynchronously here
+(no ValidationSpecification jobs are run; the specification is kept and shown): its status is
+``Completed`` from the start.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from trainforge.api.errors import ResourceInUse, ValidationError
+from trainforge.service import algorithm_rules
+from trainforge.service.pagination import TokenSigner
+from trainforge.service.training_jobs import Caller, _epoch, check_tag_keys
+from trainforge.store.algorithms import AlgorithmRow, AlgorithmStore
+from trainforge.store.jobs import DuplicateName
+
+_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):(\d{12}):algorithm/(.+)$")
+_DESCRIBED = ("AlgorithmDescription", "TrainingSpecification", "InferenceSpecification", "ValidationSpecification",
+              "CertifyForMarketplace")
+
+
+def algorithm_arn(caller: Caller, name: str) -> str:
+    return f"arn:aws:sagemaker:{caller.region}:{caller.account_id}:algorithm/{name}"
+
+
+class Algorithms:
+    def __init__(self, store: AlgorithmStore, signer: TokenSigner) -> None:
+        self.store = store
+        self.signer = signer
+
+    def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        check_tag_keys(params.get("Tags") or [])
+        algorithm_rules.check_specification(params["TrainingSpecification"])
+        name = params["AlgorithmName"]
+        row = AlgorithmRow(name, algorithm_arn(caller, name), time.time(),
+                           {k: v for k, v in params.items() if k != "Tags"})
+        try:
+            self.store.insert(caller.account_id, caller.region, row, params.get("Tags") or [])
+        except DuplicateName:
+            raise ResourceInUse(f"Algorithm {row.arn} already exists.") from None
+        return {"AlgorithmArn": row.arn}
+
+    def get(self, caller: Caller, name_or_arn: str) -> AlgorithmRow:
+        name = name_or_arn
+        m = _ARN.match(name_or_arn)
+        if m:
+            name = m.group(3) if (m.group(1), m.group(2)) == (caller.region, caller.account_id) else ""
+        row = self.store.get(caller.account_id, caller.region, name) if name else None
+        if row is None:
+            arn = name_or_arn if m else algorithm_arn(caller, name_or_arn)
+            raise ValidationError(f"Algorithm {arn} does not exist.")
+        return row
+
+    def describe(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        row = self.get(caller, params["AlgorithmName"])
+        doc: dict[str, Any] = {"AlgorithmName": row.name, "AlgorithmArn": row.arn, "CreationTime": row.creation_time,
+                               "AlgorithmStatus": "Completed",
+                               "AlgorithmStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []}}
+        doc.update({k: row.document[k] for k in _DESCRIBED if k in row.document})
+        return doc
+
+    def list(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        sort_by = params.get("SortBy") or "CreationTime"
+        descending = (params.get("SortOrder") or "Ascending") == "Descending"
+        limit = params.get("MaxResults") or 10
+        filters: dict[str, Any] = {"name_contains": params.get("NameContains"),
+                   "created_after": _epoch(params.get("CreationTimeAfter")),
+                   "created_before": _epoch(params.get("CreationTimeBefore"))}
+        query = [caller.account_id, caller.region, sort_by, descending, filters]
+        after = self.signer.decode(params["NextToken"], query) if params.get("NextToken") else None
+        rows = self.store.list(caller.account_id, caller.region, sort_by=sort_by, descending=descending,
+                               after=after, limit=limit + 1, **filters)
+        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r) for r in rows[:limit]]}
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            out["NextToken"] = self.signer.encode(
+                [last.name] if sort_by == "Name" else [last.creation_time, last.name], query)
+        return out
+
+    def delete(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        row = self.get(caller, params["AlgorithmName"])
+        self.store.delete(caller.account_id, caller.region, row)
+        return {}
+
+    def for_job(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
+        """A CreateTrainingJob request on an algorithm resource, checked and filled in from it; any
+        other request as it is."""
+        name = (request.get("AlgorithmSpecification") or {}).get("AlgorithmName")
+        if not name:
+            return request
+        row = self.get(caller, name)
+        return algorithm_rules.apply(row.document, row.name, request)
+
+
+def _summary(row: AlgorithmRow) -> dict[str, Any]:
+    s: dict[str, Any] = {"AlgorithmName": row.name, "AlgorithmArn": row.arn, "CreationTime": row.creation_time,
+                         "AlgorithmStatus": "Completed"}
+    if row.document.get("AlgorithmDescription"):
+        s["AlgorithmDescription"] = row.document["AlgorithmDescription"]
+    return s

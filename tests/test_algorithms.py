@@ -1,0 +1,149 @@
+"""Algorithm resources (issue 14): CreateAlgorithm / DescribeAlgorithm / ListAlgorithms /
+DeleteAlgorithm, and CreateTrainingJob with AlgorithmName held to the algorithm's rules."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import read_model, unique_name, wait_for_job
+from test_builtin_xgboost import IMAGE, SAGEMAKER_METRICS, channel, csv_bytes, dataset, job_request, upload
+
+
+def specification(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "TrainingImage": IMAGE,
+        "SupportedHyperParameters": [
+            {"Name": "num_round", "Type": "Integer", "IsRequired": True, "DefaultValue": "7",
+             "Range": {"IntegerParameterRangeSpecification": {"MinValue": "1", "MaxValue": "1000"}}},
+            {"Name": "eta", "Type": "Continuous", "DefaultValue": "0.3",
+             "Range": {"ContinuousParameterRangeSpecification": {"MinValue": "0", "MaxValue": "0.5"}}},
+            {"Name": "objective", "Type": "Categorical", "DefaultValue": "reg:squarederror",
+             "Range": {"CategoricalParameterRangeSpecification": {"Values": ["reg:squarederror", "reg:absoluteerror"]}}},
+            {"Name": "eval_metric", "Type": "FreeText"},
+        ],
+        "SupportedTrainingInstanceTypes": ["ml.m5.xlarge", "ml.m5.2xlarge"],
+        "SupportsDistributedTraining": False,
+        "MetricDefinitions": SAGEMAKER_METRICS,
+        "TrainingChannels": [
+            {"Name": "train", "IsRequired": True, "SupportedContentTypes": ["text/csv"],
+             "SupportedInputModes": ["File", "Pipe"]},
+            {"Name": "validation", "SupportedContentTypes": ["text/csv"], "SupportedInputModes": ["File"]},
+        ],
+    }
+    spec.update(overrides)
+    return spec
+
+
+def create(sm: Any, **overrides: Any) -> str:
+    name = unique_name("algo")
+    sm.create_algorithm(AlgorithmName=name, AlgorithmDescription="xgboost with house rules",
+                        TrainingSpecification=specification(**overrides))
+    return name
+
+
+def refused(call: Any, **kwargs: Any) -> str:
+    with pytest.raises(ClientError) as exc:
+        call(**kwargs)
+    assert exc.value.response["Error"]["Code"] == "ValidationException", exc.value.response
+    return str(exc.value.response["Error"]["Message"])
+
+
+def test_create_describe_list_delete(server: Any) -> None:
+    sm = server.client()
+    name = create(sm)
+    described = sm.describe_algorithm(AlgorithmName=name)
+    assert described["AlgorithmName"] == name and described["AlgorithmStatus"] == "Completed"
+    assert described["AlgorithmArn"] == f"arn:aws:sagemaker:us-east-1:000000000000:algorithm/{name}"
+    assert described["TrainingSpecification"]["TrainingChannels"][0]["Name"] == "train"
+    assert sm.describe_algorithm(AlgorithmName=described["AlgorithmArn"])["AlgorithmName"] == name
+    with pytest.raises(ClientError) as exc:
+        sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification())
+    assert exc.value.response["Error"]["Code"] == "ResourceInUse"
+    others = [create(sm) for _ in range(2)]
+    prefix = name.rsplit("-", 2)[0]
+    listed = sm.list_algorithms(NameContains=prefix, SortBy="Name", MaxResults=2)
+    assert [a["AlgorithmName"] for a in listed["AlgorithmSummaryList"]] == sorted([name, *others])[:2]
+    rest = sm.list_algorithms(NameContains=prefix, SortBy="Name", MaxResults=2, NextToken=listed["NextToken"])
+    assert [a["AlgorithmName"] for a in rest["AlgorithmSummaryList"]] == sorted([name, *others])[2:]
+    sm.delete_algorithm(AlgorithmName=name)
+    assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)
+    assert name not in [a["AlgorithmName"] for a in sm.list_algorithms(NameContains=prefix)["AlgorithmSummaryList"]]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["SupportedHyperParameters"][0]["Range"]["IntegerParameterRangeSpecification"].update(MinValue="9",
+                                                                                                      MaxValue="3"),
+     "MinValue 9 is greater than MaxValue 3"),
+    (lambda s: s["SupportedHyperParameters"][1].update(DefaultValue="0.9"), "DefaultValue 0.9 is outside its range"),
+    (lambda s: s["SupportedHyperParameters"][1].update(Range={"IntegerParameterRangeSpecification": {
+        "MinValue": "0", "MaxValue": "1"}}), "needs a Range with ContinuousParameterRangeSpecification"),
+    (lambda s: s["TrainingChannels"].append(dict(s["TrainingChannels"][0])), "the name train appears more than once"),
+])
+def test_a_specification_that_contradicts_itself_is_refused(server: Any, change: Any, message: str) -> None:
+    spec = specification()
+    change(spec)
+    assert message in refused(server.client().create_algorithm, AlgorithmName=unique_name("algo"),
+                              TrainingSpecification=spec)
+
+
+def algorithm_job(name: str, bucket: str, algorithm: str, hps: dict[str, str], **extra: Any) -> dict[str, Any]:
+    req = job_request(name, bucket, [channel("train", f"s3://{bucket}/algo/train/", "text/csv")], hps, **extra)
+    req["AlgorithmSpecification"] = {"AlgorithmName": algorithm, "TrainingInputMode": "File"}
+    return req
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["HyperParameters"].update(eta="0.9"), "Hyperparameter eta: value 0.9 is outside its range [0, 0.5]"),
+    (lambda r: r["HyperParameters"].update(max_depth="3"), "Hyperparameter max_depth is not supported by algorithm"),
+    (lambda r: r["HyperParameters"].update(num_round="2.5"), "Hyperparameter num_round: value '2.5' is not an Integer"),
+    (lambda r: r["HyperParameters"].update(objective="binary:logistic"), "is not one of its Categorical values"),
+    (lambda r: r["InputDataConfig"][0].update(ChannelName="training"), "Channel train is required by algorithm"),
+    (lambda r: r["InputDataConfig"].append({**copy.deepcopy(r["InputDataConfig"][0]), "ChannelName": "extra"}),
+     "Channel extra is not supported by algorithm"),
+    (lambda r: r["InputDataConfig"][0].update(ContentType="text/libsvm"),
+     "Content type text/libsvm of channel train is not supported"),
+    (lambda r: r["InputDataConfig"][0].update(InputMode="FastFile"),
+     "Input mode FastFile of channel train is not supported"),
+    (lambda r: r["ResourceConfig"].update(InstanceType="ml.c5.xlarge"),
+     "Instance type ml.c5.xlarge is not supported by algorithm"),
+    (lambda r: r["ResourceConfig"].update(InstanceCount=2), "does not support distributed training"),
+])
+def test_a_job_breaking_an_algorithm_rule_is_refused(server: Any, bucket: str, change: Any, message: str) -> None:
+    sm = server.client()
+    algorithm = create(sm)
+    req = algorithm_job(unique_name("algo-job"), bucket, algorithm, {"eta": "0.2"})
+    change(req)
+    assert message in refused(sm.create_training_job, **req)
+
+
+def test_unknown_algorithm_is_refused(server: Any, bucket: str) -> None:
+    sm = server.client()
+    req = algorithm_job(unique_name("algo-job"), bucket, "no-such-algorithm", {})
+    assert "algorithm/no-such-algorithm does not exist" in refused(sm.create_training_job, **req)
+
+
+def test_a_job_on_an_algorithm_runs_its_image_with_its_defaults_and_metrics(server: Any, s3: Any,
+                                                                             bucket: str) -> None:
+    sm = server.client()
+    algorithm = create(sm)
+    arn = sm.describe_algorithm(AlgorithmName=algorithm)["AlgorithmArn"]
+    x, y = dataset(800, seed=11)
+    upload(s3, bucket, "algo/train", {"t.csv": csv_bytes(x, y)})
+    name = unique_name("algo-job")
+    sm.create_training_job(**algorithm_job(name, bucket, arn, {"eta": "0.25"}))  # by ARN; num_round defaulted
+    described = wait_for_job(sm, name, timeout=180)
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    assert described["AlgorithmSpecification"]["AlgorithmName"] == arn
+    assert "TrainingImage" not in described["AlgorithmSpecification"]
+    assert described["AlgorithmSpecification"]["MetricDefinitions"] == SAGEMAKER_METRICS
+    assert described["HyperParameters"] == {"eta": "0.25", "num_round": "7", "objective": "reg:squarederror"}
+    assert {m["MetricName"] for m in described["FinalMetricDataList"]} == {"train:rmse"}
+    import xgboost
+
+    files = read_model(described["ModelArtifacts"]["S3ModelArtifacts"])
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(files["xgboost-model"]))
+    assert booster.num_boosted_rounds() == 7
