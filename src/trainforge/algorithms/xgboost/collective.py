@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 TRACKER_PORT = 9099
 CONNECT_SECONDS = 600.0
@@ -29,7 +30,7 @@ def communicator(hosts: list[str], current: str) -> Iterator[None]:
     if rank == 0:
         tracker = RabitTracker(n_workers=len(hosts), host_ip=address, port=TRACKER_PORT, sortby="task")
         tracker.start()
-    args = {"dmlc_communicator": "rabit", "dmlc_tracker_uri": address, "dmlc_tracker_port": TRACKER_PORT,
+    args: dict[str, Any] = {"dmlc_communicator": "rabit", "dmlc_tracker_uri": address, "dmlc_tracker_port": TRACKER_PORT,
             "dmlc_task_id": str(rank), "dmlc_retry": RETRIES, "dmlc_timeout": int(CONNECT_SECONDS)}
     try:
         with collective.CommunicatorContext(**args):
