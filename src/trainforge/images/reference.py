@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 DOCKER_HUB = "docker.io"
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                   r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -52,6 +54,8 @@ def parse(text: str) -> Reference:
     first, _, rest = ref.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         host, path = first, rest
+        if not _HOST.match(host):
+            raise ReferenceError(f"'{text}': '{host}' is not a registry host")
     else:
         host, path = DOCKER_HUB, ref
     tag = ""
