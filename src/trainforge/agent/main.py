@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import container, environment, instance_files, isolation, layout, runner
+from trainforge.agent import container, environment, image, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
 from trainforge.agent.direct import Direct
 from trainforge.agent.direct import finish as finish_direct
@@ -246,6 +246,10 @@ class Agent:
         except isolation.IsolationError as exc:
             reporter.notice(str(exc))
             return Outcome("algorithm", None, f"ClientError: {exc}"[:1024])
+        if image.is_image(spec):
+            pulled = self._pull_image()
+            if pulled is not None:
+                return pulled
         if isolation.sandboxed(spec):
             from trainforge.data.owner import set_owner
 
@@ -261,6 +265,18 @@ class Agent:
             return Inputs()
         use_job_credentials(spec)
         return self._stage(paths)
+
+    def _pull_image(self) -> Outcome | None:
+        """A container image into the cache (SecondaryStatus Downloading while it comes); an
+        Outcome (ClientError naming the image and the cause) when it cannot be had."""
+        self.reporter.status("Downloading", image.DOWNLOADING)
+        try:
+            image.pull(self.spec, self._notice)
+        except image.ImageError as exc:
+            reason = f"ClientError: {exc}"[:1024]
+            self.reporter.notice(reason)
+            return Outcome("algorithm", None, reason)
+        return None
 
     def _stage(self, paths: Paths) -> Inputs | Outcome:
         box, _thread = run_staging(lambda: stage(
