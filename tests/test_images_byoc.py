@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,7 +157,7 @@ def test_byoc_job_runs_the_images_entrypoint_and_a_second_job_pulls_nothing(byoc
 @pytest.mark.parametrize("case", ["missing tag", "registry down", "bad credentials", "no entrypoint"])
 def test_pull_failures_are_client_errors_naming_image_and_cause(byoc_server: Any, registries: Any, trainer: Any,
                                                                 case: str) -> None:
-    plain, secure = registries
+    plain, _ = registries
     image, cause = {
         "missing tag": (f"{plain.host}/team/trainer:nope", "the image does not exist in the registry"),
         "registry down": ("127.0.0.1:1/team/trainer:1", "the registry cannot be reached"),

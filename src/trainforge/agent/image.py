@@ -43,7 +43,7 @@ def provider_arn(request: dict[str, Any]) -> str | None:
 def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     """The image into the cache and its configuration into ``spec["runtime"]`` (raises :class:`ImageError`)."""
     from trainforge.images import pull as pulling
-    from trainforge.images import store, unpack
+    from trainforge.images import unpack
 
     runtime = spec["runtime"]
     shown = runtime["image"]
@@ -53,11 +53,10 @@ def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
                          "sandbox (this server runs training code with isolation: none)")
     uid = int(s.get("uid") or 0)
     try:
-        image = pulling.ensure(s["data_dir"], shown, uid, s, provider_arn(spec["request"]), log=log)
+        image = pulling.ensure(s["data_dir"], shown, uid, s, provider_arn(spec["request"]), log=log, hold=True)
     except pulling.PullError as exc:
         raise ImageError(str(exc)) from None
-    st = store.Store.of(s["data_dir"])
-    runtime["lock_fd"] = st.hold(os.path.basename(image.bundle))  # never evicted while it runs
+    runtime["lock_fd"] = image.lock_fd  # never evicted while it runs
     if image.pulled:
         log(f"pulled the training image {shown} ({image.digest}) in {image.seconds:.2f} s")
     else:

@@ -42,6 +42,12 @@ class Image:
     config: unpack.ImageConfig
     pulled: bool
     seconds: float
+    lock_fd: int | None = None  # a shared lock on the unpacked image: never evicted while held
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     @property
     def rootfs(self) -> str:
@@ -50,8 +56,9 @@ class Image:
 
 def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | None = None,
            provider_arn: str | None = None, refresh: bool = False,
-           log: Callable[[str], None] | None = None) -> Image:
-    """The image ``reference`` unpacked for instances whose root is host ``uid``, pulled if needed."""
+           log: Callable[[str], None] | None = None, hold: bool = False) -> Image:
+    """The image ``reference`` unpacked for instances whose root is host ``uid``, pulled if needed;
+    with ``hold``, the image stays locked against eviction until :meth:`Image.release`."""
     started = time.monotonic()
     try:
         ref = parse(reference)
@@ -69,12 +76,16 @@ def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | N
         bundle = st.rootfs_dir(digest, uid)
         if not os.path.isdir(bundle):
             _unpack(st, key, digest, bundle, uid, reference, log)
+        held = st.hold(os.path.basename(bundle))  # before the lock goes: nothing evicts it now
     st.touch(bundle)
     limit = float((settings or {}).get("image_cache_gb") or store.DEFAULT_CACHE_GB)
     if pulled:
         st.evict(int(limit * 1024 ** 3), log)
     config = unpack.ImageConfig.load(os.path.join(bundle, "image.json"))
-    return Image(key, digest, bundle, config, pulled, time.monotonic() - started)
+    image = Image(key, digest, bundle, config, pulled, time.monotonic() - started, held)
+    if not hold:
+        image.release()
+    return image
 
 
 def registries_of(settings: dict[str, Any] | None) -> dict[str, Any]:
