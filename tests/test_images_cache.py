@@ -127,7 +127,7 @@ def test_images_command_pulls_lists_and_removes(registry: Registry, tmp_path: Pa
 
     def images(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        return subprocess.run([sys.executable, "-m", "trainforge", "images", "--data-dir", str(data), *args],
+        return subprocess.run([sys.executable, "-m", "trainforge.cli", "images", "--data-dir", str(data), *args],
                               capture_output=True, text=True, timeout=300, env=env)
 
     pulled = images("pull", ref, "--output", "json")
