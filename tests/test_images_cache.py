@@ -15,14 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.oci_registry import Entry, Registry, busybox_layer, file, start_registry, tar_layer, tools_missing, write_layout
+from tests.oci_registry import (
+    Entry,
+    Registry,
+    busybox_layer,
+    file,
+    start_registry,
+    tar_layer,
+    tools_missing,
+    write_layout,
+)
 
 if os.name != "posix" or os.geteuid() != 0:
     pytest.skip("unpacking onto the instances' uids needs root", allow_module_level=True)
 if tools_missing():
     pytest.skip(f"missing: {', '.join(tools_missing())}", allow_module_level=True)
 
-from trainforge.images import pull, store  # noqa: E402
+from trainforge.images import pull, store
 
 UID = 100000
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +137,7 @@ def test_images_command_pulls_lists_and_removes(registry: Registry, tmp_path: Pa
     def images(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         return subprocess.run([sys.executable, "-m", "trainforge.cli", "images", "--data-dir", str(data), *args],
-                              capture_output=True, text=True, timeout=300, env=env)
+                              capture_output=True, text=True, timeout=300, env=env, check=False)
 
     pulled = images("pull", ref, "--output", "json")
     assert pulled.returncode == 0, pulled.stderr
