@@ -171,7 +171,7 @@ def _unpack(st: store.Store, key: str, digest: str, bundle: str, uid: int, shown
         with open(os.path.join(staged, "image.json"), "w", encoding="utf-8") as f:
             json.dump(config.as_dict(), f)
         with open(os.path.join(staged, "size.json"), "w", encoding="utf-8") as f:
-            json.dump({"bytes": store.dir_bytes(os.path.join(staged, "rootfs"))}, f)
+            json.dump({"bytes": found.bytes}, f)
         for name in os.listdir(staged):  # umoci's own config.json and mtree: not ours to use
             if name not in ("rootfs", "image.json", "size.json"):
                 os.unlink(os.path.join(staged, name))

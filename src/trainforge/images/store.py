@@ -207,14 +207,3 @@ def _file_size(path: str) -> int:
         return os.lstat(path).st_size
     except OSError:
         return 0
-
-
-def dir_bytes(path: str) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames + dirnames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                continue
-    return total

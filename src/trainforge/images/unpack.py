@@ -34,6 +34,7 @@ class UnpackError(RuntimeError):
 class Sanitised:
     devices: list[str] = field(default_factory=list)
     setid: list[str] = field(default_factory=list)
+    bytes: int = 0  # what the root takes on disk (the cache's size accounting)
 
 
 def unpack(layout: str, name: str, bundle: str, uid: int, umoci: str = UMOCI) -> None:
@@ -47,7 +48,8 @@ def unpack(layout: str, name: str, bundle: str, uid: int, umoci: str = UMOCI) ->
 
 
 def sanitise(root: str) -> Sanitised:
-    """Drop device nodes, set-uid/set-gid bits and file capabilities under ``root`` (no symlink followed)."""
+    """Drop device nodes, set-uid/set-gid bits and file capabilities under ``root`` (no symlink
+    followed); count what the root takes on disk on the way."""
     found = Sanitised()
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames + dirnames:
@@ -57,6 +59,7 @@ def sanitise(root: str) -> Sanitised:
             except OSError:
                 continue
             rel = "/" + os.path.relpath(path, root)
+            found.bytes += st.st_blocks * 512
             if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 os.unlink(path)
                 found.devices.append(rel)
