@@ -32,8 +32,10 @@ APPLETS = ("sh", "cat", "echo", "id", "pwd", "sleep", "mkdir", "ls", "env", "hos
 def tools_missing() -> list[str]:
     need = ["docker-registry", "skopeo", "umoci", "openssl", "htpasswd", "runc"]
     missing = [t for t in need if shutil.which(t) is None]
-    if not os.path.exists(BUSYBOX):
-        missing.append(BUSYBOX + " (busybox-static)")
+    from trainforge.agent.image import elf_interpreter
+
+    if not os.path.exists(BUSYBOX) or elf_interpreter(BUSYBOX) is not None:
+        missing.append(f"a static {BUSYBOX} (busybox-static)")
     return missing
 
 

@@ -69,23 +69,18 @@ def command(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
 
 
 def rows(st: Any) -> list[dict[str, Any]]:
+    from ..images import store
+
     out = []
     for record in st.records():
         digest = str(record.get("digest") or "")
         bundles = [st.path("rootfs", n) for n in st.unpacked() if n.startswith(digest.partition(":")[2] + "-")]
-        blobs = sum(_size(st.blob(d)) for d in st.blobs_of(digest))
+        blobs = sum(store.file_size(st.blob(d)) for d in st.blobs_of(digest))
         used = max((os.stat(b).st_mtime for b in bundles), default=float(record.get("pulled_at") or 0))
         out.append({"Reference": record.get("reference"), "Digest": digest,
                     "SizeBytes": blobs + sum(st.size_of(b) for b in bundles),
                     "PulledAt": _when(float(record.get("pulled_at") or 0)), "LastUsed": _when(used)})
     return out
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _when(t: float) -> str:

@@ -97,6 +97,7 @@ def _pull(st: store.Store, ref: Reference, shown: str, regs: dict[str, Any], pro
         route = registries.route(ref, regs, provider_arn)
     except registries.CredentialsError as exc:
         raise PullError(f"Cannot pull the training image '{shown}': {exc}") from None
+    st.sweep_tmp(PULL_TIMEOUT + 600)
     work = tempfile.mkdtemp(prefix="pull-", dir=st.path("tmp"))
     try:
         layout = os.path.join(work, "layout")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import ipaddress
 import json
 import os
 import subprocess
@@ -95,14 +94,10 @@ def provider(arn: str, registries: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.endswith("]") or "]:" in host else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    """Whether a registry ``host[:port]`` is on this machine's loopback (``localhost``, 127/8, ::1)."""
+    from trainforge.cli.connection import is_local
+
+    return is_local("//" + host)
 
 
 def route(ref: Reference, registries: dict[str, Any] | None, provider_arn: str | None = None) -> Route:

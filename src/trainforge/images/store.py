@@ -107,6 +107,13 @@ class Store:
     def unpacked(self) -> list[str]:
         return sorted(os.listdir(self.path("rootfs")))
 
+    def sweep_tmp(self, older_than: float) -> None:
+        """What pulls and unpacks killed half-way left in ``tmp/`` (a live one is younger)."""
+        for name in os.listdir(self.path("tmp")):
+            path = self.path("tmp", name)
+            if time.time() - _mtime(path) > older_than:
+                shutil.rmtree(path, ignore_errors=True)
+
     def touch(self, rootfs_dir: str) -> None:
         with contextlib.suppress(OSError):
             os.utime(rootfs_dir)
@@ -128,7 +135,7 @@ class Store:
             return 0
 
     def total_bytes(self) -> int:
-        blobs = sum(_file_size(os.path.join(self.path("blobs", "sha256"), n))
+        blobs = sum(file_size(os.path.join(self.path("blobs", "sha256"), n))
                     for n in os.listdir(self.path("blobs", "sha256")))
         return blobs + sum(self.size_of(self.path("rootfs", n)) for n in self.unpacked())
 
@@ -202,7 +209,7 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def _file_size(path: str) -> int:
+def file_size(path: str) -> int:
     try:
         return os.lstat(path).st_size
     except OSError:
