@@ -73,11 +73,17 @@ def build(tmp: Path, mb: int, salt: str) -> Path:
                         {"Entrypoint": ["/usr/bin/entry"], "Env": ["PATH=/usr/bin:/bin"]})
 
 
-def wait_file(path: Path, timeout: float = 600) -> float:
+def wait_file(path: Path, timeout: float = 900, sm=None) -> float:
     deadline = time.monotonic() + timeout
+    polls = 0
     while not path.exists():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {path}")
+        polls += 1
+        if sm is not None and polls % 500 == 0:
+            job = sm.describe_training_job(TrainingJobName=path.name)
+            if job["TrainingJobStatus"] == "Failed" and not path.exists():
+                raise SystemExit(f"{path.name} failed: {job.get('FailureReason')}")
         time.sleep(0.002)
     return time.monotonic()
 
@@ -93,7 +99,7 @@ def job_start(sm, marks: Path, image: str, name: str, wait: bool = True, entry: 
         OutputDataConfig={"S3OutputPath": f"file://{marks}/out"}, Environment={"MARK": str(mark)},
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
         StoppingCondition={"MaxRuntimeInSeconds": 3600})
-    return wait_file(mark) - t0 if wait else t0
+    return wait_file(mark, sm=sm) - t0 if wait else t0
 
 
 def by_hand_pull(image: str, work: Path) -> tuple[float, Path]:
@@ -166,7 +172,7 @@ def main() -> None:
         many = registry.push(build(tmp, 20, "many"), "bench/many", "1")
         before = registry.manifest_gets()
         t0s = [job_start(sm, marks, many, f"many-{i}", wait=False) for i in range(args.jobs)]
-        ends = [wait_file(marks / f"many-{i}") for i in range(args.jobs)]
+        ends = [wait_file(marks / f"many-{i}", sm=sm) for i in range(args.jobs)]
         pulls = registry.manifest_gets() - before
         for name in [f"{kind}-{i}" for kind, n in (("cold", args.runs), ("warm", args.runs * 2),
                                                    ("catalog", args.runs * 2), ("many", args.jobs)) for i in range(n)]:

@@ -94,10 +94,12 @@ def provider(arn: str, registries: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether a registry ``host[:port]`` is on this machine's loopback (``localhost``, 127/8, ::1)."""
-    from trainforge.cli.connection import is_local
+    """Whether a registry ``host[:port]`` is on this machine's loopback (``localhost``, 127/8, ::1).
+    (The agent imports no botocore: not ``cli.connection.is_local``.)"""
+    from urllib.parse import urlsplit
 
-    return is_local("//" + host)
+    name = urlsplit("//" + host).hostname or ""
+    return name in ("localhost", "::1") or name.startswith("127.")
 
 
 def route(ref: Reference, registries: dict[str, Any] | None, provider_arn: str | None = None) -> Route:
