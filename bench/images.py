@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (server data, agent logs)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-images-"))
     os.chmod(tmp, 0o755)
@@ -200,6 +201,12 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         registry.stop()
+        from trainforge.sandbox.volume import release_under
+
+        release_under(str(tmp / "data"))  # volumes of jobs the server had no time to sweep
+        if args.keep:
+            print(f"kept: {tmp}", file=sys.stderr)
+            return
         subprocess.run(["python3", "-c", f"import shutil; shutil.rmtree({str(tmp)!r}, ignore_errors=True)"],
                        check=False)
 
