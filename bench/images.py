@@ -36,11 +36,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(HERE)]
 
-import boto3  # noqa: E402
-from botocore.config import Config as BotoConfig  # noqa: E402
-from overhead import start_server  # noqa: E402
+import boto3
+from botocore.config import Config as BotoConfig
+from overhead import start_server
 
-from tests.oci_registry import Entry, busybox_layer, file, start_registry, tar_layer, write_layout  # noqa: E402
+from tests.oci_registry import Entry, busybox_layer, file, start_registry, tar_layer, write_layout
 
 ENTRY = "#!/bin/sh\necho started > \"$MARK\"\n"
 
@@ -189,7 +189,7 @@ def main() -> None:
              f"{k * 1000:.0f} ms", f"{(w - k) * 1000:+.0f} ms", "(what the image adds)"),
             (f"{args.jobs} jobs of one new image at once", f"{pulls} pull(s)", "", "", "",
              "1 pull"),
-            (f"  ... the last of them started after", f"{(max(ends) - min(t0s)) * 1000:.0f} ms", "", "", "", ""),
+            ("  ... the last of them started after", f"{(max(ends) - min(t0s)) * 1000:.0f} ms", "", "", "", ""),
         ]
         print(f"\nimage: {size / 1e6:.0f} MB compressed in 3 layers; medians of {args.runs} cold / "
               f"{args.runs * 2} warm runs")
@@ -206,9 +206,8 @@ def main() -> None:
         release_under(str(tmp / "data"))  # volumes of jobs the server had no time to sweep
         if args.keep:
             print(f"kept: {tmp}", file=sys.stderr)
-            return
-        subprocess.run(["python3", "-c", f"import shutil; shutil.rmtree({str(tmp)!r}, ignore_errors=True)"],
-                       check=False)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 HEADER = ("figure", "trainforge", "peer", "peer value", "ratio", "target")
