@@ -63,7 +63,7 @@ def _preload() -> None:
     import trainforge.agent.outputs
     import trainforge.agent.transport
     import trainforge.data.volume  # noqa: F401  (every job with VolumeSizeInGB polls it)
-    import trainforge.images.pull  # a container image's job looks its cache up
+    from trainforge.images import pull  # noqa: F401  (a container image's job looks its cache up)
     from trainforge.agent.isolation import warm_up
 
     warm_up()
