@@ -200,10 +200,6 @@ UNSUPPORTED: dict[str, Any] = {
     "ResourceConfig.TrainingPlanArn": TRAINING_PLAN,
     "ResourceConfig.InstancePlacementConfig": {
         "EnableMultipleJobs": True, "PlacementSpecifications": [{"UltraServerId": "us-1", "InstanceCount": 1}]},
-    "AlgorithmSpecification.TrainingImageConfig": {
-        "TrainingRepositoryAccessMode": "Vpc",
-        "TrainingRepositoryAuthConfig": {
-            "TrainingRepositoryCredentialsProviderArn": "arn:aws:lambda:us-east-1:000000000000:function:creds"}},
     "RemoteDebugConfig": {"EnableRemoteDebug": True},
     "InfraCheckConfig": {"EnableInfraCheck": True},
     "SessionChainingConfig": {"EnableSessionTagChaining": True},

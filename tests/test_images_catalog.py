@@ -35,7 +35,16 @@ def test_framework_images_run_script_mode_with_the_servers_python(image: str) ->
 @pytest.mark.parametrize("image", [
     "my-registry.example.com/pytorch-training:2.0",  # not an ECR registry
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.0",
+    "127.0.0.1:5000/team/trainer@sha256:" + "a" * 64,
+])
+def test_registry_references_outside_the_catalog_are_pulled(image: str) -> None:
+    rt = resolve(image, [])
+    assert rt.error is None and rt.kind == "pull" and rt.command == [] and rt.image == image
+
+
+@pytest.mark.parametrize("image", [
     "arn:aws:sagemaker:us-east-1:000000000000:algorithm/my-algo",
+    "my-algo",  # no registry host: an algorithm name, not an image SageMaker would pull
 ])
 def test_unknown_image_names_the_config_key(image: str) -> None:
     rt = resolve(image, [])

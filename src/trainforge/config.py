@@ -76,6 +76,10 @@ class Config:
     scale_instances_to_machine: bool = True
     # Image catalog entries (image-URI glob -> runtime); prepended to the shipped defaults.
     images: list[dict[str, Any]] = field(default_factory=list)
+    # Registry host (or pattern) -> mirror endpoint, plain_http, ca_file, credentials (images/registries.py).
+    registries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Pulled images kept in <data_dir>/images up to this size; least recently used ones go first.
+    image_cache_gb: float = 50.0
     # RoleArn -> credentials {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"?,
     # "profile"?}; empty = every role uses the server's own AWS configuration.
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)

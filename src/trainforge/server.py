@@ -120,6 +120,9 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     from trainforge.images.catalog import validate as validate_images
 
     validate_images(config.images)  # a malformed catalog entry stops the server at start, not a job later
+    from trainforge.images.registries import validate as validate_registries
+
+    validate_registries(config.registries)
     make_private(config.data_path)
     db = Database(config.effective_database_url)
     db.migrate()
@@ -144,6 +147,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     warm(SUPPORTED_OPERATIONS)  # compile the validators now, not on the first request
     algorithms = Algorithms(AlgorithmStore(db), signer)
     jobs = TrainingJobs(store, config, signer, check_create=create_rules, for_algorithm=algorithms.for_job)
+    if isolation.settings is not None:  # what an agent pulling an image needs (images/pull.py)
+        isolation.settings.update(registries=config.registries, image_cache_gb=config.image_cache_gb)
     scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
     jobs.set_wake(scheduler.wake)
     reports = Reports(store, on_job_change=scheduler.wake)

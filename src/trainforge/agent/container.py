@@ -15,6 +15,7 @@ import hashlib
 import os
 from typing import Any
 
+from trainforge.agent import image
 from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
 from trainforge.sandbox import gpus, rootfs, runc, volume
 
@@ -159,12 +160,20 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     """Write the instance's bundle (``instance_dir/bundle``) and return the argv of ``runc run``."""
     s = settings(spec)
     sandbox_dir = s["dir"]
-    etc = rootfs.ensure(sandbox_dir, uid(spec))
     cid = container_id(paths.instance_dir)
-    root = rootfs.instance_root(s["roots"], cid, uid(spec))
-    python = (spec.get("runtime") or {}).get("python") or ""
-    binds = [runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")]
-    binds += [runc.bind(p, p) for p in rootfs.read_only_paths(python, s.get("data_dir") or sandbox_dir)]
+    user = (0, 0)
+    if image.is_image(spec):  # the image's root, its private layer, the host's tools for PID 1
+        root = os.path.join(s["roots"], cid)
+        image.mount_root(spec, root, paths.instance_dir)
+        config = spec["runtime"]["config"]
+        cwd, user = config.get("working_dir") or "/", tuple(spec["runtime"]["user"])  # type: ignore[assignment]
+        binds = [runc.bind("/usr", image.HOST_TOOLS)]
+    else:
+        etc = rootfs.ensure(sandbox_dir, uid(spec))
+        root = rootfs.instance_root(s["roots"], cid, uid(spec))
+        python = (spec.get("runtime") or {}).get("python") or ""
+        binds = [runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")]
+        binds += [runc.bind(p, p) for p in rootfs.read_only_paths(python, s.get("data_dir") or sandbox_dir)]
     binds += _etc_files(spec, paths)
     binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
     binds += local_mounts(spec, paths, local_paths)
@@ -178,7 +187,8 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     cfg = runc.config(argv=argv, env=env, cwd=cwd, hostname=spec["host"], rootfs=root, mounts=binds,
                       network=network_mode(spec), memory_bytes=memory, cpus=cpus,
                       cgroups_path=f"/trainforge/{cid}" if s.get("cgroups") else None, uid_base=uid(spec),
-                      devices=devices, device_rules=gpus.device_cgroup_rules(devices) if devices else None)
+                      devices=devices, device_rules=gpus.device_cgroup_rules(devices) if devices else None,
+                      writable_root=image.is_image(spec), user=user)
     bundle_dir = os.path.join(paths.instance_dir, "bundle")
     runc.write_bundle(bundle_dir, cfg)
     return runc.run_argv(rootfs.runc_state(s["roots"]), bundle_dir, cid, runc_path)
@@ -244,3 +254,13 @@ def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:
     cid = container_id(paths.instance_dir)
     runc.delete(rootfs.runc_state(settings(spec)["roots"]), cid, runc_path)
     rootfs.remove_root(settings(spec)["roots"], cid)
+    if image.is_image(spec):
+        image.unmount_root(os.path.join(settings(spec)["roots"], cid), paths.instance_dir)
+        image.release(spec)
+
+
+def init_prefix(spec: dict[str, Any]) -> list[str]:
+    """PID 1's wrapper up to its script: ``setpriv --pdeathsig KILL -- sh -c`` (:mod:`.isolation`)."""
+    if image.is_image(spec):
+        return image.init_prefix()
+    return ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from trainforge.agent import layout
 from trainforge.agent.spec import Paths, hosts, network_isolated
+from trainforge.images.catalog import PULL
 from trainforge.sandbox import gpu_env
 from trainforge.sandbox.relay import CREDENTIALS_ADDRESS
 from trainforge.sandbox.relay import CREDENTIALS_PATH as SANDBOX_CREDENTIALS_PATH
@@ -217,6 +218,8 @@ def build(spec: dict[str, Any], paths: Paths, host_env: dict[str, str] | None = 
     ``sandbox/gpus.py``); the request's Environment; then what the platform owns (job name/ARN, AWS_*, SM_*,
     SAGEMAKER_BASE_DIR without namespaces).
     """
+    if (spec.get("runtime") or {}).get("kind") == PULL:
+        return image_variables(spec)
     host_env = dict(os.environ if host_env is None else host_env)
     env = base_variables(host_env)
     python = (spec.get("runtime") or {}).get("python")
@@ -240,6 +243,27 @@ def build(spec: dict[str, Any], paths: Paths, host_env: dict[str, str] | None = 
     return env
 
 
+def image_variables(spec: dict[str, Any]) -> dict[str, str]:
+    """The environment of a container image's process, as SageMaker gives it (CONTRACT.md §2): the
+    image's ``Env``, then the instance's GPUs, the request's Environment, the job's name and ARN
+    and the AWS variables. No ``SM_*``: the image's own toolkit computes them from /opt/ml."""
+    config = (spec.get("runtime") or {}).get("config") or {}
+    env: dict[str, str] = {}
+    for item in config.get("env") or []:
+        key, _, value = str(item).partition("=")
+        if key:
+            env[key] = value
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.setdefault("HOME", "/root")
+    env["HOSTNAME"] = spec["host"]
+    env.update(gpu_env.instance_variables(spec))
+    env.update({str(k): str(v) for k, v in (spec["request"].get("Environment") or {}).items()})
+    env["TRAINING_JOB_NAME"] = spec["job_name"]
+    env["TRAINING_JOB_ARN"] = spec["job_arn"]
+    env.update(aws_variables(spec))
+    return env
+
+
 def command(spec: dict[str, Any]) -> list[str]:
     """The argv to run (CONTRACT.md §3): entrypoint + arguments.
 
@@ -249,8 +273,11 @@ def command(spec: dict[str, Any]) -> list[str]:
     """
     runtime = spec.get("runtime") or {}
     algo = spec["request"].get("AlgorithmSpecification") or {}
-    entry = list(algo.get("ContainerEntrypoint") or runtime.get("command") or [])
+    image_entry = ((runtime.get("config") or {}).get("entrypoint") or []) if runtime.get("kind") == PULL else []
+    entry = list(algo.get("ContainerEntrypoint") or image_entry or runtime.get("command") or [])
     args = list(algo["ContainerArguments"]) if algo.get("ContainerArguments") else ["train"]
+    if not entry and runtime.get("kind") == PULL:  # as ``docker run IMAGE train``: the arguments are the command
+        return args
     if not entry:
         raise ValueError("the image has no entrypoint and the request gives no ContainerEntrypoint")
     if entry[0] in ("python", "python3") and runtime.get("python"):

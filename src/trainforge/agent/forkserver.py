@@ -64,6 +64,7 @@ def _preload() -> None:
     import trainforge.agent.transport
     import trainforge.data.volume  # noqa: F401  (every job with VolumeSizeInGB polls it)
     from trainforge.agent.isolation import warm_up
+    from trainforge.images import pull  # noqa: F401  (a container image's job looks its cache up)
 
     warm_up()
 

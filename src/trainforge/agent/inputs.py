@@ -112,7 +112,7 @@ def start_sync(spec: dict[str, Any], paths: Paths, inputs: Inputs, log: Callable
         device=paths.volume_device()).start()
 
 
-def run_staging(target: Callable[[], Inputs], wake: threading.Event) -> tuple[list[Any], threading.Thread]:
+def run_staging(target: Callable[[], Any], wake: threading.Event) -> tuple[list[Any], threading.Thread]:
     """Run ``target`` in a thread; the caller waits on ``wake`` (set when it ends) or a stop."""
     box: list[Any] = []
 

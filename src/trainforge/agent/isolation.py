@@ -135,8 +135,7 @@ class Instance:
         if self.namespace:
             from trainforge.agent import container
 
-            inner = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", INIT, "trainforge-init",
-                     *argv]
+            inner = [*container.init_prefix(spec), INIT, "trainforge-init", *argv]
             full = container.bundle(spec, paths, inner, env, paths.container("code"), mounts or [],
                                     local_paths or [], which("runc") or "runc")
             cwd = paths.instance_dir

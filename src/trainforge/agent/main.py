@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import container, environment, instance_files, isolation, layout, runner
+from trainforge.agent import container, environment, image, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
 from trainforge.agent.direct import Direct
 from trainforge.agent.direct import finish as finish_direct
@@ -246,6 +246,8 @@ class Agent:
         except isolation.IsolationError as exc:
             reporter.notice(str(exc))
             return Outcome("algorithm", None, f"ClientError: {exc}"[:1024])
+        # a container image comes while the volume and the network are made
+        pulling = self._pull_image() if image.is_image(spec) else None
         if isolation.sandboxed(spec):
             from trainforge.data.owner import set_owner
 
@@ -255,6 +257,16 @@ class Agent:
             except (OSError, container.volume.VolumeError, RuntimeError) as exc:
                 reporter.notice(f"{isolation.SETUP_FAILED}: {exc}")
                 return Outcome("platform", None, f"InternalServerError: {isolation.SETUP_FAILED}: {exc}"[:1024])
+        if pulling is not None:
+            ended = self._await_worker(pulling)
+            if ended is not None:
+                return ended
+            if isinstance(pulling[0], image.ImageError):
+                reason = f"ClientError: {pulling[0]}"[:1024]
+                reporter.notice(reason)
+                return Outcome("algorithm", None, reason)
+            if isinstance(pulling[0], BaseException):
+                raise pulling[0]
         layout.create(spec, paths)
         reporter.status("Downloading", "Downloading input data")
         if not needs_data_plane(spec["request"]):
@@ -262,10 +274,15 @@ class Agent:
         use_job_credentials(spec)
         return self._stage(paths)
 
-    def _stage(self, paths: Paths) -> Inputs | Outcome:
-        box, _thread = run_staging(lambda: stage(
-            self.spec, paths, progress=self._downloading,
-            log=self._notice, on_error=self._on_data_error), self.stopper.wake)
+    def _pull_image(self) -> list[Any]:
+        """A container image into the cache, in a thread (SecondaryStatus Downloading while it
+        comes): its box gets None, or the :class:`image.ImageError` naming the image and the cause."""
+        self.reporter.status("Downloading", image.DOWNLOADING)
+        box, _thread = run_staging(lambda: image.pull(self.spec, self._notice), self.stopper.wake)
+        return box
+
+    def _await_worker(self, box: list[Any]) -> Outcome | None:
+        """Wait for a worker's box (:func:`run_staging`), or a stop, or the deadline (an Outcome)."""
         while not box:
             if self.stopper.reason is not None:
                 return Outcome("stopped", None, None, self.stopper.reason)
@@ -274,6 +291,15 @@ class Agent:
                 return Outcome("stopped", None, None, "MaxRuntimeExceeded")
             self.stopper.wake.wait(timeout)
             self.stopper.wake.clear()
+        return None
+
+    def _stage(self, paths: Paths) -> Inputs | Outcome:
+        box, _thread = run_staging(lambda: stage(
+            self.spec, paths, progress=self._downloading,
+            log=self._notice, on_error=self._on_data_error), self.stopper.wake)
+        ended = self._await_worker(box)
+        if ended is not None:
+            return ended
         staged = box[0]
         if isinstance(staged, BaseException):
             return self._data_failure(staged, "while staging the input data")

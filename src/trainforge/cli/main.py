@@ -30,6 +30,7 @@ OWN_COMMANDS = {
     "run": "run a local training script as a SageMaker script-mode job and follow it",
     "demo": "train a real model end to end on the local server",
     "env": "print the environment for AWS clients and the SageMaker SDK: eval \"$(trainforge env)\"",
+    "images": "list, pull or remove the container images cached on this machine (`images list|pull|rm`)",
 }
 
 
@@ -82,7 +83,7 @@ def dispatch(argv: list[str], streams: Streams) -> int:
         from . import servercmd
 
         return servercmd.command(rest, streams.stdout, streams.stderr)
-    handlers = {"logs": "logs", "run": "runcmd", "demo": "demo", "env": "envcmd"}
+    handlers = {"logs": "logs", "run": "runcmd", "demo": "demo", "env": "envcmd", "images": "imagescmd"}
     if command in handlers:
         import importlib
 

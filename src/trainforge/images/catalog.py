@@ -36,7 +36,13 @@ Keys:
     ``command`` entries must give one. A first element ``python`` / ``python3`` means the
     entry's interpreter.
 
-An image no entry matches resolves to ``Runtime(error=...)`` naming the image and the config key.
+``pull``
+    ``kind: pull`` makes an entry say "pull this image for real" (no other key but ``image``).
+
+An image no entry matches is pulled from its registry (``kind`` ``pull``: :mod:`trainforge.images.pull`,
+configured by the key ``registries``) when its reference names a registry host, as every TrainingImage
+SageMaker accepts does (``<account>.dkr.ecr.<region>.amazonaws.com/...``, a private registry); anything
+else resolves to ``Runtime(error=...)`` naming the image and the config key.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ from trainforge.algorithms import builtin
 
 SCRIPT_MODE = "script-mode"
 COMMAND = "command"
-KINDS = (SCRIPT_MODE, COMMAND)
+PULL = "pull"
+KINDS = (SCRIPT_MODE, COMMAND, PULL)
 SCRIPT_MODE_MODULE = "trainforge.images.script_mode"
 
 # ECR registries of every partition: amazonaws.com, amazonaws.com.cn, and the ISO partitions.
@@ -117,6 +124,8 @@ def resolve(image: str, config_images: list[dict[str, Any]] | None = None) -> Ru
     """Map a TrainingImage URI or AlgorithmName to a :class:`Runtime` (see the module docstring)."""
     entries = list(config_images or []) + DEFAULT_IMAGES
     entry = _match(image, entries)
+    if entry is None and _registry_reference(image):
+        return Runtime(image=image, python="", kind=PULL)
     if entry is None:
         return Runtime(image=image, error=builtin.unavailable_reason(image) or (
             f"Image '{image}' is not in trainforge's image catalog: add it under the config key "
@@ -149,6 +158,10 @@ def runtime_for(image: str, entry: dict[str, Any]) -> Runtime:
     kind = entry.get("kind") or (COMMAND if entrypoint else SCRIPT_MODE)
     if kind not in KINDS:
         raise CatalogError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == PULL:
+        if set(entry) - {"image", "kind"}:
+            raise CatalogError("a 'pull' entry takes no other key than 'image'")
+        return Runtime(image=image, python="", kind=PULL)
     if isinstance(entrypoint, str):
         entrypoint = shlex.split(entrypoint)
     if entrypoint is None:
@@ -171,6 +184,17 @@ def _interpreter(python: Any) -> str:
     if os.path.isdir(path):
         return os.path.join(path, "bin", "python")
     return path
+
+
+def _registry_reference(image: str) -> bool:
+    """Whether ``image`` is an image reference naming its registry host."""
+    from trainforge.images.reference import DOCKER_HUB, ReferenceError, parse
+
+    try:
+        ref = parse(image)
+    except ReferenceError:
+        return False
+    return ref.host != DOCKER_HUB or image.startswith(DOCKER_HUB + "/")
 
 
 def _match(image: str, entries: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -117,8 +117,17 @@ def instance_root(roots: str, name: str, uid: int) -> str:
 
 
 def remove_root(roots: str, name: str) -> None:
-    """After the container's end (its mount namespace is gone: only empty mount points are left)."""
-    shutil.rmtree(os.path.join(roots, name), ignore_errors=True)
+    """After the container's end (its mount namespace is gone: only empty mount points are left; an
+    image's root, mounted with its writable layer, is unmounted first, never walked into)."""
+    path = os.path.join(roots, name)
+    if os.path.ismount(path):
+        import subprocess
+
+        subprocess.run(["umount", "-l", path], check=False, capture_output=True, stdin=subprocess.DEVNULL,
+                       timeout=60)
+        if os.path.ismount(path):
+            return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _build_etc(etc: str, uid: int) -> None:

@@ -51,10 +51,11 @@ def tmpfs(destination: str, mode: str = "1777", size_bytes: int | None = None,
     return {"destination": destination, "type": "tmpfs", "source": "tmpfs", "options": options}
 
 
-def base_mounts() -> list[dict[str, Any]]:
+def base_mounts(private_dirs: bool = True) -> list[dict[str, Any]]:
     """What every container has before its own binds: /proc, /dev, /sys (read-only, the host's
     view of devices and CPUs that programs such as ``os.cpu_count`` read; its cgroup tree is
-    masked), and its private /tmp, /root, /var/tmp."""
+    masked), and its private /tmp, /root, /var/tmp (unless its root is writable: an image's)."""
+    private = [tmpfs("/tmp"), tmpfs("/var/tmp"), tmpfs("/root", "700")] if private_dirs else []
     return [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         tmpfs("/dev", "755", 65536 * 1024, ("nosuid", "strictatime")),
@@ -63,7 +64,7 @@ def base_mounts() -> list[dict[str, Any]]:
         tmpfs("/dev/shm", "1777", None, ("nosuid", "nodev", "noexec")),
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         bind("/sys", "/sys") | {"options": ["rbind", "ro", "nosuid", "noexec", "nodev"]},
-        tmpfs("/tmp"), tmpfs("/var/tmp"), tmpfs("/root", "700"),
+        *private,
     ]
 
 
@@ -71,9 +72,11 @@ def config(*, argv: list[str], env: dict[str, str], cwd: str, hostname: str, roo
            mounts: list[dict[str, Any]], network: str | None, memory_bytes: int | None = None,
            cpus: float | None = None, cgroups_path: str | None = None, uid_base: int = UID_BASE,
            devices: list[dict[str, Any]] | None = None,
-           device_rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           device_rules: list[dict[str, Any]] | None = None, writable_root: bool = False,
+           user: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """The bundle's config.json. ``network``: a namespace path, ``"new"`` (only ``lo``), or None
-    (the host's network)."""
+    (the host's network). ``writable_root``: an image's root with its private layer (no tmpfs
+    /tmp, /root, /var/tmp over it); ``user``: the process's uid and gid inside."""
     namespaces: list[dict[str, Any]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user", "cgroup")]
     if network == "new":
         namespaces.append({"type": "network"})
@@ -98,12 +101,12 @@ def config(*, argv: list[str], env: dict[str, str], cwd: str, hostname: str, roo
     caps = list(CAPABILITIES)
     return {
         "ociVersion": "1.0.2",
-        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": list(argv),
+        "process": {"terminal": False, "user": {"uid": user[0], "gid": user[1]}, "args": list(argv),
                     "env": [f"{k}={v}" for k, v in env.items()], "cwd": cwd, "noNewPrivileges": True,
                     "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}},
-        "root": {"path": rootfs, "readonly": True},
+        "root": {"path": rootfs, "readonly": not writable_root},
         "hostname": hostname,
-        "mounts": base_mounts() + list(mounts),
+        "mounts": base_mounts(not writable_root) + list(mounts),
         "linux": linux,
     }
 

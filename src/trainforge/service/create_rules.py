@@ -95,6 +95,7 @@ def _constraint(value: Any, path: str, constraint: str) -> ValidationError:
 def check_create(params: dict[str, Any], config: Config, fits: Fits | None = None) -> None:
     serverless = params.get("ServerlessJobConfig") is not None
     _algorithm(params, serverless)
+    _image_config(params, config)
     _resources(params, serverless, fits)
     _channels(params, config)
     _stopping(params)
@@ -141,6 +142,19 @@ def _algorithm(params: dict[str, Any], serverless: bool) -> None:
                     "(they are mutually exclusive).")
     if not image and not name and not serverless:
         raise _fail("AlgorithmSpecification must specify either TrainingImage or AlgorithmName.")
+
+
+def _image_config(params: dict[str, Any], config: Config) -> None:
+    """TrainingImageConfig's credentials provider (SageMaker calls that Lambda function for the
+    registry's credentials) is one configured under ``registries`` (``credentials_provider_arn``)."""
+    from trainforge.images.registries import provider
+
+    image_config = (params.get("AlgorithmSpecification") or {}).get("TrainingImageConfig") or {}
+    arn = (image_config.get("TrainingRepositoryAuthConfig") or {}).get("TrainingRepositoryCredentialsProviderArn")
+    if arn and provider(arn, config.registries) is None:
+        raise _fail(f"TrainingRepositoryCredentialsProviderArn '{arn}' is not configured on this trainforge "
+                    "server: add it to an entry of the configuration key 'registries' "
+                    "(credentials_provider_arn, with the credentials it stands for).")
 
 
 def _at_least_one(count: Any, path: str) -> None:

@@ -37,7 +37,12 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
              "EnableNetworkIsolation EnableManagedSpotTraining EnableInterContainerTrafficEncryption "
              "RemoteDebugConfig InfraCheckConfig SessionChainingConfig ExperimentConfig Tags"),
         "AlgorithmSpecification": ("TrainingImage AlgorithmName TrainingInputMode ContainerEntrypoint "
-                                   "ContainerArguments MetricDefinitions EnableSageMakerMetricsTimeSeries"),
+                                   "ContainerArguments MetricDefinitions EnableSageMakerMetricsTimeSeries "
+                                   "TrainingImageConfig"),
+        # the credentials provider must be configured (create_rules; images/registries.py)
+        "AlgorithmSpecification.TrainingImageConfig": "TrainingRepositoryAccessMode TrainingRepositoryAuthConfig",
+        "AlgorithmSpecification.TrainingImageConfig.TrainingRepositoryAuthConfig":
+            "TrainingRepositoryCredentialsProviderArn",
         "AlgorithmSpecification.MetricDefinitions[]": "Name Regex",
         "InputDataConfig[]": ("ChannelName DataSource ContentType CompressionType RecordWrapperType InputMode "
                               "ShuffleConfig"),
@@ -98,8 +103,6 @@ _REASONS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ResourceConfig.KeepAlivePeriodInSeconds", bool, "warm pools are not implemented"),
     ("ResourceConfig.TrainingPlanArn", _PRESENT, "training plans (reserved capacity) are not implemented"),
     ("ResourceConfig.InstancePlacementConfig", _PRESENT, "instance placement is not implemented"),
-    ("AlgorithmSpecification.TrainingImageConfig", _PRESENT,
-     "images are resolved by trainforge's image catalog, not pulled from a registry"),
     ("RemoteDebugConfig", lambda v: bool(v.get("EnableRemoteDebug")), "remote debugging through SSM is not available"),
     ("InfraCheckConfig", lambda v: bool(v.get("EnableInfraCheck")), "infrastructure health checks are not run"),
     ("SessionChainingConfig", lambda v: bool(v.get("EnableSessionTagChaining")),

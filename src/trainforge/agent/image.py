@@ -1,0 +1,164 @@
+"""An instance whose root is a pulled container image (runtime kind ``pull``), seen from the agent.
+
+:func:`pull` runs before the instance's volume and network are made: the image comes from the cache
+(:mod:`trainforge.images.pull`, pulled once whoever asks), its configuration goes into the spec's
+``runtime`` (``bundle``, ``config``, ``user``). :func:`mount_root` gives the instance a private
+writable layer over the shared read-only root: an overlay mount where the kernel allows it, a copy
+otherwise; :func:`unmount_root` throws it away. The container's PID 1 is the same ``setpriv`` +
+``sh`` wrapper a catalog instance has (:func:`init_prefix`), run from the host's ``/usr`` (mounted
+read-only at ``/.trainforge/usr``) through the host's dynamic loader: an image need not have either
+program, and its own libraries are never loaded by them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+from trainforge.images.catalog import PULL
+
+DOWNLOADING = "Downloading the training image"
+HOST_TOOLS = "/.trainforge/usr"
+SETPRIV, SHELL = "/usr/bin/setpriv", "/usr/bin/dash"
+
+
+class ImageError(RuntimeError):
+    """The training image cannot be run (a ClientError: the message names the image and the cause)."""
+
+
+def is_image(spec: dict[str, Any]) -> bool:
+    return (spec.get("runtime") or {}).get("kind") == PULL
+
+
+def provider_arn(request: dict[str, Any]) -> str | None:
+    config = (request.get("AlgorithmSpecification") or {}).get("TrainingImageConfig") or {}
+    auth = config.get("TrainingRepositoryAuthConfig") or {}
+    return auth.get("TrainingRepositoryCredentialsProviderArn") or None
+
+
+def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
+    """The image into the cache and its configuration into ``spec["runtime"]`` (raises :class:`ImageError`)."""
+    from trainforge.images import pull as pulling
+    from trainforge.images import unpack
+
+    runtime = spec["runtime"]
+    shown = runtime["image"]
+    s = spec.get("sandbox") or {}
+    if spec.get("isolation") != "sandbox" or not s.get("data_dir"):
+        raise ImageError(f"the training image '{shown}' is a container image, which needs the trainforge "
+                         "sandbox (this server runs training code with isolation: none)")
+    uid = int(s.get("uid") or 0)
+    try:
+        image = pulling.ensure(s["data_dir"], shown, uid, s, provider_arn(spec["request"]), log=log, hold=True)
+    except pulling.PullError as exc:
+        raise ImageError(str(exc)) from None
+    runtime["lock_fd"] = image.lock_fd  # never evicted while it runs
+    if image.pulled:
+        log(f"pulled the training image {shown} ({image.digest}) in {image.seconds:.2f} s")
+    else:
+        log(f"the training image {shown} ({image.digest}) is cached: nothing pulled ({image.seconds * 1000:.0f} ms)")
+    try:
+        user = unpack.resolve_user(image.rootfs, image.config.user)
+    except unpack.UnpackError as exc:
+        raise ImageError(f"Cannot run the training image '{shown}': {exc}") from None
+    runtime.update(bundle=image.bundle, digest=image.digest, config=image.config.as_dict(), user=list(user))
+    algo = spec["request"].get("AlgorithmSpecification") or {}
+    if not algo.get("ContainerEntrypoint") and not image.config.entrypoint:
+        program = (algo.get("ContainerArguments") or ["train"])[0]
+        if not _on_path(image.rootfs, program, image.config.env_map().get("PATH", DEFAULT_PATH)):
+            raise ImageError(f"Cannot run the training image '{shown}': it has no ENTRYPOINT and no "
+                             f"'{program}' program on its PATH")
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _on_path(rootfs: str, program: str, path: str) -> bool:
+    """Whether ``program`` names something in the image (looked up inside its root, links not followed out)."""
+    candidates = [program] if "/" in program else [os.path.join(d, program) for d in path.split(":") if d]
+    return any(os.path.lexists(os.path.join(rootfs, c.lstrip("/"))) for c in candidates)
+
+
+def release(spec: dict[str, Any]) -> None:
+    fd = (spec.get("runtime") or {}).pop("lock_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+# -- the instance's root ----------------------------------------------------------------------------
+def layer_dir(instance_dir: str) -> str:
+    return os.path.join(instance_dir, "layer")
+
+
+def mount_root(spec: dict[str, Any], target: str, instance_dir: str) -> str:
+    """The image's root with a private writable layer at ``target``: ``overlay`` or ``copy``."""
+    lower = os.path.join(spec["runtime"]["bundle"], "rootfs")
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    layer = layer_dir(instance_dir)
+    upper, work = os.path.join(layer, "upper"), os.path.join(layer, "work")
+    for d in (upper, work):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    st = os.stat(lower)
+    os.chown(upper, st.st_uid, st.st_gid)  # the merged root is the upper directory's
+    os.chmod(upper, st.st_mode & 0o7777)
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, target], capture_output=True,
+                          stdin=subprocess.DEVNULL, check=False, timeout=60)
+    if done.returncode == 0:
+        return "overlay"
+    subprocess.run(["cp", "-a", "--reflink=auto", lower + "/.", target], check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL, timeout=3600)
+    return "copy"
+
+
+def unmount_root(target: str, instance_dir: str) -> None:
+    if os.path.ismount(target):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True, stdin=subprocess.DEVNULL,
+                       timeout=60)
+    shutil.rmtree(layer_dir(instance_dir), ignore_errors=True)
+
+
+# -- PID 1 from the host's /usr ---------------------------------------------------------------------
+def init_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL -- sh -c`` as run inside an image: the host's programs and their
+    libraries under :data:`HOST_TOOLS`, started by the host's dynamic loader."""
+    loader = os.path.realpath(elf_interpreter(SETPRIV) or "")
+    if not loader.startswith("/usr/"):
+        raise ImageError("the host's dynamic loader is not under /usr: container images cannot be run here")
+    inside = HOST_TOOLS + loader[len("/usr"):]
+    libs = os.path.dirname(inside)
+
+    def tool(path: str) -> list[str]:
+        return [inside, "--library-path", libs, HOST_TOOLS + os.path.realpath(path)[len("/usr"):]]
+
+    return [*tool(SETPRIV), "--pdeathsig", "KILL", "--", *tool(SHELL), "-c"]
+
+
+def elf_interpreter(path: str) -> str | None:
+    """The PT_INTERP of an ELF executable (its dynamic loader), or None."""
+    with open(path, "rb") as f:
+        data = f.read(1 << 16)
+    if data[:4] != b"\x7fELF":
+        return None
+    end = "<" if data[5] == 1 else ">"
+    if data[4] == 2:
+        phoff, = struct.unpack_from(end + "Q", data, 32)
+        size, count = struct.unpack_from(end + "HH", data, 54)
+        fmt, offs = end + "IIQQQQ", (2, 5)
+    else:
+        phoff, = struct.unpack_from(end + "I", data, 28)
+        size, count = struct.unpack_from(end + "HH", data, 42)
+        fmt, offs = end + "IIIIII", (1, 4)
+    for i in range(count):
+        fields = struct.unpack_from(fmt, data, phoff + i * size)
+        if fields[0] == 3:  # PT_INTERP
+            start, length = fields[offs[0]], fields[offs[1]]
+            return data[start:start + length].rstrip(b"\0").decode()
+    return None

@@ -1,0 +1,216 @@
+"""The image cache in the data directory: layers stored once, images unpacked once, LRU-evicted.
+
+Layout of ``<data_dir>/images``::
+
+    blobs/sha256/<hex>        every layer, config and manifest blob, content-addressed (skopeo
+                              verifies each digest before it names a file after it)
+    refs/<key>/               one OCI layout per pulled reference (index.json; blobs -> ../../blobs);
+                              ref.json: the reference, its manifest digest, when it was pulled
+    rootfs/<hex>-<uid>/       the image unpacked (umoci) for instances whose root is host ``uid``:
+                              rootfs/, image.json (entrypoint, env, ...), size.json; its mtime
+                              is its last use (least recently used images are evicted first)
+    locks/                    flock files: one per reference (concurrent pulls of it pull once)
+                              and one per unpacked image (held shared while an instance uses it)
+    tmp/                      pulls and unpacks in progress (a failed one leaves nothing behind)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CACHE_GB = 50.0
+
+
+def images_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "images")
+
+
+def ref_key(reference: str) -> str:
+    return hashlib.sha256(reference.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Store:
+    root: str
+
+    @classmethod
+    def of(cls, data_dir: str) -> Store:
+        store = cls(images_dir(data_dir))
+        for d in ("blobs/sha256", "refs", "rootfs", "locks", "tmp"):
+            os.makedirs(os.path.join(store.root, d), mode=0o700, exist_ok=True)
+        return store
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def blob(self, digest: str) -> str:
+        algo, _, hexd = digest.partition(":")
+        return self.path("blobs", algo, hexd)
+
+    def read_blob(self, digest: str) -> dict[str, Any]:
+        with open(self.blob(digest), encoding="utf-8") as f:
+            return dict(json.load(f))
+
+    def ref_dir(self, reference: str) -> str:
+        return self.path("refs", ref_key(reference))
+
+    def rootfs_dir(self, manifest_digest: str, uid: int) -> str:
+        return self.path("rootfs", f"{manifest_digest.partition(':')[2]}-{uid}")
+
+    @contextlib.contextmanager
+    def locked(self, name: str, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+        """An flock on ``locks/<name>``; yields False (held by another) when ``wait`` is False."""
+        fd = os.open(self.path("locks", name), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, flags)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def hold(self, name: str) -> int:
+        """A shared lock kept until the fd is closed (an instance using an unpacked image)."""
+        fd = os.open(self.path("locks", name), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
+
+    def record(self, reference: str) -> dict[str, Any] | None:
+        try:
+            with open(os.path.join(self.ref_dir(reference), "ref.json"), encoding="utf-8") as f:
+                return dict(json.load(f))
+        except (OSError, ValueError):
+            return None
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for key in sorted(os.listdir(self.path("refs"))):
+            try:
+                with open(self.path("refs", key, "ref.json"), encoding="utf-8") as f:
+                    out.append(dict(json.load(f)))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def unpacked(self) -> list[str]:
+        return sorted(os.listdir(self.path("rootfs")))
+
+    def sweep_tmp(self, older_than: float) -> None:
+        """What pulls and unpacks killed half-way left in ``tmp/`` (a live one is younger)."""
+        for name in os.listdir(self.path("tmp")):
+            path = self.path("tmp", name)
+            if time.time() - _mtime(path) > older_than:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def touch(self, rootfs_dir: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(rootfs_dir)
+
+    # -- sizes and eviction ----------------------------------------------------------------------
+    def blobs_of(self, manifest_digest: str) -> list[str]:
+        try:
+            manifest = self.read_blob(manifest_digest)
+        except (OSError, ValueError):
+            return [manifest_digest]
+        digests = [manifest_digest, str((manifest.get("config") or {}).get("digest") or "")]
+        return [d for d in digests + [str(layer.get("digest")) for layer in manifest.get("layers") or []] if d]
+
+    def size_of(self, rootfs_dir: str) -> int:
+        try:
+            with open(os.path.join(rootfs_dir, "size.json"), encoding="utf-8") as f:
+                return int(json.load(f)["bytes"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def total_bytes(self) -> int:
+        blobs = sum(file_size(os.path.join(self.path("blobs", "sha256"), n))
+                    for n in os.listdir(self.path("blobs", "sha256")))
+        return blobs + sum(self.size_of(self.path("rootfs", n)) for n in self.unpacked())
+
+    def remove(self, reference: str) -> bool:
+        """Forget a reference: its layout, and its unpacked image and blobs when nothing else uses them.
+        False when an instance uses the image now."""
+        record = self.record(reference)
+        if record is None:
+            return False
+        digest = str(record.get("digest") or "")
+        for name in [n for n in self.unpacked() if digest and n.startswith(digest.partition(":")[2] + "-")]:
+            if not self._remove_unpacked(name, digest, keep_ref=reference):
+                return False
+        shutil.rmtree(self.ref_dir(reference), ignore_errors=True)
+        self.collect_blobs()
+        return True
+
+    def _remove_unpacked(self, name: str, digest: str, keep_ref: str | None = None) -> bool:
+        others = [r for r in self.records() if r.get("digest") == digest and r.get("reference") != keep_ref]
+        if others and keep_ref is not None:
+            return True  # another reference shares the image: it stays
+        with self.locked(name, wait=False) as free:
+            if not free:
+                return False
+            moved = self.path("tmp", f"rm-{name}-{os.getpid()}-{time.monotonic_ns()}")
+            os.rename(self.path("rootfs", name), moved)
+            shutil.rmtree(moved, ignore_errors=True)
+        return True
+
+    def collect_blobs(self) -> None:
+        """Blobs no reference needs any more, and what interrupted pulls left, go."""
+        wanted: set[str] = set()
+        for record in self.records():
+            wanted.update(d.partition(":")[2] for d in self.blobs_of(str(record.get("digest") or "")))
+        directory = self.path("blobs", "sha256")
+        with self.locked("gc"):  # pulls hold it shared: no blob of a pull in progress goes
+            for name in os.listdir(directory):
+                path = os.path.join(directory, name)
+                # a skopeo temporary file of a live pull is young; a killed pull's is not
+                stray = len(name) != 64 and time.time() - _mtime(path) > 3600
+                if (len(name) == 64 and name not in wanted) or stray:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+
+    def evict(self, limit_bytes: int, log: Any = None) -> list[str]:
+        """Least recently used images go (never one in use) until the cache is within ``limit_bytes``."""
+        evicted: list[str] = []
+        if self.total_bytes() <= limit_bytes:
+            return evicted
+        by_age = sorted(self.unpacked(), key=lambda n: _mtime(self.path("rootfs", n)))
+        for name in by_age:
+            if self.total_bytes() <= limit_bytes:
+                break
+            hexd = name.rsplit("-", 1)[0]
+            refs = [r for r in self.records() if str(r.get("digest", "")).endswith(hexd)]
+            if not self._remove_unpacked(name, "sha256:" + hexd):
+                continue
+            for r in refs:
+                shutil.rmtree(self.ref_dir(str(r["reference"])), ignore_errors=True)
+                evicted.append(str(r["reference"]))
+            self.collect_blobs()
+            if log is not None:
+                log(f"evicted {', '.join(str(r['reference']) for r in refs) or name} from the image cache")
+        return evicted
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
