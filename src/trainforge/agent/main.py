@@ -134,9 +134,9 @@ class Agent:
         self._advance(Phase.REPORTED)
         if not self.reporter.gone:
             self.reporter.emit(outcome.event(artifacts))
-        if self.instance is not None:
-            self.instance.remove()
         delivered = self.reporter.close(self._final_deadline())
+        if self.instance is not None:  # after the exit is delivered: runc's own start takes CPU from it
+            self.instance.remove()
         self._log_summary(outcome, delivered)
         return 0
 
