@@ -24,7 +24,8 @@ import struct
 import subprocess
 import tempfile
 
-from trainforge.sandbox.syscalls import MS_NODEV, MS_NOSUID, mount as mount_call, umount
+from trainforge.sandbox.syscalls import MS_NODEV, MS_NOSUID, umount
+from trainforge.sandbox.syscalls import mount as mount_call
 
 GIB = 1024**3
 LOOP_CTL_GET_FREE, LOOP_CONFIGURE = 0x4C82, 0x4C0A
