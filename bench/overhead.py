@@ -9,7 +9,9 @@ Measures, on the embedded default (SQLite, local backend, the sandbox when avail
   (d) the same script in runc started by hand, with the bundle options trainforge uses (its own root,
       user namespace, read-only /usr, /etc and Python, a writable /opt/ml, a new network namespace),
   (e) the same in bubblewrap with the equivalent options (the tool not chosen, for the record),
-and the dispatch rate with 100 no-op jobs queued at once. Figures only; nothing here is asserted.
+and the dispatch rate with 100 no-op jobs queued at once. (a)-(e) are interleaved, one of each per
+round, so that a change in the machine's load touches them alike: on a shared machine compare the
+ratios to (d), not the absolute figures. Figures only; nothing here is asserted.
 The user code records when it ran in its model (/opt/ml/model/t): inside the sandbox no host path
 is writable.
 """
@@ -102,7 +104,10 @@ def main() -> None:
         return out / name / "output" / "model" / "t"
     try:
         sm.list_training_jobs()  # warm the client's connection
-        first, complete = [], []
+        first, complete, bare = [], [], []
+        # Interleaved (one of each per round): a machine whose load changes affects all alike.
+        starters = {tool: HandStarted(tool, work, first_line) for tool in ("runc", "bwrap")}
+        by_hand: dict[str, tuple[list[float], list[float]]] = {tool: ([], []) for tool in starters}
         for i in range(args.runs):
             name = f"overhead-{i}"
             t0 = time.time()
@@ -111,12 +116,14 @@ def main() -> None:
                 time.sleep(0.002)
             complete.append(time.time() - t0)
             first.append(float(model_mark(name).read_text()) - t0)
-        bare = []
-        for i in range(args.runs):
             t0 = time.time()
             subprocess.run([sys.executable, "-c", first_line.format(mark=marks / f"bare-{i}")], check=True)
             bare.append(time.time() - t0)
-        by_hand = {tool: hand_started(tool, work, first_line, args.runs) for tool in ("runc", "bwrap")}
+            for tool, starter in starters.items():
+                if starter.available:
+                    to_first, to_done = starter.run(i)
+                    by_hand[tool][0].append(to_first)
+                    by_hand[tool][1].append(to_done)
 
         # Dispatch: a blocker holds the whole machine while N no-op jobs queue behind it; when it
         # ends, the scheduler dispatches them all. Rate = N / (last agent up - blocker ended).
@@ -208,23 +215,31 @@ def cpu_pressure() -> str:
         return ""
 
 
-def hand_started(tool: str, work: Path, first_line: str, runs: int) -> tuple[list[float], list[float]]:
-    """``runs`` starts of the script in ``tool`` by hand: (start -> first line, start -> exited)."""
-    from trainforge.sandbox import rootfs, runc
+class HandStarted:
+    """The script started by hand in ``tool`` (runc or bwrap) with the options trainforge uses."""
 
-    if shutil.which(tool) is None or os.geteuid() != 0:
-        return [], []
-    sandbox = work / f"hand-{tool}"
-    ml = sandbox / "ml"
-    ml.mkdir(parents=True)
-    os.chown(ml, runc.UID_BASE, runc.UID_BASE)
-    os.chmod(ml, 0o777)  # bwrap run by root keeps uid 0 without capabilities
-    etc = rootfs.ensure(str(sandbox), runc.UID_BASE)
-    ro = rootfs.read_only_paths(sys.executable, str(work / "data"))
-    first, done = [], []
-    for i in range(runs):
+    def __init__(self, tool: str, work: Path, first_line: str) -> None:
+        from trainforge.sandbox import rootfs, runc
+
+        self.tool, self.first_line = tool, first_line
+        self.available = shutil.which(tool) is not None and os.geteuid() == 0
+        if not self.available:
+            return
+        self.sandbox = work / f"hand-{tool}"
+        self.ml = self.sandbox / "ml"
+        self.ml.mkdir(parents=True)
+        os.chown(self.ml, runc.UID_BASE, runc.UID_BASE)
+        os.chmod(self.ml, 0o777)  # bwrap run by root keeps uid 0 without capabilities
+        self.etc = rootfs.ensure(str(self.sandbox), runc.UID_BASE)
+        self.ro = rootfs.read_only_paths(sys.executable, str(work / "data"))
+
+    def run(self, i: int) -> tuple[float, float]:
+        """One start: (start -> first line, start -> exited)."""
+        from trainforge.sandbox import rootfs, runc
+
+        tool, sandbox, ml, etc, ro = self.tool, self.sandbox, self.ml, self.etc, self.ro
         mark = f"/opt/ml/{tool}-{i}"
-        argv = [sys.executable, "-c", first_line.format(mark=mark)]
+        argv = [sys.executable, "-c", self.first_line.format(mark=mark)]
         if tool == "runc":
             roots = rootfs.roots_dir(str(sandbox))
             root = rootfs.instance_root(roots, f"hand-{i}", runc.UID_BASE)
@@ -245,11 +260,11 @@ def hand_started(tool: str, work: Path, first_line: str, runs: int) -> tuple[lis
             cmd += argv
         t0 = time.time()
         subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
-        done.append(time.time() - t0)
-        first.append(float((ml / f"{tool}-{i}").read_text()) - t0)
+        done = time.time() - t0
+        first = float((ml / f"{tool}-{i}").read_text()) - t0
         if tool == "runc":
             runc.delete(str(sandbox / "state"), f"hand-{i}")
-    return first, done
+        return first, done
 
 
 if __name__ == "__main__":
