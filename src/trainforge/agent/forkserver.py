@@ -18,9 +18,7 @@ a freshly started interpreter, and runs ``trainforge.agent.main.main(args)`` as 
 AGENT_BOOT args`` would. The fork server reaps its children (no zombies) and neither signals nor
 waits for them otherwise: when its stdin closes (the server exited or died) it accepts nothing
 more, stays only as long as it has living children to reap, then exits. Killing it kills no agent
-(they are in their own sessions; init adopts them). Run by root, it runs 10 nice levels above its
-agents (each goes back to the fork server's original priority at once): forking a batch is not
-slowed by the agents already forked.
+(they are in their own sessions; init adopts them).
 
 It stays single-threaded: the only threads an agent has are the ones it starts after the fork.
 """
@@ -38,7 +36,6 @@ import time
 from typing import Any
 
 MAX_LINE = 16 * 1024 * 1024
-FORK_PRIORITY_BOOST = 10  # nice levels above the agents (see _raise_priority)
 _CLOSE_FDS_UP_TO = 4096
 
 
@@ -78,21 +75,8 @@ def _preload() -> None:
     warm_up()
 
 
-def _raise_priority() -> int | None:
-    """Run ahead of the agents (root only): a batch of requests is forked while the agents forked
-    first compete for the CPU (100 queued jobs released at once took seconds to fork at equal
-    priority on a loaded machine). Returns the priority an agent goes back to, None if unchanged."""
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, max(-20, before - FORK_PRIORITY_BOOST))
-    except OSError:
-        return None
-    return before
-
-
 class ForkServer:
-    def __init__(self, requests_fd: int = 0, answers_fd: int = 1, priority: int | None = None) -> None:
-        self.priority = priority  # what an agent runs at (the fork server's own may be higher)
+    def __init__(self, requests_fd: int = 0, answers_fd: int = 1) -> None:
         self.requests_fd = requests_fd
         self.answers_fd = answers_fd
         self.children: set[int] = set()
@@ -194,8 +178,6 @@ class ForkServer:
         code = 1
         try:
             os.setsid()
-            if self.priority is not None:
-                os.setpriority(os.PRIO_PROCESS, 0, self.priority)
             signal.set_wakeup_fd(-1)
             # what a freshly started interpreter has (Python ignores SIGPIPE and SIGXFSZ itself)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -256,7 +238,7 @@ def run() -> int:
     _preload()
     gc.collect()
     gc.freeze()  # what is imported now stays shared with every agent (no copy-on-write by the GC)
-    server = ForkServer(priority=_raise_priority())
+    server = ForkServer()
     print(f"trainforge fork server {os.getpid()}: ready in {1000 * (time.perf_counter() - started):.0f} ms",
           file=sys.stderr, flush=True)
     return server.serve()
