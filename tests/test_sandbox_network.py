@@ -173,6 +173,22 @@ def test_two_jobs_use_the_same_addresses_and_port_without_meeting(base: str) -> 
     assert not os.listdir(base) and not mounts_under(base)
 
 
+def test_single_instance_job_has_eth0_with_its_address_and_no_link(base: str) -> None:
+    net = setup(base, "solo", ["algo-1"], "algo-1", True)
+    server = serve_inside(net.netns_path, 7777, "itself")
+    try:
+        assert net.addresses == {"algo-1": "10.200.0.11"}
+        assert "10.200.0.11/16" in inside(net.netns_path, "ip", "-br", "addr", "show", "eth0")
+        assert probe(net.netns_path, "10.200.0.11", 7777) == "ok itself"
+        assert sorted(os.listdir(os.path.join(base, "solo"))) == ["algo-1.net", "lock"]  # no link namespace
+        assert "default" not in inside(net.netns_path, "ip", "route")
+    finally:
+        server.kill()
+        server.wait()
+        net.close()
+    assert not os.listdir(base) and not mounts_under(base)
+
+
 def test_isolated_instance_reaches_its_peer_and_nothing_else(base: str) -> None:
     s3_port, s3 = host_http_server(b"s3")
     hosts = ["algo-1", "algo-2"]

@@ -51,8 +51,13 @@ def start_ticks(pid: int) -> int | None:
 
 def _preload() -> None:
     """Import what an agent imports on its way to the user's code, once, before any fork."""
-    import encodings.idna  # noqa: F401  (socket.create_connection encodes the host name)
+    # socket.create_connection encodes the host name (idna); the agent's last reports (ascii, latin-1)
+    import encodings.ascii
+    import encodings.idna
+    import encodings.latin_1  # noqa: F401
     import gzip  # noqa: F401
+    import hmac  # noqa: F401  (the sandbox's credentials endpoint, sandbox/relay.py)
+    import http.server  # noqa: F401  (idem: ~10 ms of imports in every agent otherwise)
     import subprocess  # noqa: F401
     import tarfile  # noqa: F401  (the leader's model.tar.gz)
     import tempfile  # noqa: F401
@@ -62,7 +67,9 @@ def _preload() -> None:
     import trainforge.agent.main
     import trainforge.agent.outputs
     import trainforge.agent.transport
-    import trainforge.data.volume  # noqa: F401  (every job with VolumeSizeInGB polls it)
+    import trainforge.data.owner  # the sandbox: who owns what the data plane writes
+    import trainforge.data.volume  # every job with VolumeSizeInGB polls it
+    import trainforge.sandbox.network  # noqa: F401  (the sandbox's network; its relays import http, ssl)
     from trainforge.agent.isolation import warm_up
     from trainforge.images import pull  # noqa: F401  (a container image's job looks its cache up)
 

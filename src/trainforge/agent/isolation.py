@@ -211,7 +211,7 @@ class Instance:
             _killpg(self.pid, signal.SIGKILL)
 
     def remove(self) -> None:
-        """runc's state and cgroup of the ended container (after the exit is reported: it is not
+        """runc's state and cgroup of the ended container (once the exit is delivered: it is not
         on the job's way to its end; the scheduler's sweep removes them if the agent dies first)."""
         if self.namespace and not self._removed:
             from trainforge.agent import container

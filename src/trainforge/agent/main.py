@@ -128,15 +128,17 @@ class Agent:
             traceback.print_exc()
             outcome = Outcome("platform", None, error_reason(exc, "InternalServerError",
                                                              "(in the trainforge agent)"))
-        finally:
+        except BaseException:
             self._close_network()
+            raise
         self._mark_exited(outcome.exit_code)  # early ends too: a waiting leader must not hang
         self._advance(Phase.REPORTED)
         if not self.reporter.gone:
             self.reporter.emit(outcome.event(artifacts))
-        if self.instance is not None:
-            self.instance.remove()
+        self._close_network()  # the instance has ended: while its exit event is on its way
         delivered = self.reporter.close(self._final_deadline())
+        if self.instance is not None:  # after the exit is delivered: runc's own start takes CPU from it
+            self.instance.remove()
         self._log_summary(outcome, delivered)
         return 0
 

@@ -129,7 +129,9 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
     def start(self) -> Sampler:
-        self._last = (time.monotonic(), self.usage.read()[0])
+        # A process tree started just now has used no CPU yet: it is not read (that scans every
+        # process of the host in /proc, on the agent's thread, while the instance starts).
+        self._last = (time.monotonic(), 0.0 if isinstance(self.usage, ProcessTree) else self.usage.read()[0])
         self._thread.start()
         return self
 

@@ -17,7 +17,9 @@ veth whose peer is a port of that bridge, addressed ``SUBNET`` + 11 + the host's
 (algo-1 = 10.200.0.11). Each job has its own link namespace, so every job uses the same addresses
 and ports without meeting another, and nothing is added to the host's own namespace. The first
 instance of a job makes the link under an flock on ``base_dir/<job_key>/lock``; instances register
-by their ``.net`` file, and the last to close removes the link and the directory.
+by their ``.net`` file, and the last to close removes the link and the directory. A job of one
+instance has no link: its ``eth0``'s peer stays in its own namespace, down (a namespace less to
+make, ~10 ms).
 
 Not isolated, the instance also gets: a user-mode network to the outside (slirp4netns on a
 ``tap0``, 10.0.2.100, default route and DNS 10.0.2.3; ``--disable-host-loopback`` so the host's
@@ -274,19 +276,22 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
     serve_credentials = not isolated and credentials is not None and credentials_token is not None
     try:
         with _job_lock(job_dir):
-            link = os.path.join(job_dir, "link")
-            if not netns.is_bound(link):
+            # one instance: no link to share, and no network namespace to make for it (~10 ms)
+            link = os.path.join(job_dir, "link") if len(hosts) > 1 else None
+            if link is not None and not netns.is_bound(link):
                 _make_link(link)
             _remove_leftover(net.netns_path)
             peer = f"v{index}-{secrets.token_hex(3)}"  # unique: an old peer may linger until reaped
             blocked = [] if isolated else _host_addresses()
-            link_fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+            link_fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC) if link is not None else -1
             try:
                 with netns.inside(None):
                     _no_ipv6_on_new_links()
                     netns.bind_here(net.netns_path)
                     net.netlink = nl = Netlink()
                     nl.set_up("lo")
+                    if link is None:  # the peer stays here, down: eth0 carries algo-1's address
+                        link_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
                     nl.add_veth(INSTANCE_LINK, peer, link_fd, MTU)
                     nl.add_address(INSTANCE_LINK, f"{net.addresses[host]}/{SUBNET.prefixlen}")
                     nl.set_up(INSTANCE_LINK)
@@ -299,13 +304,15 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
                         nl.add_address("lo", CREDENTIALS_ADDRESS + "/32")
                         endpoint = socket.create_server((CREDENTIALS_ADDRESS, 80))
             finally:
-                os.close(link_fd)
-            with netns.inside(link):
-                link_nl = Netlink()
-                try:
-                    link_nl.set_up(peer, master=socket.if_nametoindex(BRIDGE))
-                finally:
-                    link_nl.close()
+                if link_fd >= 0:
+                    os.close(link_fd)
+            if link is not None:
+                with netns.inside(link):
+                    link_nl = Netlink()
+                    try:
+                        link_nl.set_up(peer, master=socket.if_nametoindex(BRIDGE))
+                    finally:
+                        link_nl.close()
         net.listeners.extend(relay(sock, port) for sock, port in relayed)
         if serve_credentials:
             assert credentials is not None and credentials_token is not None
