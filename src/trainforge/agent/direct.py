@@ -8,7 +8,7 @@ with the same functions, and starts the user's command directly — one interpre
 (≈ 35 ms here) between CreateTrainingJob and the first line of user code. After the script
 exits the agent writes the toolkit's failure or success file exactly as ``script_mode`` would.
 
-Anything unusual — no entry point, a submit directory that cannot be fetched, packages to
+Anything unusual — a distributed launcher to run, no entry point, a submit directory that cannot be fetched, packages to
 install — falls back to running the entrypoint, inside the instance's isolation, which then
 reports the problem or runs the installs as usual (and finds the code already unpacked).
 """
@@ -39,8 +39,11 @@ def plan(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str
     python = (spec.get("runtime") or {}).get("python")
     if not python or argv != [python, "-m", SCRIPT_MODE_MODULE, "train"]:
         return None
+    from trainforge.images import launchers
     from trainforge.images import script_mode as sm
 
+    if launchers.distributed(env):  # torchrun / mpirun: the entrypoint launches (images/launchers.py)
+        return None
     hps = sm.read_hyperparameters(paths.host_ml)
     program = sm.entry_point(hps, env)
     if not program:
