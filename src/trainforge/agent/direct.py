@@ -8,9 +8,11 @@ with the same functions, and starts the user's command directly — one interpre
 (≈ 35 ms here) between CreateTrainingJob and the first line of user code. After the script
 exits the agent writes the toolkit's failure or success file exactly as ``script_mode`` would.
 
-Anything unusual — a distributed launcher to run, no entry point, a submit directory that cannot be fetched, packages to
+Anything unusual — no entry point, a submit directory that cannot be fetched, packages to
 install — falls back to running the entrypoint, inside the instance's isolation, which then
-reports the problem or runs the installs as usual (and finds the code already unpacked).
+reports the problem or runs the installs as usual (and finds the code already unpacked). So does a
+distributed job (``images/launchers.py``): the entrypoint starts torchrun or mpirun around the
+code the agent has unpacked.
 """
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ def plan(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str
     from trainforge.images import launchers
     from trainforge.images import script_mode as sm
 
-    if launchers.distributed(env):  # torchrun / mpirun: the entrypoint launches (images/launchers.py)
-        return None
     hps = sm.read_hyperparameters(paths.host_ml)
     program = sm.entry_point(hps, env)
     if not program:
@@ -56,8 +56,8 @@ def plan(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str
         except Exception:  # noqa: BLE001 - the entrypoint will fetch again and report it properly
             _empty(host_code)
             return None
-    if sm.needs_install(host_code):
-        return None
+    if sm.needs_install(host_code) or launchers.distributed(env):
+        return None  # the entrypoint installs, or launches torchrun / mpirun (images/launchers.py)
     args = [str(a) for a in json.loads(env.get("SM_USER_ARGS") or "[]")]
     code_dir = paths.container("code")
     command = sm.command(program, code_dir, args, python=python, host_code_dir=host_code)
