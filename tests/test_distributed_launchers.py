@@ -163,3 +163,57 @@ def test_launchers_trainforge_lacks_are_refused_at_create(server_factory: Any, t
     req["AlgorithmSpecification"]["ContainerEntrypoint"] = ["/bin/sh", "-c", "true"]
     sm.create_training_job(**req)
     assert wait_for_job(sm, req["TrainingJobName"], timeout=60)["TrainingJobStatus"] == "Completed"
+
+
+GROUPS_SCRIPT = r'''
+import json, os
+host = os.environ["SM_CURRENT_HOST"]
+rc = json.load(open("/opt/ml/input/config/resourceconfig.json"))
+te = json.loads(os.environ["SM_TRAINING_ENV"])
+seen = {"group": rc["current_group_name"], "groups": rc["instance_groups"], "rank": os.environ.get("RANK"),
+        "world": os.environ.get("WORLD_SIZE"), "master": os.environ.get("MASTER_ADDR"),
+        "group_hosts": te["current_instance_group_hosts"], "dist_hosts": te["distribution_hosts"],
+        "channels": json.loads(os.environ["SM_CHANNELS"])}
+if seen["rank"] is not None:
+    import datetime, torch, torch.distributed as dist
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    value = torch.tensor([1.0])
+    dist.all_reduce(value)
+    seen["sum"] = value.item()
+    dist.destroy_process_group()
+with open(os.path.join(os.environ["SM_MODEL_DIR"], f"seen-{host}.json"), "w") as f:
+    json.dump(seen, f)
+'''
+
+
+def test_distribution_applies_to_the_instance_groups_it_names(server_factory: Any, tmp_path: Path) -> None:
+    srv = server_factory(torch_config(allowed_local_roots=[str(tmp_path)]))
+    sm = srv.client()
+    code, data = tmp_path / "code", tmp_path / "data"
+    code.mkdir()
+    data.mkdir()
+    (code / "train.py").write_text(GROUPS_SCRIPT)
+    (data / "x.csv").write_text("x\n")
+    name = unique_name("dist-groups")
+    req = _script_job(name, code, tmp_path / "out", {"sagemaker_torch_distributed_enabled": True,
+                                                    "sagemaker_distribution_instance_groups": ["train"]}, {})
+    req["ResourceConfig"] = {"VolumeSizeInGB": 1, "InstanceGroups": [
+        {"InstanceGroupName": "data", "InstanceType": "ml.m5.large", "InstanceCount": 1},
+        {"InstanceGroupName": "train", "InstanceType": "ml.p4d.24xlarge", "InstanceCount": 2}]}
+    req["InputDataConfig"] = [{"ChannelName": "raw", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"file://{data}/", "InstanceGroupNames": ["data"]}}}]
+    sm.create_training_job(**req)
+    desc = wait_for_job(sm, name, timeout=240)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])
+    seen = {h: json.loads(model[f"seen-{h}.json"]) for h in ("algo-1", "algo-2", "algo-3")}
+    groups = [{"instance_group_name": "data", "instance_type": "ml.m5.large", "hosts": ["algo-1"]},
+              {"instance_group_name": "train", "instance_type": "ml.p4d.24xlarge", "hosts": ["algo-2", "algo-3"]}]
+    assert all(s["groups"] == groups and s["dist_hosts"] == ["algo-2", "algo-3"] for s in seen.values()), seen
+    # the data group: its own script, once, with the channel routed to it; no launcher
+    assert (seen["algo-1"]["group"], seen["algo-1"]["rank"], seen["algo-1"]["channels"]) == ("data", None, ["raw"])
+    # the train group: torchrun over its two hosts, rendezvous on its first host
+    assert [(s["group"], s["rank"], s["world"], s["master"], s["sum"], s["channels"], s["group_hosts"])
+            for s in (seen["algo-2"], seen["algo-3"])] == [
+        ("train", "0", "2", "algo-2", 2.0, [], ["algo-2", "algo-3"]),
+        ("train", "1", "2", "algo-2", 2.0, [], ["algo-2", "algo-3"])], seen
