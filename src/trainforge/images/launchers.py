@@ -70,19 +70,12 @@ REFUSED = {
 
 def refusal(hyperparameters: dict[str, Any]) -> str | None:
     """Why a script-mode job with these (raw, JSON-encoded) hyperparameters cannot run, or None."""
+    from trainforge.agent.environment import decode  # the control plane's side: not on script mode's path
+
     for key, why in REFUSED.items():
-        if _truthy(_decode(hyperparameters.get(key))):
+        if _truthy(decode(hyperparameters.get(key))):
             return f"HyperParameters '{key}' is not supported by trainforge: {why}."
     return None
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _truthy(value: Any) -> bool:
