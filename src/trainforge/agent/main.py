@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import container, environment, gang, instance_files, isolation, layout, runner
+from trainforge.agent import container, environment, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
 from trainforge.agent.direct import Direct
 from trainforge.agent.direct import finish as finish_direct
@@ -306,7 +306,6 @@ class Agent:
         # before the process starts: what is in LocalPath now (restored checkpoints) is the baseline
         start_sync(spec, paths, inputs, self._notice)
         local_paths = layout.local_paths(spec["request"], paths)
-        gang.wait_for_peers(spec, paths.job_dir, lambda: self.stopper.reason is not None or self._deadline_passed())
         try:
             if isolation.sandboxed(spec):
                 container.hand_over(spec, paths)
