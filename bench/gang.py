@@ -17,25 +17,25 @@ same job on the Slurm fixture, beside ``srun -N3`` and ``sbatch`` by hand) adds 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
-from overhead import pct, request, start_server
+from overhead import request, start_server
 
 LOCAL_SKEW_TARGET_S = 0.050
 # the user code's first line: when it ran, into its model (or a marks directory for the bare processes)
 FIRST_LINE = "import time; t = time.time(); open('{mark}', 'w').write(repr(t))"
 IN_MODEL = "import os, time; t = time.time(); open('/opt/ml/model/t-' + os.environ['SM_CURRENT_HOST'], 'w').write(repr(t))"
 
-Row = tuple[str, list[float], list[float], str]  # what, skews, create/start -> all started, target
+Row = tuple[str, str, str, str]  # figure, median, max, target (the shape bench/gang_slurm.py's rows have)
 
 
 def job_run(sm: Any, out: Path, name: str, instances: int) -> tuple[float, float]:
@@ -63,7 +63,13 @@ def bare_run(marks: Path, run: int, instances: int) -> tuple[float, float]:
     return max(starts) - min(starts), max(starts) - t0
 
 
-def local_rows(work: Path, runs: int, instances: int) -> list[Row]:
+def _ms(v: float) -> str:
+    return f"{v * 1000:9.1f} ms"
+
+
+def local_rows(runs: int, instances: int = 3) -> list[Row]:
+    """The local backend's rows, and the bare processes' beside them, measured in one run."""
+    work = Path(tempfile.mkdtemp(prefix="tf-bench-gang-"))
     out, marks = work / "out", work / "marks"
     marks.mkdir()
     config = {"allowed_local_roots": [str(work)], "capacity_cpus": 100000, "capacity_memory_mb": 10**9,
@@ -80,19 +86,25 @@ def local_rows(work: Path, runs: int, instances: int) -> list[Row]:
     finally:
         proc.terminate()
         proc.wait(10)
-    return [(f"local job, {instances} instances", [s for s, _ in job], [a for _, a in job],
-             f"skew <= {LOCAL_SKEW_TARGET_S * 1000:.0f} ms"),
-            (f"{instances} bare processes together", [s for s, _ in bare], [a for _, a in bare], "(peer)")]
+        shutil.rmtree(work, ignore_errors=True)
+    med = statistics.median
+    job_skew, job_start = [s for s, _ in job], [a for _, a in job]
+    bare_skew, bare_start = [s for s, _ in bare], [a for _, a in bare]
+    met = "met" if med(job_skew) <= LOCAL_SKEW_TARGET_S else "NOT met"
+    return [
+        (f"local: trainforge create -> all {instances} started", _ms(med(job_start)), _ms(max(job_start)), ""),
+        ("local: trainforge gang-start skew", _ms(med(job_skew)), _ms(max(job_skew)),
+         f"<= {_ms(LOCAL_SKEW_TARGET_S).strip()}: {met}"),
+        (f"local: {instances} bare processes -> all started", _ms(med(bare_start)), _ms(max(bare_start)), ""),
+        (f"local: {instances} bare processes, skew", _ms(med(bare_skew)), _ms(max(bare_skew)), "the skew's peer"),
+    ]
 
 
-def slurm_rows(work: Path, runs: int, instances: int) -> list[Row]:
+def slurm_rows(runs: int) -> list[Row]:
     """The Slurm part (issue 12, part 4): the same job on the Slurm fixture, beside ``srun -N3`` of
-    the same script and ``sbatch`` + start by hand, in the same run. Not measured here yet: the
-    Slurm backend's bench adds its rows by replacing this function's body."""
+    the same script and ``sbatch`` + start by hand, in the same run. The Slurm backend's bench
+    (``bench/gang_slurm.py``, whose ``slurm_rows(runs)`` returns rows of this shape) plugs in here."""
     return []
-
-
-SECTIONS: list[Callable[[Path, int, int], list[Row]]] = [local_rows, slurm_rows]
 
 
 def main() -> None:
@@ -100,21 +112,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--instances", type=int, default=3)
     args = ap.parse_args()
-    rows: list[Row] = []
-    for section in SECTIONS:
-        rows += section(Path(tempfile.mkdtemp(prefix=f"tf-bench-gang-{section.__name__}-")), args.runs,
-                        args.instances)
-
-    def ms(v: float) -> str:
-        return f"{v * 1000:8.1f}"
-    print(f"{args.runs} runs each; milliseconds")
-    print(f"{'':38} {'skew p50':>9} {'skew p90':>9} {'start p50':>9} {'start p90':>9}  target")
-    for what, skews, starts, target in rows:
-        judged = target
-        if target.startswith("skew <="):
-            judged += " — met" if statistics.median(skews) <= LOCAL_SKEW_TARGET_S else " — NOT met"
-        print(f"{what:38} {ms(statistics.median(skews))} {ms(pct(skews, 0.9))} {ms(statistics.median(starts))} "
-              f"{ms(pct(starts, 0.9))}  {judged}")
+    rows = local_rows(args.runs, args.instances) + slurm_rows(args.runs)
+    print(f"\ngang start, {args.runs} runs each\n")
+    print(f"{'figure':46} {'median':>12} {'max':>12}   target")
+    for figure, median, worst, target in rows:
+        print(f"{figure:46} {median:>12} {worst:>12}   {target}")
 
 
 if __name__ == "__main__":
