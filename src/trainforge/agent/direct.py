@@ -10,7 +10,9 @@ exits the agent writes the toolkit's failure or success file exactly as ``script
 
 Anything unusual — no entry point, a submit directory that cannot be fetched, packages to
 install — falls back to running the entrypoint, inside the instance's isolation, which then
-reports the problem or runs the installs as usual (and finds the code already unpacked).
+reports the problem or runs the installs as usual (and finds the code already unpacked). So does a
+distributed job (``images/launchers.py``): the entrypoint starts torchrun or mpirun around the
+code the agent has unpacked.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def plan(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str
     python = (spec.get("runtime") or {}).get("python")
     if not python or argv != [python, "-m", SCRIPT_MODE_MODULE, "train"]:
         return None
+    from trainforge.images import launchers
     from trainforge.images import script_mode as sm
 
     hps = sm.read_hyperparameters(paths.host_ml)
@@ -53,8 +56,8 @@ def plan(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str
         except Exception:  # noqa: BLE001 - the entrypoint will fetch again and report it properly
             _empty(host_code)
             return None
-    if sm.needs_install(host_code):
-        return None
+    if sm.needs_install(host_code) or launchers.distributed(env):
+        return None  # the entrypoint installs, or launches torchrun / mpirun (images/launchers.py)
     args = [str(a) for a in json.loads(env.get("SM_USER_ARGS") or "[]")]
     code_dir = paths.container("code")
     command = sm.command(program, code_dir, args, python=python, host_code_dir=host_code)

@@ -32,6 +32,7 @@ DISTRIBUTION_FLAGS = (
     "sagemaker_mpi_enabled", "sagemaker_parameter_server_enabled",
     "sagemaker_distributed_dataparallel_enabled", "sagemaker_pytorch_ddp_enabled",
     "sagemaker_pytorch_xla_multi_worker_enabled", "sagemaker_multi_worker_mirrored_strategy_enabled",
+    "sagemaker_torch_distributed_enabled",
 )
 # Host variables handed to the training process; everything else of the agent's environment
 # (which is the server's: it may hold the server's own AWS secrets) stays out.

@@ -22,6 +22,10 @@ What the ``sagemaker-training`` toolkit does inside a SageMaker framework image 
    toolkit's format (``ExecuteUserScriptError:\\nExitCode 1\\nErrorMessage "..."\\nCommand "..."``);
    an error of this entrypoint writes ``<ErrorClass>:\\n<message>`` and exits 1.
 
+6. Distributed training (``sagemaker_torch_distributed_enabled``, ``sagemaker_mpi_enabled``,
+   ``sagemaker_pytorch_ddp_enabled``): the script runs under torchrun or mpirun, see
+   :mod:`trainforge.images.launchers`.
+
 Only the standard library is imported on the way to the user's script.
 """
 
@@ -33,6 +37,8 @@ import signal
 import subprocess
 import sys
 import threading
+
+from trainforge.images import launchers
 
 DEFAULT_BASE = "/opt/ml"
 INVOKING = "Invoking script with the following command: "
@@ -264,7 +270,17 @@ def main(argv: list[str]) -> int:
             pip(["-r", "requirements.txt"], code_dir, InstallRequirementsError)
         if os.path.exists(os.path.join(code_dir, "setup.py")):
             pip(["."], code_dir, InstallModuleError)
-        cmd = command(program, code_dir, user_args(hps))
+        args = user_args(hps)
+        cmd = command(program, code_dir, args)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cluster = launchers.cluster(env)
+        if cluster.kind:
+            env.update(launchers.variables(cluster))
+            planned = launchers.plan(cluster, program, cmd, args)
+            if planned is None:
+                return launchers.serve_worker(cluster, env, code_dir)
+            cmd = planned
     except ScriptModeError as exc:
         message = f"{exc.name}:\n{exc}"
         print(message, file=sys.stderr, flush=True)
@@ -277,8 +293,6 @@ def main(argv: list[str]) -> int:
         print(message, file=sys.stderr, flush=True)
         write_failure(base, message)
         return 1
-    env = dict(os.environ)
-    env["PYTHONPATH"] = code_dir + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     print(INVOKING + " ".join(cmd), flush=True)
     try:
         rc, stderr_tail = run_user_script(cmd, code_dir, env)

@@ -45,6 +45,7 @@ CreateTrainingJob rules (source: the model's documentation strings unless stated
 | tag keys unique ("Tag keys must be unique per resource") | sentence |
 | ProfilingIntervalInMilliseconds one of 100, 200, 500, 1000, 5000, 60000 | sentence |
 | ServerlessJobConfig: EvaluationType required when JobType is Evaluation | validation format |
+| a script-mode image (no ContainerEntrypoint) with SMDDP, parameter-server, MultiWorkerMirrored or XLA distribution hyperparameters (``images/launchers.py``: ``REFUSED``) | sentence naming the hyperparameter and what to use instead |
 
 Not checked here: hyperparameter count and key/value lengths (the model's map and string bounds,
 already enforced by validation), EnableNetworkIsolation feasibility (the runtime's).
@@ -101,11 +102,26 @@ def check_create(params: dict[str, Any], config: Config, fits: Fits | None = Non
     _stopping(params)
     _uris(params, config)
     _debugger(params)
+    _distribution(params, config)
     _unique((t.get("Key") for t in params.get("Tags") or []), "Tag keys must be unique per resource: '{}' is "
             "given more than once.")
     job = params.get("ServerlessJobConfig") or {}
     if job.get("JobType") == "Evaluation" and job.get("EvaluationType") is None:
         raise _constraint(None, "serverlessJobConfig.evaluationType", "Member must not be null")
+
+
+def _distribution(params: dict[str, Any], config: Config) -> None:
+    """A framework image (script mode, its own entrypoint) asked for a launcher trainforge lacks."""
+    from trainforge.images.catalog import SCRIPT_MODE, resolve
+    from trainforge.images.launchers import refusal
+
+    algo = params.get("AlgorithmSpecification") or {}
+    why = refusal(params.get("HyperParameters") or {})
+    if why is None or algo.get("ContainerEntrypoint"):
+        return
+    runtime = resolve(algo.get("TrainingImage") or algo.get("AlgorithmName") or "", config.images)
+    if runtime.error is None and runtime.kind == SCRIPT_MODE:
+        raise _fail(why)
 
 
 def check_role(role_arn: str, config: Config, account_id: str) -> None:

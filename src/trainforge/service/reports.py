@@ -180,12 +180,11 @@ def conclude(job: JobRow, insts: list[dict[str, Any]], now: float | None = None)
     """Every instance has exited: decide how the job ends (or whether it is retried)."""
     now = time.time() if now is None else now
     insts = sorted(insts, key=lambda i: int(i["host"].split("-")[-1]))
-    algorithm = [i for i in insts if i["outcome"] == "algorithm"]
+    # the first instance to fail caused it: its peers' collectives fail after it (ended_at, then host)
+    algorithm = sorted((i for i in insts if i["outcome"] == "algorithm"), key=lambda i: i.get("ended_at") or 0.0)
     platform = [i for i in insts if i["outcome"] == "platform"]
     if algorithm:
-        lifecycle.finish(job, "Failed", failure_reason=algorithm[0]["failure_reason"]
-                         or f"AlgorithmError: {algorithm[0]['host']} exited with code {algorithm[0]['exit_code']}",
-                         now=now)
+        lifecycle.finish(job, "Failed", failure_reason=algorithm_reason(algorithm[0], len(insts)), now=now)
     elif platform:
         reason = platform[0]["failure_reason"] or f"InternalServerError: the agent of {platform[0]['host']} failed"
         if not retry(job, reason, now):
@@ -195,6 +194,17 @@ def conclude(job: JobRow, insts: list[dict[str, Any]], now: float | None = None)
                          now=now)
     else:
         lifecycle.finish(job, "Completed", now=now)
+
+
+def algorithm_reason(inst: dict[str, Any], instance_count: int) -> str:
+    """The failed instance's reason; in a job of several instances it names the host:
+    ``AlgorithmError: (algo-2) <the rest>``."""
+    reason = inst["failure_reason"] or f"AlgorithmError: ExitCode {inst['exit_code']}"
+    if instance_count < 2:
+        return str(reason)
+    prefix = "AlgorithmError: "
+    rest = reason.removeprefix(prefix)
+    return f"{prefix}({inst['host']}) {rest}"
 
 
 def retry(job: JobRow, reason: str, now: float) -> bool:
