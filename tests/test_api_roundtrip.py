@@ -80,6 +80,9 @@ def _rule(name: str) -> dict[str, Any]:
     }
 
 
+CREDENTIALS_PROVIDER = "arn:aws:lambda:us-east-1:000000000000:function:creds"
+
+
 def request_with_image(name: str) -> dict[str, Any]:
     """TrainingImage, InstanceType/InstanceCount, an S3 (augmented manifest, Pipe) and a file-system channel."""
     return {
@@ -92,6 +95,9 @@ def request_with_image(name: str) -> dict[str, Any]:
             "EnableSageMakerMetricsTimeSeries": True,
             "ContainerEntrypoint": ["/bin/sh", "-c"],
             "ContainerArguments": ["true"],
+            # the credentials of the fs_server's registries entry that names this provider
+            "TrainingImageConfig": {"TrainingRepositoryAccessMode": "Vpc", "TrainingRepositoryAuthConfig": {
+                "TrainingRepositoryCredentialsProviderArn": CREDENTIALS_PROVIDER}},
         },
         "RoleArn": "arn:aws:iam::000000000000:role/SageMakerRole",
         "InputDataConfig": [
@@ -318,7 +324,10 @@ def fs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
     root = tmp_path_factory.mktemp("fs-roundtrip")
     (root / "fs" / "shared" / "data").mkdir(parents=True)
     srv = ServerProcess(root / "data", {"file_systems": {FS_ID: str(root / "fs")},
-                                        "allowed_local_roots": [str(root)]}).start()
+                                        "allowed_local_roots": [str(root)],
+                                        "registries": {"registry.example.com": {
+                                            "username": "puller", "password": "secret",
+                                            "credentials_provider_arn": CREDENTIALS_PROVIDER}}}).start()
     yield srv
     srv.stop()
 
