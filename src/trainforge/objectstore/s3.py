@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .base import DEFAULT_WORKERS, Location, ObjectStoreError
+from .base import DEFAULT_WORKERS, DOWNLOAD_WORKERS, Location, ObjectStoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from botocore.client import BaseClient
@@ -75,7 +75,7 @@ def _state() -> _State:
             if endpoint:
                 # Self-hosted stores (MinIO, Ceph, moto, rclone) want path-style addressing.
                 s3cfg["addressing_style"] = "path"
-            cfg = BotoConfig(max_pool_connections=max(DEFAULT_WORKERS, 32) + 8,
+            cfg = BotoConfig(max_pool_connections=max(DEFAULT_WORKERS, DOWNLOAD_WORKERS) + 8,
                              retries={"max_attempts": 8, "mode": "standard"},
                              s3=s3cfg or None, signature_version="s3v4",
                              connect_timeout=10, read_timeout=120)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .base import (
     DEFAULT_WORKERS,
+    DOWNLOAD_WORKERS,
     FICLONE,
     IO_CHUNK,
     MULTIPART_THRESHOLD,
@@ -105,7 +106,7 @@ class Transfer:
     etag: str | None = None
 
 
-def download_many(transfers: list[Transfer], *, workers: int = DEFAULT_WORKERS,
+def download_many(transfers: list[Transfer], *, workers: int = DOWNLOAD_WORKERS,
                   allowed_roots: Iterable[str] | None = None,
                   on_bytes: Callable[[int], None] | None = None,
                   on_file: Callable[[Transfer], None] | None = None,
