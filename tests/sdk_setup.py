@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
-from conftest import alive, instance_records, reserved_port
+from conftest import ServerProcess, alive, reserved_port
 from sdk_venvs import sdk_python
 
 from trainforge import embedded_s3
@@ -106,10 +106,4 @@ def _stop(setup: ReadmeSetup) -> None:
         pid = int(pid_file.read_text().split()[0])
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
-    for info in instance_records(setup.home):
-        for pgid in (info.get("agent_pid"), info.get("pgid")):
-            if pgid:
-                try:
-                    os.killpg(int(pgid), signal.SIGKILL)
-                except OSError:
-                    pass
+    ServerProcess(setup.home).kill_agents()  # not started here: only its agents' records are read
