@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 class FastFileChannel:
     def __init__(self, plan: ChannelPlan, ml_dir: Path, *, allowed_roots: list[str] | None = None,
-                 workers: int = objectstore.DEFAULT_WORKERS, log: Callable[[str], None] | None = None,
+                 workers: int = objectstore.DOWNLOAD_WORKERS, log: Callable[[str], None] | None = None,
                  on_error: Callable[[DataError], None] | None = None) -> None:
         assert plan.directory is not None
         self.plan = plan

@@ -94,7 +94,7 @@ def stage_inputs(request: dict[str, Any], ml_dir: Path, host: str = ONE_HOST[0],
                  channels: Sequence[Channel] | None = None, *,
                  progress: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
                  allowed_roots: list[str] | None = None, file_systems: dict[str, str] | None = None,
-                 workers: int = objectstore.DEFAULT_WORKERS,
+                 workers: int = objectstore.DOWNLOAD_WORKERS,
                  on_error: Callable[[DataError], None] | None = None) -> InputSession:
     """Stage ``channels`` — the channels host ``host`` receives — for it; see the module doc.
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from .base import (
                    DEFAULT_WORKERS,
+                   DOWNLOAD_WORKERS,
                    IO_CHUNK,
                    MULTIPART_THRESHOLD,
                    PART_SIZE,
@@ -66,7 +67,7 @@ from .transfer import (
 )
 
 __all__ = [
-    "DEFAULT_WORKERS", "IO_CHUNK", "MULTIPART_THRESHOLD", "PART_SIZE", "STAGING_DIRNAME", "Location",
+    "DEFAULT_WORKERS", "DOWNLOAD_WORKERS", "IO_CHUNK", "MULTIPART_THRESHOLD", "PART_SIZE", "STAGING_DIRNAME", "Location",
     "ObjectInfo", "ObjectStoreError", "Transfer", "as_location", "check_file", "download_file",
     "download_many", "download_prefix", "get_stream", "list_entries", "list_objects", "open_read",
     "parse_uri", "place_local", "put_bytes", "read_bytes", "read_range", "relative_key", "reset_client",

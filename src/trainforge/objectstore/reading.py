@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from .base import Location, ObjectInfo, ObjectStoreError, as_location, check_file, relative_key
-from .s3 import get_stream, s3_client, s3_error
+from .s3 import fast_s3, get_stream, s3_client, s3_error
 
 
 def list_entries(uri_prefix: str | Location, *, allowed_roots: Iterable[str] | None = None
@@ -27,19 +27,30 @@ def list_objects(uri_prefix: str | Location, *, allowed_roots: Iterable[str] | N
 
 
 def _list_s3(loc: Location) -> list[ObjectInfo]:
-    client = s3_client()
-    out: list[ObjectInfo] = []
+    """Pages through the fast path while it answers; the rest (or an error) through boto3's paginator."""
+    fast = fast_s3()
+    listed: list[tuple[str, int, str | None]] = []
+    token: str | None = None
+    while fast is not None:
+        page = fast.list_page(loc.bucket, loc.key, token)
+        if page is None:
+            break
+        listed += page[0]
+        token = page[1]
+        if token is None:
+            return _entries(loc, listed)
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
-            for obj in page.get("Contents", ()):
-                key = obj["Key"]
-                if key.endswith("/"):
-                    continue
-                out.append(ObjectInfo(relative_key(loc.key, key), int(obj["Size"]), Location("s3", loc.bucket, key),
-                                      obj.get("ETag")))
+        args = {"Bucket": loc.bucket, "Prefix": loc.key, **({"ContinuationToken": token} if token else {})}
+        for answer in s3_client().get_paginator("list_objects_v2").paginate(**args):
+            listed += [(obj["Key"], int(obj["Size"]), obj.get("ETag")) for obj in answer.get("Contents", ())]
     except Exception as exc:  # botocore errors
         raise s3_error(exc, loc, "list") from exc
-    return out
+    return _entries(loc, listed)
+
+
+def _entries(loc: Location, listed: list[tuple[str, int, str | None]]) -> list[ObjectInfo]:
+    return [ObjectInfo(relative_key(loc.key, key), size, Location("s3", loc.bucket, key), etag)
+            for key, size, etag in listed if not key.endswith("/")]
 
 
 def _list_file(loc: Location, roots: Iterable[str] | None) -> list[ObjectInfo]:

@@ -7,10 +7,10 @@ environment (as the agent does when it switches to the job's credentials) gives 
 ``get_stream()`` is the hot path of every download. botocore spends about 3 ms of CPU per
 request (endpoint rules, event hooks, parsing) — more than a 1 MiB object takes to transfer on
 loopback. When a custom endpoint is configured (MinIO, Ceph, moto, rclone, any S3-compatible
-store), GETs are therefore signed with botocore's own SigV4 signer and the job's (refreshable)
-credentials and sent with urllib3 directly (~0.8 ms of CPU). Any non-success answer, connection
-error or missing credentials falls back to the boto3 client, which then retries or raises the
-proper ``ClientError``: only the happy path is shortened. Against AWS itself (no custom endpoint),
+store), GETs are therefore signed and sent by :mod:`.fast_s3` with the job's (refreshable)
+credentials (~0.05 ms of CPU). Any non-success answer, connection error or missing credentials
+falls back to the boto3 client, which then retries or raises the proper ``ClientError``: only the
+happy path is shortened. Against AWS itself (no custom endpoint),
 boto3 is always used (virtual-host addressing, region redirects).
 """
 
@@ -20,12 +20,13 @@ import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from .base import DEFAULT_WORKERS, Location, ObjectStoreError
+from .base import DEFAULT_WORKERS, DOWNLOAD_WORKERS, Location, ObjectStoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from botocore.client import BaseClient
+
+    from .fast_s3 import FastS3
 
 _client_lock = threading.Lock()
 _client_cache: dict[tuple[Any, ...], _State] = {}
@@ -42,7 +43,7 @@ class _State:
     session: Any
     region: str
     endpoint: str | None
-    pool: Any  # urllib3.PoolManager for the fast path, or None
+    fast: FastS3 | None  # the fast GET path (custom endpoints only)
 
 
 def s3_endpoint_url() -> str | None:
@@ -74,19 +75,22 @@ def _state() -> _State:
             if endpoint:
                 # Self-hosted stores (MinIO, Ceph, moto, rclone) want path-style addressing.
                 s3cfg["addressing_style"] = "path"
-            cfg = BotoConfig(max_pool_connections=max(DEFAULT_WORKERS, 32) + 8,
+            cfg = BotoConfig(max_pool_connections=max(DEFAULT_WORKERS, DOWNLOAD_WORKERS) + 8,
                              retries={"max_attempts": 8, "mode": "standard"},
                              s3=s3cfg or None, signature_version="s3v4",
                              connect_timeout=10, read_timeout=120)
             client = session.client("s3", region_name=region, endpoint_url=endpoint, config=cfg)
-            pool = None
+            fast = None
             if endpoint and FAST_PATH:
-                import urllib3
+                from botocore.httpsession import get_cert_path
 
-                pool = urllib3.PoolManager(maxsize=max(DEFAULT_WORKERS, 32) + 8, retries=False,
-                                           timeout=urllib3.Timeout(connect=10, read=120))
-            state = _State(client, session, region, endpoint, pool)
-            _client_cache.clear()
+                from .fast_s3 import FastS3
+
+                # the CA bundle botocore's own client verifies with (AWS_CA_BUNDLE, ca_bundle, certifi)
+                ca_bundle = session._session.get_config_variable("ca_bundle") or get_cert_path(True)
+                fast = FastS3(endpoint, session, region, ca_bundle)
+            state = _State(client, session, region, endpoint, fast)
+            _drop_cached()
             _client_cache[cache_key] = state
     return state
 
@@ -94,6 +98,11 @@ def _state() -> _State:
 def s3_client() -> BaseClient:
     """A boto3 S3 client from the standard AWS configuration, cached per process (and per config)."""
     return _state().client
+
+
+def fast_s3() -> FastS3 | None:
+    """The fast path to the custom endpoint (None: AWS itself, or the fast path turned off)."""
+    return _state().fast
 
 
 def transfer_manager(*, multipart_threshold: int, part_size: int, workers: int) -> Any:
@@ -113,7 +122,14 @@ def transfer_manager(*, multipart_threshold: int, part_size: int, workers: int) 
 def reset_client() -> None:
     """Forget the cached client (tests that change the AWS environment)."""
     with _client_lock:
-        _client_cache.clear()
+        _drop_cached()
+
+
+def _drop_cached() -> None:
+    for state in _client_cache.values():
+        if state.fast is not None:
+            state.fast.close()
+    _client_cache.clear()
 
 
 def s3_error(exc: BaseException, loc: Location, action: str) -> ObjectStoreError:
@@ -132,38 +148,6 @@ def s3_error(exc: BaseException, loc: Location, action: str) -> ObjectStoreError
     return ObjectStoreError(f"cannot {action} {loc.uri}: {exc}")
 
 
-class _Body:
-    """A urllib3 response as a minimal readable stream."""
-
-    def __init__(self, resp: Any) -> None:
-        self._resp = resp
-        self._done = False
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self._resp.read() if n is None or n < 0 else self._resp.read(n)
-        if not data or n is None or n < 0:
-            self._done = True
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        """Read straight from the socket into ``buf`` (no intermediate bytes objects)."""
-        fp = getattr(self._resp, "_fp", None)
-        if fp is None or getattr(self._resp, "_decoder", None) is not None:
-            data = self._resp.read(len(buf))
-            buf[: len(data)] = data
-            n = len(data)
-        else:
-            n = fp.readinto(buf)
-        if not n:
-            self._done = True
-        return n
-
-    def close(self) -> None:
-        if not self._done:
-            self._resp.close()  # a half-read connection is not reused
-        self._resp.release_conn()
-
-
 def get_stream(loc: Location, *, start: int | None = None, end: int | None = None,
                etag: str | None = None) -> Any:
     """A stream (``read(n)``, ``close()``) of an S3 object's bytes ``start..end`` (inclusive).
@@ -172,8 +156,8 @@ def get_stream(loc: Location, *, start: int | None = None, end: int | None = Non
     :func:`s3_error`.
     """
     state = _state()
-    if state.pool is not None:
-        body = _fast_get(state, loc, start, end, etag)
+    if state.fast is not None:
+        body = state.fast.get(loc, start, end, etag)
         if body is not None:
             return body
     kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key}
@@ -182,49 +166,3 @@ def get_stream(loc: Location, *, start: int | None = None, end: int | None = Non
     if etag:
         kwargs["IfMatch"] = etag
     return state.client.get_object(**kwargs)["Body"]
-
-
-def _fast_get(state: _State, loc: Location, start: int | None, end: int | None, etag: str | None) -> Any:
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    creds = state.session.get_credentials()
-    if creds is None:
-        return None
-    url = f"{state.endpoint}/{loc.bucket}/{quote(loc.key, safe='/~')}"
-    headers: dict[str, str] = {}
-    if start is not None:
-        headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-    if etag:
-        headers["If-Match"] = etag
-    req = AWSRequest(method="GET", url=url, headers=headers)
-    S3SigV4Auth(creds.get_frozen_credentials(), "s3", state.region).add_auth(req)
-    try:
-        resp = state.pool.request("GET", url, headers=dict(req.headers.items()), preload_content=False)
-    except Exception:  # noqa: BLE001 - the boto3 path retries and reports
-        return None
-    if resp.status == 206 or (resp.status == 200 and _whole_answer(resp, start, end)):
-        return _Body(resp)
-    resp.drain_conn()
-    resp.release_conn()
-    return None
-
-
-def _whole_answer(resp: Any, start: int | None, end: int | None) -> bool:
-    """Whether a 200 answers the request exactly.
-
-    rclone answers a Range with 200 instead of 206, with the bytes asked for and a ``Content-Range``
-    naming them: that is the answer when its range is the one requested. A 200 without one is the
-    whole object: the answer when the range starts at 0 and the object's length is ``end + 1``.
-    Anything else falls back to boto3.
-    """
-    if start is None:
-        return True
-    served = resp.headers.get("Content-Range", "")
-    if served:
-        first, _, last = served.removeprefix("bytes ").partition("/")[0].partition("-")
-        return first == str(start) and (end is None or last == str(end))
-    if end is None:
-        return start == 0
-    length = resp.headers.get("Content-Length")
-    return start == 0 and length is not None and length.isdigit() and int(length) == end + 1

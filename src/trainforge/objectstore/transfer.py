@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import shutil
 import stat
@@ -17,6 +18,7 @@ from typing import Any
 
 from .base import (
     DEFAULT_WORKERS,
+    DOWNLOAD_WORKERS,
     FICLONE,
     IO_CHUNK,
     MULTIPART_THRESHOLD,
@@ -104,7 +106,7 @@ class Transfer:
     etag: str | None = None
 
 
-def download_many(transfers: list[Transfer], *, workers: int = DEFAULT_WORKERS,
+def download_many(transfers: list[Transfer], *, workers: int = DOWNLOAD_WORKERS,
                   allowed_roots: Iterable[str] | None = None,
                   on_bytes: Callable[[int], None] | None = None,
                   on_file: Callable[[Transfer], None] | None = None,
@@ -137,7 +139,10 @@ class _Engine:
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.partials: set[Path] = set()
-        self.made_dirs: set[Path] = set()
+        self.made_dirs: set[Path] = set()  # staging directories this engine made
+        self.known_dirs: set[Path] = set()  # directories known to exist
+        self.tmp_prefix = uuid.uuid4().hex
+        self.tmp_count = itertools.count()
 
     def _fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -145,10 +150,16 @@ class _Engine:
                 self.error = exc
         self.cancel.set()
 
+    def _dir(self, d: Path) -> None:
+        """``d`` made when missing (checked once per engine)."""
+        if d not in self.known_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            self.known_dirs.add(d)
+
     def _tmp_for(self, dest: Path) -> Path:
         d = self.staging_dir or dest.parent / STAGING_DIRNAME
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f"{uuid.uuid4().hex}.part"
+        self._dir(d)
+        tmp = d / f"{self.tmp_prefix}-{next(self.tmp_count)}.part"
         with self.lock:
             self.partials.add(tmp)
             if self.staging_dir is None:
@@ -156,7 +167,7 @@ class _Engine:
         return tmp
 
     def _finish(self, t: Transfer, tmp: Path) -> None:
-        t.dest.parent.mkdir(parents=True, exist_ok=True)
+        self._dir(t.dest.parent)
         os.replace(tmp, t.dest)
         with self.lock:
             self.partials.discard(tmp)
@@ -215,9 +226,13 @@ class _Engine:
         tmp = self._tmp_for(t.dest)
         body = get_stream(t.source, etag=t.etag)
         with open(tmp, "wb") as f:
-            self._pump(body, f.fileno(), 0)
-        if not self.cancel.is_set():
-            self._finish(t, tmp)
+            written = self._pump(body, f.fileno(), 0)
+        if self.cancel.is_set():
+            return
+        if t.size is not None and written != t.size:
+            raise ObjectStoreError(f"{t.source.uri}: {written} bytes received, {t.size} listed "
+                                   "(the object changed while it was being read?)")
+        self._finish(t, tmp)
 
     def _pump(self, body: Any, fd: int, offset: int) -> int:
         readinto = getattr(body, "readinto", None)
