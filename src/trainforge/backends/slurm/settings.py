@@ -25,6 +25,47 @@ from typing import Any
 
 KNOWN = {"partition", "account", "control_url", "instance_types", "exclusive", "sbatch_args",
          "stop_kill_after_seconds"}
+SHAPE_KEYS = {"cpus": int, "memory_mb": int, "gres": str, "gpus": int}
+
+
+class SlurmConfigError(ValueError):
+    """The ``slurm:`` section of the server configuration is malformed (the server does not start)."""
+
+
+def validate(section: Any) -> None:
+    """Refuse a malformed ``slurm:`` section with a message naming the key, as the server's other
+    sections are refused (``images``, ``registries``) at start."""
+    if not isinstance(section, dict):
+        raise SlurmConfigError("the config key 'slurm' must be a mapping")
+    unknown = set(section) - KNOWN
+    if unknown:
+        raise SlurmConfigError(f"slurm: unknown keys {sorted(unknown)} (known: {', '.join(sorted(KNOWN))})")
+    for key in ("partition", "account", "control_url"):
+        if section.get(key) is not None and not isinstance(section[key], str):
+            raise SlurmConfigError(f"slurm.{key} must be a string")
+    if not isinstance(section.get("exclusive", True), bool):
+        raise SlurmConfigError("slurm.exclusive must be true or false")
+    args = section.get("sbatch_args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SlurmConfigError("slurm.sbatch_args must be a list of strings")
+    kill_after = section.get("stop_kill_after_seconds", 60.0)
+    if isinstance(kill_after, bool) or not isinstance(kill_after, int | float) or kill_after < 0:
+        raise SlurmConfigError("slurm.stop_kill_after_seconds must be a number of seconds")
+    types = section.get("instance_types", {})
+    if not isinstance(types, dict):
+        raise SlurmConfigError("slurm.instance_types must map ml.* instance types to resources")
+    for name, shape in types.items():
+        if not isinstance(shape, dict):
+            raise SlurmConfigError(f"slurm.instance_types[{name!r}] must be a mapping")
+        bad = set(shape) - set(SHAPE_KEYS)
+        if bad:
+            raise SlurmConfigError(f"slurm.instance_types[{name!r}]: unknown keys {sorted(bad)} "
+                                   f"(known: {', '.join(SHAPE_KEYS)})")
+        for key, kind in SHAPE_KEYS.items():
+            value = shape.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise SlurmConfigError(f"slurm.instance_types[{name!r}].{key} must be "
+                                       f"{'a string' if kind is str else 'a whole number'}")
 
 
 @dataclass
@@ -39,9 +80,7 @@ class SlurmSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> SlurmSettings:
-        unknown = set(section) - KNOWN
-        if unknown:
-            raise ValueError(f"unknown keys in the slurm section: {', '.join(sorted(unknown))}")
+        validate(section)
         return cls(**section)
 
     def resources(self, instance_type: str) -> list[str]:
