@@ -10,6 +10,8 @@
                                 # (default: the server's own endpoint, right on one machine)
       instance_types:           # ml.* type -> what one node of the allocation must offer
         ml.p4d.24xlarge: {cpus: 96, memory_mb: 1100000, gres: "gpu:a100:8"}
+                                # (a type not mapped here: --gres=gpu:N with the GPUs of the server's
+                                # own instance_types table, e.g. ml.g5.xlarge -> --gres=gpu:1)
       exclusive: true           # whole nodes (sbatch --exclusive), as an ml.* instance is a machine
       sbatch_args: []           # anything else, passed to sbatch as is
       stop_kill_after_seconds: 60  # after the stop grace, this much more for the upload, then scancel
@@ -77,15 +79,21 @@ class SlurmSettings:
     exclusive: bool = True
     sbatch_args: list[str] = field(default_factory=list)
     stop_kill_after_seconds: float = 60.0
+    # the server's ``instance_types`` (ml.* type -> cpus, memory_mb, gpus): the GPUs of a type that
+    # ``instance_types`` above does not map
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> SlurmSettings:
+    def from_config(cls, section: dict[str, Any], catalog: dict[str, dict[str, Any]] | None = None) -> SlurmSettings:
         validate(section)
-        return cls(**section)
+        return cls(**section, catalog=dict(catalog or {}))
 
     def resources(self, instance_type: str) -> list[str]:
-        """sbatch's options for one node of ``instance_type`` (none: the whole node, --exclusive)."""
-        shape = self.instance_types.get(instance_type) or {}
+        """sbatch's options for one node of ``instance_type`` (none: the whole node, --exclusive). A
+        type the section does not map gets its GPUs as ``--gres=gpu:N`` (ml.p3.2xlarge: 1)."""
+        shape = self.instance_types.get(instance_type)
+        if shape is None:
+            shape = {"gpus": int((self.catalog.get(instance_type) or {}).get("gpus") or 0)}
         args = []
         if shape.get("cpus"):
             args.append(f"--cpus-per-task={int(shape['cpus'])}")
