@@ -28,14 +28,15 @@ def run(argv: list[str]) -> int:
         return 2
     agent = gang[rank]
     instance_dir = os.path.dirname(agent["spec"])
+    started = time.time()
     record = {"job_id": os.environ.get("SLURM_JOB_ID"), "node": os.environ.get("SLURMD_NODENAME"),
               "node_id": os.environ.get("SLURM_NODEID"), "rank": rank, "hostname": socket.gethostname(),
-              "nodelist": os.environ.get("SLURM_JOB_NODELIST"), "started": time.time()}
+              "nodelist": os.environ.get("SLURM_JOB_NODELIST"), "started": started}
     tmp = os.path.join(instance_dir, RECORD + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f)
     os.replace(tmp, os.path.join(instance_dir, RECORD))
-    adopt_allocation(agent["spec"], os.environ, record["started"])
+    adopt_allocation(agent["spec"], os.environ, started)
     os.chdir(instance_dir)
     log = os.open(agent["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
