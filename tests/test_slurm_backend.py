@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,64 @@ def test_control_plane_restarted_while_a_job_pends_keeps_it_pending(slurm_server
     assert list(slurm_jobs_named(cluster, name).values()) == ["PENDING"]  # the same one, not a second
     sm.stop_training_job(TrainingJobName=name)
     assert wait_for_job(sm, name, timeout=60)["TrainingJobStatus"] == "Stopped"
+
+
+def test_instance_groups_run_as_a_heterogeneous_slurm_job(server_factory: Any, cluster: SlurmCluster,
+                                                          tmp_path: Path) -> None:
+    """One component per instance group, each with its type's resources from the ``slurm:`` mapping;
+    host names and resourceconfig.json as on the local backend (agent/layout.py)."""
+    srv = server_factory({"allowed_local_roots": [str(tmp_path)], "backend": "slurm",
+                          "slurm": {"partition": cluster.partition,
+                                    "instance_types": {"ml.m5.large": {"cpus": 1}, "ml.c5.xlarge": {"cpus": 2}}}},
+                         env={"SLURM_CONF": str(cluster.conf)})
+    sm = srv.client()
+    name, out = unique_name("slurmhet"), tmp_path / "out"
+    req = multi(name, 'cp /opt/ml/input/config/resourceconfig.json "/opt/ml/model/$SM_CURRENT_HOST.json"', out)
+    req["ResourceConfig"] = {"VolumeSizeInGB": 1, "InstanceGroups": [
+        {"InstanceGroupName": "lead", "InstanceType": "ml.m5.large", "InstanceCount": 1},
+        {"InstanceGroupName": "workers", "InstanceType": "ml.c5.xlarge", "InstanceCount": 2}]}
+    sm.create_training_job(**req)
+    desc = wait_for_job(sm, name, timeout=120)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    configs = {p.stem: json.loads(p.read_text()) for p in model_dir(out, name).glob("*.json")}
+    assert sorted(configs) == HOSTS
+    groups = [{"instance_group_name": "lead", "instance_type": "ml.m5.large", "hosts": ["algo-1"]},
+              {"instance_group_name": "workers", "instance_type": "ml.c5.xlarge", "hosts": ["algo-2", "algo-3"]}]
+    for host, config in configs.items():
+        assert config["current_host"] == host and config["hosts"] == HOSTS
+        assert config["current_group_name"] == ("lead" if host == "algo-1" else "workers")
+        assert config["instance_groups"] == groups
+    records = node_records(srv, name)
+    assert len({r["job_id"] for r in records.values()}) == 1 and [records[h]["rank"] for h in HOSTS] == [0, 1, 2]
+    # Slurm's view: two components (ID+0, ID+1) of 1 and 2 nodes, asking 1 and 2 CPUs per node
+    out_q = slurm(cluster, "squeue", "-h", "--states=all", f"--name=tf-{name}", "-o", "%i %D %c")
+    components = sorted(tuple(line.split()) for line in out_q.splitlines() if line.strip())
+    job_id = records["algo-1"]["job_id"]
+    assert components == [(f"{job_id}+0", "1", "1"), (f"{job_id}+1", "2", "2")]
+
+
+def test_max_runtime_counts_from_the_start_not_from_the_wait_in_slurms_queue(slurm_server: Any,
+                                                                               cluster: SlurmCluster,
+                                                                               tmp_path: Path) -> None:
+    """All nodes held by a hand-made sbatch: the job pends longer than its MaxRuntimeInSeconds, and
+    still gets its whole run time once Slurm starts it."""
+    blocker = slurm(cluster, "sbatch", "--parsable", "--nodes=3", "--exclusive", "--job-name=blocker",
+                    "--output=/dev/null", "--wrap", "sleep 600").strip().split(";")[0]
+    try:
+        wait_until(lambda: slurm(cluster, "squeue", "-h", "-j", blocker, "-o", "%T").strip() == "RUNNING",
+                   timeout=60, message="the blocker holding the nodes")
+        sm = slurm_server.client()
+        name, out = unique_name("slurmrt"), tmp_path / "out"
+        req = multi(name, 'sleep 3; echo trained > /opt/ml/model/done', out, count=1)
+        req["StoppingCondition"] = {"MaxRuntimeInSeconds": 15}
+        sm.create_training_job(**req)
+        created = sm.describe_training_job(TrainingJobName=name)["CreationTime"].timestamp()
+        wait_for_job(sm, name, "Pending", secondary=True, timeout=60)
+        # pending for longer than the whole MaxRuntimeInSeconds
+        wait_until(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Pending"
+                   and time.time() > created + 20, timeout=60, interval=0.5, message="a wait past MaxRuntimeInSeconds")
+    finally:
+        slurm(cluster, "scancel", blocker)
+    desc = wait_for_job(sm, name, timeout=120)
+    assert desc["TrainingJobStatus"] == "Completed", (desc.get("FailureReason"), desc.get("SecondaryStatus"))
+    assert (model_dir(out, name) / "done").read_text().strip() == "trained"

@@ -123,6 +123,10 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     from trainforge.images.registries import validate as validate_registries
 
     validate_registries(config.registries)
+    if config.backend == "slurm":
+        from trainforge.backends.slurm.settings import validate as validate_slurm
+
+        validate_slurm(config.slurm)
     make_private(config.data_path)
     db = Database(config.effective_database_url)
     db.migrate()

@@ -74,6 +74,18 @@ class Backend(Protocol):
         """Give up a gang that still waits in the engine's queue (MaxPendingTimeInSeconds)."""
 
 
+def started_deadline(deadline: float, launched_at: float | None, started_at: float,
+                     cap: float | None = None) -> float:
+    """The deadline of a gang that waited in the engine's queue (Slurm): MaxRuntimeInSeconds counts
+    from when the instances start, as SageMaker counts it, so the time spent queued since the launch
+    moves the deadline on, never past ``cap`` (MaxWaitTimeInSeconds from the creation, spot jobs).
+    The agent (at its start on the node) and the scheduler (when the wait ends) both use it."""
+    if launched_at is None:
+        return deadline
+    shifted = deadline + max(0.0, started_at - launched_at)
+    return shifted if cap is None else max(deadline, min(shifted, cap))
+
+
 def create_backend(config: Any) -> Backend:
     """The backend the server's configuration names (``backend: local`` or ``backend: slurm``)."""
     kind = getattr(config, "backend", "local")

@@ -142,6 +142,9 @@ class Launcher:
             "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
             "file_systems": self.config.file_systems,
         }
+        if self.backend.queues:  # the engine may queue the gang: the run time counts from its start
+            wait = max_wait(request)
+            common.update(launched_at=now, deadline_cap=None if wait is None else job.creation_time + wait)
         for host, itype, group in hosts:
             inst_dir = job_dir / host
             inst_dir.mkdir(parents=True, exist_ok=True)

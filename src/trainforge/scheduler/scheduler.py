@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from trainforge.agent import instance_files
-from trainforge.backends.base import Backend, create_backend
+from trainforge.backends.base import Backend, create_backend, started_deadline
 from trainforge.config import Config
 from trainforge.scheduler import handles
 from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
@@ -179,6 +179,10 @@ class Scheduler:
                 with self.store.locked(job.id) as (conn, locked):
                     if locked is not None and locked.phase == "running" and locked.secondary_status == "Pending":
                         lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=now)
+                        if locked.deadline is not None and insts:  # the run time counts from now
+                            wait = max_wait(locked.request)
+                            locked.deadline = started_deadline(locked.deadline, insts[0]["started_at"], now,
+                                                               None if wait is None else locked.creation_time + wait)
                         self.store.save(conn, locked)
             return False
         limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds") or 0

@@ -55,7 +55,8 @@ class SlurmBackend:
     queues = True
 
     def __init__(self, config: Any) -> None:
-        self.settings = SlurmSettings.from_config(dict(getattr(config, "slurm", None) or {}))
+        self.settings = SlurmSettings.from_config(getattr(config, "slurm", None) or {},
+                                                  getattr(config, "instance_types", None))
         self.control_url = self.settings.control_url
         self.stop_grace = float(getattr(config, "stop_grace_seconds", 120.0))
         self._local = LocalBackend(forkserver=False)  # the process checks of agents on this machine
@@ -97,22 +98,28 @@ class SlurmBackend:
         gang_file.write_text(json.dumps([{"spec": str(a.spec_path), "log": str(a.log_path), "finish": a.finish}
                                          for a in gang]))
         n = len(gang)
+        components = _components(gang)
         script = slurm_dir / f"{tag}.sh"
-        srun = ["srun", f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1", "--kill-on-bad-exit=0",
-                sys.executable, "-S", "-c", NODE_BOOT, str(gang_file)]
+        het = [f"--het-group={','.join(str(k) for k in range(len(components)))}"] if len(components) > 1 else []
+        srun = ["srun", *het, *([] if het else [f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1"]),
+                "--kill-on-bad-exit=0", sys.executable, "-S", "-c", NODE_BOOT, str(gang_file)]
         script.write_text("#!/bin/sh\nexec " + " ".join(_quote(a) for a in srun) + "\n")
         script.chmod(0o755)
+        # Slurm counts --time from the start: the run time left + the stop grace + a start-up allowance
         seconds = max(60, math.ceil(float(spec["deadline"]) - time.time() + self.stop_grace + TIME_MARGIN_S))
-        args = [f"--job-name={_job_name(spec)}", f"--nodes={n}", "--ntasks-per-node=1",
+        args = [f"--job-name={_job_name(spec)}",
                 f"--time={seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
                 f"--output={slurm_dir / (tag + '.out')}", f"--chdir={job_dir}", "--export=ALL"]
-        if self.settings.exclusive and not gang[0].finish:
-            args.append("--exclusive")
         if self.settings.partition:
             args.append(f"--partition={self.settings.partition}")
         if self.settings.account:
             args.append(f"--account={self.settings.account}")
-        args += self.settings.resources(spec.get("instance_type") or "") + list(self.settings.sbatch_args)
+        args += list(self.settings.sbatch_args)
+        # one component per instance group (a heterogeneous job, ":" between them), each of its type
+        for k, (itype, count) in enumerate(components):
+            args += [*([":"] if k else []), f"--nodes={count}", "--ntasks-per-node=1",
+                     *(["--exclusive"] if self.settings.exclusive and not gang[0].finish else []),
+                     *self.settings.resources(itype)]
         job_id = cli.sbatch(args, str(script))
         faults.crash_point("slurm-submitted")
         for a in gang:
@@ -245,6 +252,20 @@ class SlurmBackend:
             return json.loads((Path(instance_dir) / RECORD).read_text()).get("hostname") == self._hostname
         except (OSError, ValueError):
             return False
+
+
+def _components(gang: list[AgentLaunch]) -> list[tuple[str, int]]:
+    """(instance type, node count) per instance group, in host order (a group's hosts are consecutive,
+    agent/layout.py); one component for a job without InstanceGroups."""
+    components: list[tuple[str, str, int]] = []
+    for a in gang:
+        spec = json.loads(a.spec_path.read_text())
+        key, itype = str(spec.get("instance_group") or ""), str(spec.get("instance_type") or "")
+        if components and components[-1][:2] == (key, itype):
+            components[-1] = (key, itype, components[-1][2] + 1)
+        else:
+            components.append((key, itype, 1))
+    return [(itype, count) for _, itype, count in components]
 
 
 def _job_name(spec: dict[str, Any]) -> str:

@@ -71,16 +71,22 @@ def submitted_as(job_name: str, script: str) -> str | None:
     for line in out.splitlines():
         job_id, _, command = line.strip().partition("|")
         if command == script:
-            return job_id
+            return job_id.split("+", 1)[0]  # a heterogeneous job's components are ID+K
     return None
 
 
 def _parse(out: str) -> dict[str, JobState]:
-    result = {}
+    """One state per job; a heterogeneous job's components (``ID+K``) make one: active while any
+    is, with the reason of a component that has one (the others wait with reason None)."""
+    result: dict[str, JobState] = {}
     for line in out.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 3:
-            result[parts[0]] = JobState(parts[1], parts[2])
+        if len(parts) != 3:
+            continue
+        job_id, state = parts[0].split("+", 1)[0], JobState(parts[1], parts[2])
+        known = result.get(job_id)
+        if known is None or (state.active, state.reason != "None") > (known.active, known.reason != "None"):
+            result[job_id] = state
     return result
 
 

@@ -10,6 +10,8 @@
                                 # (default: the server's own endpoint, right on one machine)
       instance_types:           # ml.* type -> what one node of the allocation must offer
         ml.p4d.24xlarge: {cpus: 96, memory_mb: 1100000, gres: "gpu:a100:8"}
+                                # (a type not mapped here: --gres=gpu:N with the GPUs of the server's
+                                # own instance_types table, e.g. ml.g5.xlarge -> --gres=gpu:1)
       exclusive: true           # whole nodes (sbatch --exclusive), as an ml.* instance is a machine
       sbatch_args: []           # anything else, passed to sbatch as is
       stop_kill_after_seconds: 60  # after the stop grace, this much more for the upload, then scancel
@@ -25,6 +27,47 @@ from typing import Any
 
 KNOWN = {"partition", "account", "control_url", "instance_types", "exclusive", "sbatch_args",
          "stop_kill_after_seconds"}
+SHAPE_KEYS = {"cpus": int, "memory_mb": int, "gres": str, "gpus": int}
+
+
+class SlurmConfigError(ValueError):
+    """The ``slurm:`` section of the server configuration is malformed (the server does not start)."""
+
+
+def validate(section: Any) -> None:
+    """Refuse a malformed ``slurm:`` section with a message naming the key, as the server's other
+    sections are refused (``images``, ``registries``) at start."""
+    if not isinstance(section, dict):
+        raise SlurmConfigError("the config key 'slurm' must be a mapping")
+    unknown = set(section) - KNOWN
+    if unknown:
+        raise SlurmConfigError(f"slurm: unknown keys {sorted(unknown)} (known: {', '.join(sorted(KNOWN))})")
+    for key in ("partition", "account", "control_url"):
+        if section.get(key) is not None and not isinstance(section[key], str):
+            raise SlurmConfigError(f"slurm.{key} must be a string")
+    if not isinstance(section.get("exclusive", True), bool):
+        raise SlurmConfigError("slurm.exclusive must be true or false")
+    args = section.get("sbatch_args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SlurmConfigError("slurm.sbatch_args must be a list of strings")
+    kill_after = section.get("stop_kill_after_seconds", 60.0)
+    if isinstance(kill_after, bool) or not isinstance(kill_after, int | float) or kill_after < 0:
+        raise SlurmConfigError("slurm.stop_kill_after_seconds must be a number of seconds")
+    types = section.get("instance_types", {})
+    if not isinstance(types, dict):
+        raise SlurmConfigError("slurm.instance_types must map ml.* instance types to resources")
+    for name, shape in types.items():
+        if not isinstance(shape, dict):
+            raise SlurmConfigError(f"slurm.instance_types[{name!r}] must be a mapping")
+        bad = set(shape) - set(SHAPE_KEYS)
+        if bad:
+            raise SlurmConfigError(f"slurm.instance_types[{name!r}]: unknown keys {sorted(bad)} "
+                                   f"(known: {', '.join(SHAPE_KEYS)})")
+        for key, kind in SHAPE_KEYS.items():
+            value = shape.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise SlurmConfigError(f"slurm.instance_types[{name!r}].{key} must be "
+                                       f"{'a string' if kind is str else 'a whole number'}")
 
 
 @dataclass
@@ -36,17 +79,21 @@ class SlurmSettings:
     exclusive: bool = True
     sbatch_args: list[str] = field(default_factory=list)
     stop_kill_after_seconds: float = 60.0
+    # the server's ``instance_types`` (ml.* type -> cpus, memory_mb, gpus): the GPUs of a type that
+    # ``instance_types`` above does not map
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> SlurmSettings:
-        unknown = set(section) - KNOWN
-        if unknown:
-            raise ValueError(f"unknown keys in the slurm section: {', '.join(sorted(unknown))}")
-        return cls(**section)
+    def from_config(cls, section: dict[str, Any], catalog: dict[str, dict[str, Any]] | None = None) -> SlurmSettings:
+        validate(section)
+        return cls(**section, catalog=dict(catalog or {}))
 
     def resources(self, instance_type: str) -> list[str]:
-        """sbatch's options for one node of ``instance_type`` (none: the whole node, --exclusive)."""
-        shape = self.instance_types.get(instance_type) or {}
+        """sbatch's options for one node of ``instance_type`` (none: the whole node, --exclusive). A
+        type the section does not map gets its GPUs as ``--gres=gpu:N`` (ml.p3.2xlarge: 1)."""
+        shape = self.instance_types.get(instance_type)
+        if shape is None:
+            shape = {"gpus": int((self.catalog.get(instance_type) or {}).get("gpus") or 0)}
         args = []
         if shape.get("cpus"):
             args.append(f"--cpus-per-task={int(shape['cpus'])}")
