@@ -147,3 +147,45 @@ def test_a_job_on_an_algorithm_runs_its_image_with_its_defaults_and_metrics(serv
     booster = xgboost.Booster()
     booster.load_model(bytearray(files["xgboost-model"]))
     assert booster.num_boosted_rounds() == 7
+
+
+def test_tags_on_an_algorithm_arn(server: Any) -> None:
+    sm = server.client()
+    name = unique_name("algo")
+    arn = sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(),
+                              Tags=[{"Key": "team", "Value": "ml"}])["AlgorithmArn"]
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "ml"}]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "team", "Value": "research"}, {"Key": "env", "Value": "dev"}])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "dev"},
+                                                     {"Key": "team", "Value": "research"}]
+    sm.delete_tags(ResourceArn=arn, TagKeys=["team"])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "dev"}]
+    assert "aws:" in refused(sm.add_tags, ResourceArn=arn, Tags=[{"Key": "aws:owner", "Value": "x"}])
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": f"k{i:02d}", "Value": ""} for i in range(49)])
+    with pytest.raises(ClientError) as exc:
+        sm.add_tags(ResourceArn=arn, Tags=[{"Key": "one-too-many", "Value": "x"}])
+    assert exc.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+    sm.delete_algorithm(AlgorithmName=name)
+    assert "not found" in refused(sm.list_tags, ResourceArn=arn)
+    other_region = arn.replace("us-east-1", "eu-west-1")
+    assert "not found" in refused(sm.add_tags, ResourceArn=other_region, Tags=[{"Key": "a", "Value": "b"}])
+
+
+def test_a_validation_specification_is_refused_not_ignored(server: Any, bucket: str) -> None:
+    sm = server.client()
+    name = unique_name("algo")
+    definition = {"TrainingInputMode": "File", "HyperParameters": {"num_round": "3"},
+                  "InputDataConfig": [channel("train", f"s3://{bucket}/algo/train/", "text/csv")],
+                  "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
+                  "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
+                  "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
+    message = refused(sm.create_algorithm, AlgorithmName=name, TrainingSpecification=specification(),
+                      ValidationSpecification={"ValidationRole": "arn:aws:iam::000000000000:role/SageMakerRole",
+                                               "ValidationProfiles": [{"ProfileName": "p1",
+                                                                       "TrainingJobDefinition": definition}]})
+    assert "ValidationSpecification is not supported by trainforge" in message
+    assert "CertifyForMarketplace is not supported" in refused(
+        sm.create_algorithm, AlgorithmName=name, TrainingSpecification=specification(), CertifyForMarketplace=True)
+    assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)  # nothing was stored
+    sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(), CertifyForMarketplace=False)
+    assert sm.describe_algorithm(AlgorithmName=name)["AlgorithmStatus"] == "Completed"

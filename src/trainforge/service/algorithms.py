@@ -1,9 +1,11 @@
 """Algorithm resources: CreateAlgorithm, DescribeAlgorithm, ListAlgorithms, DeleteAlgorithm, and what
 CreateTrainingJob with an AlgorithmName (its name or ARN) takes from one (``algorithm_rules.py``).
 
-An algorithm is stored as its CreateAlgorithm request. Nothing validates it asynchronously here
-(no ValidationSpecification jobs are run; the specification is kept and shown): its status is
-``Completed`` from the start.
+An algorithm is stored as its CreateAlgorithm request; its status is ``Completed`` from the start.
+trainforge does not run validation profiles: a ValidationSpecification (SageMaker runs its
+TrainingJobDefinitions and sets AlgorithmStatus from them) is refused, and so is
+CertifyForMarketplace true (there is no AWS Marketplace here, and SageMaker requires a
+ValidationSpecification for it), each with a ValidationException naming the member.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Algorithms:
         self.signer = signer
 
     def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        _refuse_unimplemented(params)
         check_tag_keys(params.get("Tags") or [])
         algorithm_rules.check_specification(params["TrainingSpecification"])
         name = params["AlgorithmName"]
@@ -95,6 +98,19 @@ class Algorithms:
             return request
         row = self.get(caller, name)
         return algorithm_rules.apply(row.document, row.name, request)
+
+
+def _refuse_unimplemented(params: dict[str, Any]) -> None:
+    problems = []
+    if params.get("ValidationSpecification") is not None:
+        problems.append("ValidationSpecification is not supported by trainforge: it does not run an algorithm's "
+                        "validation profiles (the algorithm would be reported validated without having run them); "
+                        "create the algorithm without it and run a training job on it instead")
+    if params.get("CertifyForMarketplace"):
+        problems.append("CertifyForMarketplace is not supported by trainforge: there is no AWS Marketplace "
+                        "to list the algorithm on")
+    if problems:
+        raise ValidationError("; ".join(problems) + ". Remove it from the request (README: 'Request members').")
 
 
 def _summary(row: AlgorithmRow) -> dict[str, Any]:
