@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import read_model, unique_name, wait_for_job, wait_until
-from test_builtin_xgboost import (booster_of, channel, csv_bytes, dataset, job_request, log_lines, run,
-                                  upload)
+from test_builtin_xgboost import booster_of, channel, csv_bytes, dataset, job_request, log_lines, run, upload
 
 xgboost = pytest.importorskip("xgboost")
 

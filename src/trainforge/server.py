@@ -146,8 +146,9 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
 
     warm(SUPPORTED_OPERATIONS)  # compile the validators now, not on the first request
     algorithm_store = AlgorithmStore(db)
-    algorithms = Algorithms(algorithm_store, signer)
+    algorithms = Algorithms(algorithm_store, signer, store)
     jobs = TrainingJobs(store, config, signer, check_create=create_rules, for_algorithm=algorithms.for_job)
+    algorithms.set_jobs(jobs)
     if isolation.settings is not None:  # what an agent pulling an image needs (images/pull.py)
         isolation.settings.update(registries=config.registries, image_cache_gb=config.image_cache_gb)
     scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
