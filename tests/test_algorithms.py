@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import read_model, unique_name, wait_for_job
+from conftest import read_model, unique_name, wait_for_job, wait_until
 from test_builtin_xgboost import IMAGE, SAGEMAKER_METRICS, channel, csv_bytes, dataset, job_request, upload
 
 
@@ -147,3 +147,97 @@ def test_a_job_on_an_algorithm_runs_its_image_with_its_defaults_and_metrics(serv
     booster = xgboost.Booster()
     booster.load_model(bytearray(files["xgboost-model"]))
     assert booster.num_boosted_rounds() == 7
+
+
+def test_tags_on_an_algorithm_arn(server: Any) -> None:
+    sm = server.client()
+    name = unique_name("algo")
+    arn = sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(),
+                              Tags=[{"Key": "team", "Value": "ml"}])["AlgorithmArn"]
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "ml"}]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "team", "Value": "research"}, {"Key": "env", "Value": "dev"}])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "dev"},
+                                                     {"Key": "team", "Value": "research"}]
+    sm.delete_tags(ResourceArn=arn, TagKeys=["team"])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "dev"}]
+    assert "aws:" in refused(sm.add_tags, ResourceArn=arn, Tags=[{"Key": "aws:owner", "Value": "x"}])
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": f"k{i:02d}", "Value": ""} for i in range(49)])
+    with pytest.raises(ClientError) as exc:
+        sm.add_tags(ResourceArn=arn, Tags=[{"Key": "one-too-many", "Value": "x"}])
+    assert exc.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+    sm.delete_algorithm(AlgorithmName=name)
+    assert "not found" in refused(sm.list_tags, ResourceArn=arn)
+    other_region = arn.replace("us-east-1", "eu-west-1")
+    assert "not found" in refused(sm.add_tags, ResourceArn=other_region, Tags=[{"Key": "a", "Value": "b"}])
+
+
+def validation(bucket: str, **profiles: dict[str, str]) -> dict[str, Any]:
+    """A ValidationSpecification with one profile per keyword (its hyperparameters)."""
+    def definition(hps: dict[str, str]) -> dict[str, Any]:
+        return {"TrainingInputMode": "File", "HyperParameters": hps,
+                "InputDataConfig": [channel("train", f"s3://{bucket}/algo-val/train/", "text/csv")],
+                "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
+                "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
+    return {"ValidationRole": "arn:aws:iam::000000000000:role/SageMakerRole",
+            "ValidationProfiles": [{"ProfileName": name, "TrainingJobDefinition": definition(hps)}
+                                   for name, hps in profiles.items()]}
+
+
+def algorithm_status(sm: Any, name: str) -> dict[str, Any]:
+    """DescribeAlgorithm once the algorithm's validation has ended (polled, bounded)."""
+    return dict(wait_until(lambda: sm.describe_algorithm(AlgorithmName=name), timeout=240,
+                           message=f"{name}: validation ended",
+                           until=lambda d: d["AlgorithmStatus"] in ("Completed", "Failed")))
+
+
+def test_validation_profiles_run_as_training_jobs(server: Any, s3: Any, bucket: str) -> None:
+    sm = server.client()
+    x, y = dataset(400, seed=51)
+    upload(s3, bucket, "algo-val/train", {"t.csv": csv_bytes(x, y)})
+    good = unique_name("algo")
+    sm.create_algorithm(AlgorithmName=good, TrainingSpecification=specification(),
+                        ValidationSpecification=validation(bucket, quick={"num_round": "3"}))  # at most 1
+    first = sm.describe_algorithm(AlgorithmName=good)
+    assert first["AlgorithmStatus"] in ("InProgress", "Completed")
+    assert [v["Name"] for v in first["AlgorithmStatusDetails"]["ValidationStatuses"]] == ["quick"]
+    done = algorithm_status(sm, good)
+    assert done["AlgorithmStatus"] == "Completed", done["AlgorithmStatusDetails"]
+    assert done["AlgorithmStatusDetails"]["ValidationStatuses"] == [{"Name": "quick", "Status": "Completed"}]
+    assert done["ValidationSpecification"]["ValidationProfiles"][0]["ProfileName"] == "quick"
+    jobs = sm.list_training_jobs(NameContains=f"{good[:40]}-val")["TrainingJobSummaries"]
+    assert [j["TrainingJobStatus"] for j in jobs] == ["Completed"]
+    assert sm.describe_training_job(TrainingJobName=jobs[0]["TrainingJobName"])["HyperParameters"]["num_round"] == "3"
+    listed = sm.list_algorithms(NameContains=good)["AlgorithmSummaryList"]
+    assert [a["AlgorithmStatus"] for a in listed] == ["Completed"]
+    # A profile whose job fails (eval_metric is FreeText to the algorithm, unknown to XGBoost).
+    bad = unique_name("algo")
+    sm.create_algorithm(AlgorithmName=bad, TrainingSpecification=specification(),
+                        ValidationSpecification=validation(bucket, broken={"eval_metric": "bogus"}))
+    failed = algorithm_status(sm, bad)
+    assert failed["AlgorithmStatus"] == "Failed"
+    [status] = failed["AlgorithmStatusDetails"]["ValidationStatuses"]
+    assert status["Name"] == "broken" and status["Status"] == "Failed"
+    assert "eval_metric" in status["FailureReason"], status
+
+
+def test_a_validation_profile_breaking_a_rule_is_refused_with_nothing_left(server: Any, bucket: str) -> None:
+    sm = server.client()
+    name = unique_name("algo")
+    message = refused(sm.create_algorithm, AlgorithmName=name, TrainingSpecification=specification(),
+                      ValidationSpecification=validation(bucket, hot={"eta": "0.9"}))
+    assert "Validation profile hot: Hyperparameter eta: value 0.9 is outside its range" in message
+    assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)
+    assert sm.list_training_jobs(NameContains=f"{name[:40]}-val")["TrainingJobSummaries"] == []
+    spec = validation(bucket, scored={})
+    spec["ValidationProfiles"][0]["TransformJobDefinition"] = {
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/x"}}},
+        "TransformOutput": {"S3OutputPath": f"s3://{bucket}/out"},
+        "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}}
+    assert "TransformJobDefinition is not supported by trainforge" in refused(
+        sm.create_algorithm, AlgorithmName=name, TrainingSpecification=specification(), ValidationSpecification=spec)
+    assert "CertifyForMarketplace is not supported" in refused(
+        sm.create_algorithm, AlgorithmName=name, TrainingSpecification=specification(), CertifyForMarketplace=True)
+    assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)  # nothing was stored
+    sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(), CertifyForMarketplace=False)
+    assert sm.describe_algorithm(AlgorithmName=name)["AlgorithmStatus"] == "Completed"

@@ -263,7 +263,11 @@ def test_hyperparameter_table_parses_value_forms() -> None:
                     "eval_metric": "auc,logloss", "sagemaker_region": '"us-west-2"', "max_depth": "6.0"})
     assert parsed == {"num_round": 100, "eta": 0.2, "objective": "binary:logistic",
                       "eval_metric": ["auc", "logloss"], "max_depth": 6}
+    metrics = "error@0.7,ndcg@5,map@3-,ndcg-,pre@2,aucpr"
+    assert parse({"num_round": "1", "eval_metric": metrics})["eval_metric"] == metrics.split(",")
     for bad, message in [({"num_round": "0"}, "value 0 not in range [1, inf)"),
+                         ({"num_round": "5", "eval_metric": "error@high"}, "eval_metric"),
+                         ({"num_round": "5", "eval_metric": "rmse@3"}, "eval_metric"),
                          ({"num_round": "5", "subsample": "0"}, "value 0 not in range (0, 1]"),
                          ({"num_round": "5", "objective": "multi:softmax"}, "num_class is missing"),
                          ({"num_round": "5", "eval_metric": "rmse,bogus"}, "eval_metric")]:

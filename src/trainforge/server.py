@@ -149,14 +149,16 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
                 "without a sandbox (isolation: none).")
 
     warm(SUPPORTED_OPERATIONS)  # compile the validators now, not on the first request
-    algorithms = Algorithms(AlgorithmStore(db), signer)
+    algorithm_store = AlgorithmStore(db)
+    algorithms = Algorithms(algorithm_store, signer, store)
     jobs = TrainingJobs(store, config, signer, check_create=create_rules, for_algorithm=algorithms.for_job)
+    algorithms.set_jobs(jobs)
     if isolation.settings is not None:  # what an agent pulling an image needs (images/pull.py)
         isolation.settings.update(registries=config.registries, image_cache_gb=config.image_cache_gb)
     scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
     jobs.set_wake(scheduler.wake)
     reports = Reports(store, on_job_change=scheduler.wake)
-    tags = Tags(store, signer)
+    tags = Tags(store, signer, {"algorithm": algorithm_store.get})
     logs = Logs(store)
     credentials = config.load_credentials()
     auth = Authenticator(credentials, config.account_id, config.region)

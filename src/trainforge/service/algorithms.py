@@ -1,9 +1,10 @@
 """Algorithm resources: CreateAlgorithm, DescribeAlgorithm, ListAlgorithms, DeleteAlgorithm, and what
 CreateTrainingJob with an AlgorithmName (its name or ARN) takes from one (``algorithm_rules.py``).
 
-An algorithm is stored as its CreateAlgorithm request. Nothing validates it asynchronously here
-(no ValidationSpecification jobs are run; the specification is kept and shown): its status is
-``Completed`` from the start.
+An algorithm is stored as its CreateAlgorithm request. Without a ValidationSpecification its status
+is ``Completed`` from the start; with one, its profiles' training jobs run and its status follows them
+(``algorithm_validation.py``). CertifyForMarketplace true is refused (there is no AWS Marketplace
+here), with a ValidationException naming the member.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import time
 from typing import Any
 
 from trainforge.api.errors import ResourceInUse, ValidationError
-from trainforge.service import algorithm_rules
+from trainforge.service import algorithm_rules, algorithm_validation
 from trainforge.service.pagination import TokenSigner
 from trainforge.service.training_jobs import Caller, _epoch, check_tag_keys
 from trainforge.store.algorithms import AlgorithmRow, AlgorithmStore
-from trainforge.store.jobs import DuplicateName
+from trainforge.store.jobs import DuplicateName, JobStore
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):(\d{12}):algorithm/(.+)$")
 _DESCRIBED = ("AlgorithmDescription", "TrainingSpecification", "InferenceSpecification", "ValidationSpecification",
@@ -29,21 +30,45 @@ def algorithm_arn(caller: Caller, name: str) -> str:
 
 
 class Algorithms:
-    def __init__(self, store: AlgorithmStore, signer: TokenSigner) -> None:
+    def __init__(self, store: AlgorithmStore, signer: TokenSigner, job_store: JobStore) -> None:
         self.store = store
         self.signer = signer
+        self.job_store = job_store
+        self._jobs: Any = None  # TrainingJobs (set_jobs): it resolves algorithms through for_job
+
+    def set_jobs(self, jobs: Any) -> None:
+        """The TrainingJobs service that runs validation profiles (``check`` and ``create``)."""
+        self._jobs = jobs
 
     def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("CertifyForMarketplace"):
+            raise ValidationError("CertifyForMarketplace is not supported by trainforge: there is no AWS "
+                                  "Marketplace to list the algorithm on. Remove it from the request "
+                                  "(README: 'Request members').")
         check_tag_keys(params.get("Tags") or [])
         algorithm_rules.check_specification(params["TrainingSpecification"])
         name = params["AlgorithmName"]
-        row = AlgorithmRow(name, algorithm_arn(caller, name), time.time(),
-                           {k: v for k, v in params.items() if k != "Tags"})
+        validation = params.get("ValidationSpecification")
+        requests = algorithm_validation.job_requests(name, validation) if validation else {}
+        document = {k: v for k, v in params.items() if k != "Tags"}
+        row = AlgorithmRow(name, algorithm_arn(caller, name), time.time(), document)
         try:
             self.store.insert(caller.account_id, caller.region, row, params.get("Tags") or [])
         except DuplicateName:
             raise ResourceInUse(f"Algorithm {row.arn} already exists.") from None
+        if requests:  # the jobs name the stored algorithm: it must exist to be checked and run
+            try:
+                document[algorithm_validation.JOBS_KEY] = algorithm_validation.start(
+                    caller, requests, self._jobs.check, self._jobs.create)
+            except Exception:
+                self.store.delete(caller.account_id, caller.region, row)
+                raise
+            self.store.update_document(caller.account_id, caller.region, name, document)
         return {"AlgorithmArn": row.arn}
+
+    def _status(self, caller: Caller, row: AlgorithmRow) -> tuple[str, list[dict[str, Any]]]:
+        return algorithm_validation.status(
+            row.document, lambda job: self.job_store.get(caller.account_id, caller.region, job))
 
     def get(self, caller: Caller, name_or_arn: str) -> AlgorithmRow:
         name = name_or_arn
@@ -58,9 +83,10 @@ class Algorithms:
 
     def describe(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         row = self.get(caller, params["AlgorithmName"])
+        status, validation = self._status(caller, row)
         doc: dict[str, Any] = {"AlgorithmName": row.name, "AlgorithmArn": row.arn, "CreationTime": row.creation_time,
-                               "AlgorithmStatus": "Completed",
-                               "AlgorithmStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []}}
+                               "AlgorithmStatus": status,
+                               "AlgorithmStatusDetails": {"ValidationStatuses": validation, "ImageScanStatuses": []}}
         doc.update({k: row.document[k] for k in _DESCRIBED if k in row.document})
         return doc
 
@@ -75,7 +101,8 @@ class Algorithms:
         after = self.signer.decode(params["NextToken"], query) if params.get("NextToken") else None
         rows = self.store.list(caller.account_id, caller.region, sort_by=sort_by, descending=descending,
                                after=after, limit=limit + 1, **filters)
-        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r) for r in rows[:limit]]}
+        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r, self._status(caller, r)[0])
+                                                        for r in rows[:limit]]}
         if len(rows) > limit:
             last = rows[limit - 1]
             out["NextToken"] = self.signer.encode(
@@ -97,9 +124,9 @@ class Algorithms:
         return algorithm_rules.apply(row.document, row.name, request)
 
 
-def _summary(row: AlgorithmRow) -> dict[str, Any]:
+def _summary(row: AlgorithmRow, status: str) -> dict[str, Any]:
     s: dict[str, Any] = {"AlgorithmName": row.name, "AlgorithmArn": row.arn, "CreationTime": row.creation_time,
-                         "AlgorithmStatus": "Completed"}
+                         "AlgorithmStatus": status}
     if row.document.get("AlgorithmDescription"):
         s["AlgorithmDescription"] = row.document["AlgorithmDescription"]
     return s

@@ -1,8 +1,13 @@
-"""AddTags / ListTags / DeleteTags on training jobs (the only resources trainforge has)."""
+"""AddTags / ListTags / DeleteTags on the resources trainforge has: training jobs and algorithms.
+
+A resource is named by its ARN (``...:training-job/NAME`` or ``...:algorithm/NAME``) in the caller's
+account and region; its tags live in one table whatever its kind, with the same rules (keys, values,
+at most :data:`MAX_TAGS`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from trainforge.api.errors import ResourceLimitExceeded, ValidationError
@@ -12,22 +17,26 @@ from trainforge.service.unsupported import check_supported
 from trainforge.store.jobs import JobStore
 
 MAX_TAGS = 50
-_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):(\d{12}):training-job/(.+)$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):(\d{12}):([a-z-]+)/(.+)$")
+# A resource kind (the ARN's resource type) -> its lookup by (account, region, name): a row or None.
+Lookup = Callable[[str, str, str], object | None]
 
 
 class Tags:
-    def __init__(self, store: JobStore, signer: TokenSigner) -> None:
+    def __init__(self, store: JobStore, signer: TokenSigner, others: Mapping[str, Lookup] | None = None) -> None:
         self.store = store
         self.signer = signer
+        self.kinds: dict[str, Lookup] = {"training-job": store.get, **(others or {})}
 
     def _resource(self, caller: Caller, arn: str) -> str:
-        """The ARN, once we know it names a training job the caller owns."""
+        """The ARN, once we know it names a training job (or another taggable resource) the caller owns."""
         m = _ARN.match(arn)
-        job = None
-        if m and m.group(1) == caller.region and m.group(2) == caller.account_id:
-            job = self.store.get(caller.account_id, caller.region, m.group(3))
-        if job is None:
-            raise ValidationError(f"Resource {arn} not found or is not a training job of this account.")
+        found = None
+        if m and m.group(1) == caller.region and m.group(2) == caller.account_id and m.group(3) in self.kinds:
+            found = self.kinds[m.group(3)](caller.account_id, caller.region, m.group(4))
+        if found is None:
+            kinds = " or ".join(k.replace("-", " ") for k in self.kinds)
+            raise ValidationError(f"Resource {arn} not found or is not a {kinds} of this account.")
         return arn
 
     def add(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:

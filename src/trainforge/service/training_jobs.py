@@ -63,12 +63,17 @@ class TrainingJobs:
         self._wake = wake
 
     # --- Create ------------------------------------------------------------------------------
-    def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    def check(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        """The request CreateTrainingJob would store for ``params``, or the ValidationException it
+        would answer; nothing is stored."""
         self._check_create(params)
         check_role(params.get("RoleArn", ""), self.config, caller.account_id)
         check_tag_keys(params.get("Tags") or [])
+        return with_default_metrics(self._for_algorithm(caller, {k: v for k, v in params.items() if k != "Tags"}))
+
+    def create(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        request = self.check(caller, params)
         name = params["TrainingJobName"]
-        request = with_default_metrics(self._for_algorithm(caller, {k: v for k, v in params.items() if k != "Tags"}))
         now = time.time()
         arn = job_arn(caller, name)
         values = {

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from trainforge.store.db import Database
@@ -48,6 +48,12 @@ class AlgorithmStore:
         if m is None:
             return None
         return AlgorithmRow(m.name, m.arn, m.creation_time, loads(m.document))
+
+    def update_document(self, account_id: str, region: str, name: str, document: dict[str, Any]) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(algorithms).where(
+                algorithms.c.account_id == account_id, algorithms.c.region == region,
+                algorithms.c.name == name).values(document=dumps(document)))
 
     def delete(self, account_id: str, region: str, row: AlgorithmRow) -> None:
         with self.db.write() as conn:

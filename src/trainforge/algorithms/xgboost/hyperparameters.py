@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ class Param:
     choices: tuple[str, ...] = ()
     required: bool = False
     booster: bool = True  # passed on to xgboost's params (False: the algorithm's own)
+    valid_item: Callable[[str], bool] | None = None  # a list's items: checked by this, not ``choices``
 
     def range_text(self) -> str:
         def end(v: float) -> str:
@@ -64,8 +66,8 @@ class Param:
                 value = int(value)
         elif self.kind == "list":
             value = [v.strip() for v in text.split(",") if v.strip()]
-            bad = [v for v in value if self.choices and v not in self.choices]
-            if bad or not value:
+            ok = self.valid_item or (lambda v: not self.choices or v in self.choices)
+            if not value or not all(ok(v) for v in value):
                 raise HyperparameterError(f"Hyperparameter {self.name}: value {raw!r} not in "
                                           f"{', '.join(self.choices) or 'a comma-separated list'}")
             return value
@@ -105,8 +107,25 @@ OBJECTIVES = (
 EVAL_METRICS = (
     "rmse", "rmsle", "mae", "mape", "mphe", "logloss", "error", "merror", "mlogloss", "auc", "aucpr", "ndcg",
     "map", "poisson-nloglik", "gamma-nloglik", "cox-nloglik", "gamma-deviance", "tweedie-nloglik",
-    "aft-nloglik", "interval-regression-accuracy",
+    "aft-nloglik", "interval-regression-accuracy", "pre",
 )
+_RANKED = ("ndcg", "map", "pre")  # take a cut-off ``@n`` (and ``ndcg``/``map`` a trailing ``-``)
+
+
+def _eval_metric_ok(metric: str) -> bool:
+    """xgboost's metric names with their arguments: ``error@0.7``, ``ndcg@5``, ``map@3-``, ``ndcg-``."""
+    base, at, arg = metric.partition("@")
+    if not at:
+        return metric in EVAL_METRICS or (metric.endswith("-") and metric[:-1] in ("ndcg", "map"))
+    if base == "error":
+        try:
+            return math.isfinite(float(arg))
+        except ValueError:
+            return False
+    if base in _RANKED:
+        cut = arg[:-1] if arg.endswith("-") and base != "pre" else arg
+        return cut.isdigit()
+    return False
 
 
 def _fraction(name: str) -> Param:
@@ -127,7 +146,7 @@ TABLE: dict[str, Param] = {p.name: p for p in (
     _fraction("colsample_bynode"),
     _fraction("colsample_bytree"),
     Param("eta", "float", 0.3, low=0.0, high=1.0),
-    Param("eval_metric", "list", choices=EVAL_METRICS),
+    Param("eval_metric", "list", choices=EVAL_METRICS, valid_item=_eval_metric_ok),
     Param("gamma", "float", 0.0, low=0.0),
     Param("grow_policy", "str", "depthwise", choices=("depthwise", "lossguide")),
     Param("interaction_constraints", "str"),

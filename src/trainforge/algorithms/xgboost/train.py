@@ -125,13 +125,16 @@ def _train(base: str, hps: dict[str, Any], train_ch: channels.Channel, val_ch: c
     if resume:
         print(f"Resuming from checkpoint {os.path.basename(resume)}: {done} of {num_round} rounds done",
               flush=True)
-    callbacks: list[Any] = [RoundLog(stop, done)]
+    early = hps.get("early_stopping_rounds")
+    log = RoundLog(stop, done, early)
+    callbacks: list[Any] = [log]
     if checkpoints and save:
         callbacks.append(Checkpointer(checkpoints, done))
     if done < num_round:
         booster = xgboost.train(booster_params(hps), dtrain, num_boost_round=num_round - done, evals=evals,
-                                early_stopping_rounds=hps.get("early_stopping_rounds"), verbose_eval=False,
+                                early_stopping_rounds=early, verbose_eval=False,
                                 callbacks=callbacks, xgb_model=booster)
+        log.report_early_stop(booster, num_round)
     if booster is None:
         return
     if save and (not stop.is_set() or hps.get("save_model_on_termination") == "true"):
@@ -168,12 +171,16 @@ def _training_callback() -> type:
 
 
 class RoundLog(_training_callback()):  # type: ignore[misc]
-    """Prints each round's evaluation in the container's format; stops training on SIGTERM."""
+    """Prints each round's evaluation in the container's format; stops training on SIGTERM. With
+    early stopping, says which metric it watches and, when it stops early, the best round (the
+    messages xgboost's own verbose training prints)."""
 
-    def __init__(self, stop: threading.Event, done: int = 0) -> None:
+    def __init__(self, stop: threading.Event, done: int = 0, early_stopping_rounds: int | None = None) -> None:
         super().__init__()
         self.stop = stop
         self.done = done  # rounds before this run (a resumed one): xgboost counts this run's from 0
+        self.early = early_stopping_rounds
+        self.lines: dict[int, str] = {}  # round -> its line, for the early-stopping summary
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, dict[str, list[Any]]]) -> bool:
         parts = [f"[{self.done + epoch}]"]
@@ -181,11 +188,26 @@ class RoundLog(_training_callback()):  # type: ignore[misc]
             for metric, values in metrics.items():
                 value = values[-1][0] if isinstance(values[-1], tuple) else values[-1]
                 parts.append(f"{data_name}-{metric}:{float(value):.5f}")
+        if self.early and not self.lines and "validation" in evals_log:
+            watched = list(evals_log["validation"])[-1]
+            self._print(f"Will train until validation-{watched} hasn't improved in {self.early} rounds.")
+        self.lines[self.done + epoch] = "\t".join(parts)
+        self._print(self.lines[self.done + epoch])
+        return self.stop.is_set()
+
+    def report_early_stop(self, booster: Any, num_round: int) -> None:
+        """After training: when early stopping ended it before ``num_round``, the best round."""
+        if not self.early or self.stop.is_set() or booster.num_boosted_rounds() >= num_round:
+            return
+        best = int(booster.attr("best_iteration") or booster.num_boosted_rounds() - 1)
+        self._print(f"Stopping. Best iteration:\n{self.lines.get(best, f'[{best}]')}")
+
+    @staticmethod
+    def _print(text: str) -> None:
         from xgboost import collective
 
         if collective.get_rank() == 0:
-            print("\t".join(parts), flush=True)
-        return self.stop.is_set()
+            print(text, flush=True)
 
 
 class Checkpointer(_training_callback()):  # type: ignore[misc]
