@@ -10,8 +10,9 @@ cached), three times, the median printed:
 
 - the jobs page: first render (the browser's first-contentful-paint) and complete (the first page
   of jobs and the capacity line shown);
-- the job page of the big job: first render, and complete (description, the newest log lines and
-  every chart drawn, the chart library loaded);
+- the job page of the big job: first render, the description and newest log lines shown (the first
+  screen's 100; the other 900 of the first page are laid out after the charts), and complete
+  (that and every chart drawn, the chart library loaded);
 - the bytes each page transferred (its weight), uncompressed and as sent;
 - the server's CPU while pages stay open and nothing changes: with none open, then with 4 open
   (2 of each), per open page = the difference / 4 (from /proc/PID/stat).
@@ -144,7 +145,8 @@ def reference_pages(browser: Any, base: str, chart_urls: list[str]) -> tuple[flo
             context = browser.new_context()
             page = context.new_page()
             # served as if by the server (same origin, so the library comes from it, uncached)
-            page.route(f"{base}{path}", lambda route, body=body: route.fulfill(body=body, content_type="text/html"))
+            page.route(f"{base}{path}", lambda route, _request, body=body: route.fulfill(body=body,
+                                                                                     content_type="text/html"))
             page.goto(f"{base}{path}")
             page.wait_for_function("document.readyState === 'complete'", timeout=60_000)
             got = page.evaluate("window.loadedAt ?? performance.getEntriesByName('first-contentful-paint')[0]"
@@ -213,7 +215,7 @@ def main() -> None:
         (f"jobs page, first render ({args.jobs:,} jobs)", f"{jobs['first']:.3f} s", "≤ 1 s"),
         ("jobs page, complete (first page of 50)", f"{jobs['complete']:.3f} s", "≤ 1 s"),
         (f"job page, first render ({args.log_lines:,} lines, {args.points:,} points)", f"{job['first']:.3f} s", "≤ 1 s"),
-        ("job page, description and newest 1,000 log lines shown", f"{job['shown']:.3f} s", ""),
+        ("job page, description and the newest log lines shown", f"{job['shown']:.3f} s", ""),
         ("job page, complete (logs + charts)", f"{job['complete']:.3f} s", "≤ 1 s"),
         ("jobs page weight (decoded / sent)", f"{jobs['decoded'] / 1024:.0f} / {jobs['sent'] / 1024:.0f} KiB", ""),
         ("job page weight (decoded / sent)", f"{job['decoded'] / 1024:.0f} / {job['sent'] / 1024:.0f} KiB", ""),
