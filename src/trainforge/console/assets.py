@@ -22,6 +22,9 @@ STATIC = Path(__file__).with_name("static")
 CHART_FILES = ("bokeh", "bokeh-api")  # the library and its plotting API, loaded in this order
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8"}
+# Inlined into the pages: the style (no render-blocking request: the first paint does not wait on a
+# busy server) and the script that starts a page's first data requests in its <head>.
+INLINED = {"console-css": "console.css", "early-fetch": "early.js"}
 SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "same-origin"}
 
@@ -89,8 +92,9 @@ class Assets:
 
     def page(self, name: str, values: dict[str, str]) -> Response:
         """An HTML page of ``static/`` with its ``{{key}}`` placeholders filled in (escaped)."""
-        # our own script, verbatim (not a value): the page's first data requests, started in its <head>
-        text = (STATIC / name).read_text().replace("{{early-fetch}}", (STATIC / "early.js").read_text())
+        text = (STATIC / name).read_text()
+        for key, file in INLINED.items():  # our own files, verbatim (not values)
+            text = text.replace("{{" + key + "}}", (STATIC / file).read_text())
         for key, value in {**values, **self.chart_urls}.items():
             text = text.replace("{{" + key + "}}", html.escape(value))
         return Response(text, media_type=_TYPES[".html"], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})

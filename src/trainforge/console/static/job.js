@@ -148,14 +148,15 @@ function chartId(kind, metric, host) {
   return `chart-${kind}-${metric}${host ? '-' + host : ''}`.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
-// The chart library (BokehJS from the server's bokeh package, preloaded by the page's <head>) loads
-// beside the page's data: its files at once, run in order (async = false).
-const chartLibrary = Promise.all(document.querySelector('meta[name="chart-library"]').content.split(' ')
-  .filter(Boolean).map((src) => new Promise((ok, fail) => {
+// The chart library (BokehJS from the server's bokeh package, preloaded by the page's <head>) runs once
+// the page has been painted (its evaluation holds the page for a second or more): its files in order.
+const painted = new Promise((ok) => requestAnimationFrame(() => setTimeout(ok)));
+const chartLibrary = painted.then(() => Promise.all(document.querySelector('meta[name="chart-library"]').content
+  .split(' ').filter(Boolean).map((src) => new Promise((ok, fail) => {
     const script = el('script', { src, onload: ok, onerror: fail });
     script.async = false;
     document.head.append(script);
-  })));
+  }))));
 const COLORS = ['#2459d6', '#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#1098ad', '#e67700', '#5c940d'];
 const charts = new Map();  // chart id -> {figure, sources: label -> ColumnDataSource (its .count points drawn)}
 window.consoleCharts = charts;
