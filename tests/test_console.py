@@ -74,6 +74,7 @@ def test_jobs_page_lists_the_jobs_and_follows_a_completion_without_reloading(
     assert row.get_attribute("data-status") == "InProgress"
     assert "ml.m5.large × 1" in row.inner_text()
     assert "Capacity in use: 1 instances" in page.inner_text("#capacity")
+    assert row.locator("a.logs-link").get_attribute("href").endswith(f"/console/jobs/{gated}#logs")
     page.screenshot(path=str(ROOT / "docs" / "console-jobs.png"), full_page=True)
     page.evaluate("window.notReloaded = true")
 
@@ -114,6 +115,14 @@ def test_job_page_follows_the_logs_charts_the_metric_and_stops_the_job(
     assert page.evaluate(points) == list(VALUES)
     page.wait_for_selector("#chart-algorithm-loss canvas", timeout=WAIT_MS)
     assert "epoch 4 loss=0.5" in page.inner_text("#logs")
+    # S3 locations: the s3:// URI, with a button that copies it (there is no S3 console to link to)
+    output_path = page.locator("#output code.s3-uri").nth(1)
+    assert output_path.inner_text() == f"s3://{bucket}/out"
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    copy = output_path.locator("xpath=following-sibling::button[1]")
+    copy.click()
+    page.wait_for_function("b => b.textContent === 'Copied'", arg=copy.element_handle(), timeout=WAIT_MS)
+    assert page.evaluate("navigator.clipboard.readText()") == f"s3://{bucket}/out"
     page.evaluate("window.notReloaded = true")
 
     (tmp_path / "gate").write_text("go")

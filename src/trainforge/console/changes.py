@@ -72,10 +72,11 @@ class ChangeSignal:
             self._waiters.discard(fut)
         return self.version
 
-    async def stream(self) -> AsyncIterator[str]:
-        """Server-sent events: ``data: <version>`` after each change (coalesced), a comment while idle."""
+    async def stream(self, since: int | None = None) -> AsyncIterator[str]:
+        """Server-sent events: ``data: <version>`` after each change (coalesced), a comment while idle.
+        ``since``: the version the page was served at; a change since then is told at once (none: always)."""
         seen = self.version
-        yield f"retry: 2000\ndata: {seen}\n\n"
+        yield f"retry: 2000\ndata: {seen}\n\n" if since != seen else "retry: 2000\n\n"
         while not self._closed:
             now = await self.wait(seen, KEEPALIVE_SECONDS)
             if self._closed:

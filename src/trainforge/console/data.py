@@ -25,7 +25,7 @@ from trainforge.store.schema import log_events, metric_samples
 
 LOG_PAGE = 1000
 MAX_LOG_PAGE = 5000
-MAX_POINTS = 2000
+MAX_POINTS = 1000  # 500 buckets: about one per pixel of a chart's width (420-700 px)
 _INSTANCE_FIELDS = ("host", "attempt", "state", "outcome", "failure_reason", "started_at", "ended_at",
                     "log_stream")
 
@@ -139,10 +139,12 @@ class ConsoleData:
         out: list[dict[str, Any]] = []
         with self.store.db.read() as conn:
             # read from ix_metric_samples_series alone (a metric name is of one kind in a job)
+            # (the index holds the row id too: the newest sample's position comes with the same read)
             found = conn.execute(select(ms.c.name, ms.c.host, func.count(), func.min(ms.c.timestamp),
-                                        func.max(ms.c.timestamp)).where(mine).group_by(ms.c.name, ms.c.host)).all()
-            last_id = conn.execute(select(func.max(ms.c.id)).where(mine)).scalar()
-            for metric, host, count, first, last in found:
+                                        func.max(ms.c.timestamp), func.max(ms.c.id))
+                                 .where(mine).group_by(ms.c.name, ms.c.host)).all()
+            last_id = max((row[5] for row in found), default=None)
+            for metric, host, count, first, last, _ in found:
                 one = [mine, ms.c.name == metric, ms.c.host == host if host is not None else ms.c.host.is_(None)]
                 kind = conn.execute(select(ms.c.kind).where(*one).limit(1)).scalar()
                 if count > MAX_POINTS:

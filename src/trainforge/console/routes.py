@@ -70,7 +70,7 @@ class Console:
         response = self.assets.page(name, {
             "csrf": self.auth.csrf_token(session), "account": session.caller.account_id,
             "region": session.caller.region, "who": session.access_key or "single-user",
-            "signout": "yes" if self.auth.sign_in_required else ""})
+            "signout": "yes" if self.auth.sign_in_required else "", "version": str(self.changes.version)})
         if cookie is not None:
             response.headers["set-cookie"] = self.auth.cookie_header(cookie)
         return response
@@ -158,7 +158,7 @@ class Console:
         return _json({**result, "url": "/console/jobs/" + quote(params["TrainingJobName"])})
 
     async def events(self, request: Request, session: Session) -> Response:
-        return StreamingResponse(self.changes.stream(), media_type="text/event-stream",
+        return StreamingResponse(self.changes.stream(_int(request.query_params.get("since"))), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     # --- routing -------------------------------------------------------------------------------

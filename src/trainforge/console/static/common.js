@@ -3,7 +3,9 @@ export const csrf = document.querySelector('meta[name="csrf-token"]').content;
 
 export async function api(path, options = {}) {
   const headers = { 'X-CSRF-Token': csrf, ...(options.body ? { 'Content-Type': 'application/json' } : {}) };
-  const resp = await fetch(path, { credentials: 'same-origin', ...options, headers });
+  const early = options.method ? undefined : window.tfPending?.[path];  // started by the page's <head>
+  if (early) delete window.tfPending[path];
+  const resp = await (early || fetch(path, { credentials: 'same-origin', ...options, headers }));
   const body = await resp.json().catch(() => ({}));
   if (resp.status === 401) { location.href = '/console/signin'; }
   if (!resp.ok) { const e = new Error(body.message || resp.statusText); e.code = body.code; throw e; }
@@ -21,7 +23,9 @@ export function live(refresh) {
     running = false;
     if (again) { again = false; run(); }
   }
-  const source = new EventSource('/console/api/events');
+  // the store's version when the page was served: the stream tells at once of a change since then only
+  const since = document.querySelector('meta[name="change-version"]')?.content ?? '';
+  const source = new EventSource(`/console/api/events?since=${since}`);
   source.onmessage = run;
   return run();
 }

@@ -4,11 +4,22 @@ import { api, live, el, time, duration } from '/console/static/common.js';
 const name = decodeURIComponent(location.pathname.split('/').pop());
 const base = `/console/api/jobs/${encodeURIComponent(name)}`;
 const $ = (id) => document.getElementById(id);
-const logs = { first: null, last: null, lines: 0 };
+const logs = { first: null, last: null, older: [] };
 const metrics = { last: null, series: new Map(), compared: new Map() };
 
 function kv(target, entries) {
   $(target).replaceChildren(...entries.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v ?? '')]));
+}
+
+// An S3 location: there is no S3 console to link to (the object store is trainforge's or the site's),
+// so the s3:// URI itself, selectable, with a button that copies it (for `aws s3 cp` and the SDKs).
+function s3Uri(uri) {
+  const copy = el('button', { class: 'copy', type: 'button', title: 'Copy the URI' }, 'Copy');
+  copy.addEventListener('click', () => {
+    (navigator.clipboard ? navigator.clipboard.writeText(uri) : Promise.reject(new Error('no clipboard'))).then(() => { copy.textContent = 'Copied'; },
+      () => getSelection().selectAllChildren(copy.previousSibling));
+  });
+  return [el('code', { class: 's3-uri' }, uri), ' ', copy];
 }
 
 function render(detail) {
@@ -34,10 +45,12 @@ function render(detail) {
   kv('hyperparameters', Object.entries(d.HyperParameters || {}));
   kv('channels', (d.InputDataConfig || []).map((c) => {
     const s3 = (c.DataSource || {}).S3DataSource || {};
-    return [c.ChannelName, `${s3.S3Uri || JSON.stringify(c.DataSource)} (${c.InputMode || alg.TrainingInputMode || ''})`];
+    const mode = ` (${c.InputMode || alg.TrainingInputMode || ''})`;
+    return [c.ChannelName, s3.S3Uri ? [s3Uri(s3.S3Uri), mode] : JSON.stringify(c.DataSource) + mode];
   }));
   kv('output', [['Model artifacts', (d.ModelArtifacts || {}).S3ModelArtifacts],
-    ['Output path', (d.OutputDataConfig || {}).S3OutputPath], ['Checkpoints', (d.CheckpointConfig || {}).S3Uri]]);
+    ['Output path', (d.OutputDataConfig || {}).S3OutputPath], ['Checkpoints', (d.CheckpointConfig || {}).S3Uri]]
+    .map(([k, v]) => [k, v ? s3Uri(v) : '']));
   $('timeline').tBodies[0].replaceChildren(...(d.SecondaryStatusTransitions || []).map((t) => el('tr', {},
     el('td', {}, t.Status), el('td', {}, time(t.StartTime)), el('td', {}, time(t.EndTime)), el('td', {}, t.StatusMessage))));
   $('instances').tBodies[0].replaceChildren(...detail.instances.map((i) => el('tr', {}, el('td', {}, i.host),
@@ -49,9 +62,16 @@ function render(detail) {
 }
 
 // --- logs ------------------------------------------------------------------------------------------
-function logLine(l) {
-  return el('div', { class: l.kind === 'trainforge' ? 'tf' : '', 'data-host': l.host, 'data-id': l.id },
-    el('span', { class: 'host' }, `${l.host} `), l.m);
+function logLine(l) {  // a thousand at a time: built by hand, not by el()
+  const line = document.createElement('div');
+  if (l.kind === 'trainforge') line.className = 'tf';
+  line.dataset.host = l.host;
+  line.dataset.id = l.id;
+  const host = document.createElement('span');
+  host.className = 'host';
+  host.textContent = `${l.host} `;
+  line.append(host, l.m);
+  return line;
 }
 
 function logQuery(extra) {
@@ -66,29 +86,48 @@ function applyHostFilter() {
   for (const line of $('logs').children) line.hidden = Boolean(host) && line.dataset.host !== host;
 }
 
-async function loadLogs(reset) {
+function logsShown() {
   const box = $('logs');
-  if (reset) {
-    const page = await api(logQuery({}));
-    box.replaceChildren(...page.lines.map(logLine));
-    logs.first = page.lines.length ? page.lines[0].id : null;
-    logs.last = page.last_id;
-    $('log-earlier').hidden = !page.more_before;
+  if ($('log-host').value) applyHostFilter();
+  $('log-count').textContent = `${box.children.length + logs.older.length} line(s) shown`;
+  if ($('log-follow').checked) box.scrollTop = box.scrollHeight;
+}
+
+// A page of the newest lines: the last FIRST_SCREEN now, the others (above, out of view) by showOlder(),
+// once the charts are drawn: laying out a thousand lines costs the page 0.2-0.7 s.
+const FIRST_SCREEN = 100;
+function showNewest(page) {
+  logs.older = page.lines.slice(0, -FIRST_SCREEN);
+  $('logs').replaceChildren(...page.lines.slice(-FIRST_SCREEN).map(logLine));
+  logs.first = page.lines.length ? page.lines[0].id : null;
+  logs.last = page.last_id;
+  $('log-earlier').hidden = !page.more_before;
+}
+
+function showOlder() {
+  if (!logs.older.length) return;
+  $('logs').prepend(...logs.older.map(logLine));
+  logs.older = [];
+  logsShown();
+}
+
+async function loadLogs(reset) {
+  if (reset || logs.last === null) {
+    showNewest(await api(logQuery({})));
+    if (reset) setTimeout(showOlder);  // a new search or kind: no charts to wait for
   } else {
     for (;;) {
-      const page = await api(logQuery(logs.last === null ? {} : { after: logs.last, limit: 5000 }));
-      if (logs.last === null) { box.replaceChildren(); logs.first = page.lines.length ? page.lines[0].id : null; }
-      box.append(...page.lines.map(logLine));
+      const page = await api(logQuery({ after: logs.last, limit: 5000 }));
+      $('logs').append(...page.lines.map(logLine));
       logs.last = page.last_id;
       if (!page.more_after) break;
     }
   }
-  applyHostFilter();
-  $('log-count').textContent = `${box.children.length} line(s) shown`;
-  if ($('log-follow').checked) box.scrollTop = box.scrollHeight;
+  logsShown();
 }
 
 async function loadEarlier() {
+  showOlder();
   const page = await api(logQuery({ before: logs.first }));
   $('logs').prepend(...page.lines.map(logLine));
   if (page.lines.length) logs.first = page.lines[0].id;
@@ -109,12 +148,15 @@ function chartId(kind, metric, host) {
   return `chart-${kind}-${metric}${host ? '-' + host : ''}`.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
-// The chart library (BokehJS from the server's bokeh package) loads beside the page's data.
-const chartLibrary = (async () => {
-  for (const src of document.querySelector('meta[name="chart-library"]').content.split(' ').filter(Boolean)) {
-    await new Promise((ok, fail) => document.head.append(el('script', { src, onload: ok, onerror: fail })));
-  }
-})();
+// The chart library (BokehJS from the server's bokeh package, preloaded by the page's <head>) runs once
+// the page has been painted (its evaluation holds the page for a second or more): its files in order.
+const painted = new Promise((ok) => requestAnimationFrame(() => setTimeout(ok)));
+const chartLibrary = painted.then(() => Promise.all(document.querySelector('meta[name="chart-library"]').content
+  .split(' ').filter(Boolean).map((src) => new Promise((ok, fail) => {
+    const script = el('script', { src, onload: ok, onerror: fail });
+    script.async = false;
+    document.head.append(script);
+  }))));
 const COLORS = ['#2459d6', '#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#1098ad', '#e67700', '#5c940d'];
 const charts = new Map();  // chart id -> {figure, sources: label -> ColumnDataSource (its .count points drawn)}
 window.consoleCharts = charts;
@@ -138,7 +180,8 @@ function plot(kind, metric, host, label, s) {
     chart.sources.set(label, added);
     const color = COLORS[(chart.sources.size - 1) % COLORS.length];
     chart.figure.line({ field: 'x' }, { field: 'y' }, { source: added, line_color: color, legend_label: label });
-    chart.figure.scatter({ field: 'x' }, { field: 'y' }, { source: added, size: 4, color });
+    // markers for the samples themselves; a reduced series' points are bucket extremes: its line alone
+    if (!s.reduced) chart.figure.scatter({ field: 'x' }, { field: 'y' }, { source: added, size: 4, color });
   } else if (s.t.length > source.count) {
     source.stream({ x: s.t.slice(source.count).map((t) => t * 1000), y: s.v.slice(source.count) });
     source.count = s.t.length;
@@ -161,7 +204,7 @@ async function loadMetrics() {
   const answer = await api(`${base}/metrics` + (metrics.last === null ? '' : `?after=${metrics.last}`));
   merge(metrics.series, answer);
   metrics.last = answer.last_id;
-  drawCharts().catch((e) => { $('error').textContent = `charts: ${e.message}`; });
+  await drawCharts().catch((e) => { $('error').textContent = `charts: ${e.message}`; });
 }
 
 async function compare() {
@@ -176,12 +219,16 @@ async function compare() {
 
 // --- the whole page ---------------------------------------------------------------------------------
 async function refresh() {
+  // the description and the logs are shown as they come, not after the (longer) metric series
+  const charted = loadMetrics();
   try {
-    const [detail] = await Promise.all([api(base), loadLogs(false), loadMetrics()]);
-    render(detail);
+    await Promise.all([api(base).then(render), loadLogs(false)]);
     $('error').textContent = '';
   } catch (e) { $('error').textContent = e.message; }
+  if (!document.body.dataset.readyAt && location.hash === '#logs') $('logs').scrollIntoView();  // the jobs list's link
   document.body.dataset.readyAt ||= String(performance.now());
+  try { await charted; } catch (e) { $('error').textContent = e.message; }
+  showOlder();
   document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
 }
 

@@ -24,7 +24,8 @@ function capacityText(c) {
 }
 
 function row(j) {
-  const link = el('a', { href: `/console/jobs/${encodeURIComponent(j.TrainingJobName)}` }, j.TrainingJobName);
+  const href = `/console/jobs/${encodeURIComponent(j.TrainingJobName)}`;
+  const link = [el('a', { href }, j.TrainingJobName), ' ', el('a', { href: `${href}#logs`, class: 'muted logs-link' }, 'logs')];
   const queue = j.QueuePosition ? el('span', { title: j.PendingReason || '' }, `#${j.QueuePosition}`,
     j.PendingReason ? el('div', { class: 'muted' }, j.PendingReason) : null) : '';
   const metrics = (j.FinalMetrics || []).map((m) => `${m.MetricName}=${Number(m.Value).toPrecision(4)}`).join(' ');
