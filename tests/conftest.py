@@ -416,11 +416,12 @@ def stop_quietly(sm: Any, name: str) -> None:
         assert error["Code"] == "ValidationException" and "is in status" in error["Message"], error
 
 
-def read_model(uri: str) -> dict[str, bytes]:
-    """The files of a job's model archive (``file://`` or ``s3://`` on moto), by name."""
+def read_model(uri: str, s3: Any = None) -> dict[str, bytes]:
+    """The files of a job's model archive (``file://``, or ``s3://`` read with ``s3``, else on moto), by name."""
     if uri.startswith("s3://"):
         bucket, key = uri[len("s3://"):].split("/", 1)
-        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+        if s3 is None:
+            s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
         source: Any = io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     else:
         assert uri.startswith("file://"), uri

@@ -8,11 +8,11 @@ import json
 import os
 import re
 import tempfile
-import uuid
 from typing import Any
 
 import numpy as np
 import pytest
+import sdk_setup
 from conftest import read_model, unique_name, wait_for_job
 
 from trainforge.algorithms import builtin
@@ -20,6 +20,7 @@ from trainforge.algorithms.xgboost.hyperparameters import HyperparameterError, p
 from trainforge.images.catalog import resolve
 
 xgboost = pytest.importorskip("xgboost")
+readme_setup = sdk_setup.readme_setup  # the SDK tests' module-scoped fixture: the README's setup
 
 IMAGE = "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost:1.7-1"
 NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -91,8 +92,8 @@ def run(sm: Any, request: dict[str, Any], status: str = "Completed") -> dict[str
     return described
 
 
-def booster_of(described: dict[str, Any]) -> Any:
-    files = read_model(described["ModelArtifacts"]["S3ModelArtifacts"])
+def booster_of(described: dict[str, Any], s3: Any = None) -> Any:
+    files = read_model(described["ModelArtifacts"]["S3ModelArtifacts"], s3)
     assert "xgboost-model" in files, sorted(files)
     booster = xgboost.Booster()
     with tempfile.TemporaryDirectory() as tmp:
@@ -293,32 +294,28 @@ def sdk_data(tmp_path: Any) -> str:
     return str(data)
 
 
-def test_sdk_v2_estimator_with_the_xgboost_image(server: Any, s3_endpoint: str, s3: Any, tmp_path: Any) -> None:
-    from test_sdk import _line, run_snippet, sdk_environment
+def test_sdk_v2_estimator_with_the_xgboost_image(readme_setup: Any, tmp_path: Any) -> None:
+    """Set up as the README says (``trainforge env --sagemaker-config``), through the embedded S3."""
+    from test_sdk import _line
 
-    bucket = f"tf-sdk-{uuid.uuid4().hex[:12]}"
-    # training_job_analytics reads CloudWatch metrics (as in test_api_cloudwatch.py)
-    env = {**sdk_environment(server, s3_endpoint, tmp_path, bucket), "AWS_ENDPOINT_URL_CLOUDWATCH": server.endpoint}
-    output = run_snippet("sdk2", "v2_xgboost.py", env, sdk_data(tmp_path))
+    output = readme_setup.run("sdk2", "v2_xgboost.py", sdk_data(tmp_path))
     job = _line(output, "job:")
     assert "#011validation-rmse:" in output or "\tvalidation-rmse:" in output  # fit(logs=True) showed the rounds
     assert set(_line(output, "metrics:").split()) == {"train:rmse", "validation:rmse"}
     assert 0 < float(_line(output, "last validation:rmse:")) < 2.0
-    described = server.client().describe_training_job(TrainingJobName=job)
+    described = readme_setup.client("sagemaker").describe_training_job(TrainingJobName=job)
     assert described["HyperParameters"]["num_round"] == "25"
-    assert booster_of(described).num_boosted_rounds() == 25
+    assert booster_of(described, readme_setup.client("s3")).num_boosted_rounds() == 25
 
 
-def test_sdk_v3_model_trainer_with_the_xgboost_image(server: Any, s3_endpoint: str, s3: Any, tmp_path: Any) -> None:
-    from test_sdk import _line, run_snippet, sdk_environment
+def test_sdk_v3_model_trainer_with_the_xgboost_image(readme_setup: Any, tmp_path: Any) -> None:
+    from test_sdk import _line
 
-    bucket = f"tf-sdk-{uuid.uuid4().hex[:12]}"
-    output = run_snippet("sdk3", "v3_xgboost.py", sdk_environment(server, s3_endpoint, tmp_path, bucket),
-                         sdk_data(tmp_path))
+    output = readme_setup.run("sdk3", "v3_xgboost.py", sdk_data(tmp_path))
     job, status = _line(output, "job:").split()
     assert status == "Completed"
-    described = server.client().describe_training_job(TrainingJobName=job)
-    assert booster_of(described).num_boosted_rounds() == 15
+    described = readme_setup.client("sagemaker").describe_training_job(TrainingJobName=job)
+    assert booster_of(described, readme_setup.client("s3")).num_boosted_rounds() == 15
 
 
 def test_two_instances_train_one_model_on_their_shards(server: Any, s3: Any, bucket: str) -> None:
