@@ -125,7 +125,8 @@ def check_available(spec: dict[str, Any]) -> None:
 
 
 class Instance:
-    """The running training process and every process it started."""
+    """The training process and every process it started: made ready (the sandbox's bundle
+    written) when constructed, started by :meth:`start` (after the gang barrier, agent/gang.py)."""
 
     def __init__(self, spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str],
                  mounts: list[tuple[str, str, bool]] | None = None, local_paths: list[str] | None = None):
@@ -144,14 +145,17 @@ class Instance:
             cwd = paths.host("code")
         if which("setpriv"):
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
-        self.popen = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            cwd=cwd, start_new_session=True,
-            umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
-        self.pid = self.popen.pid
+        self._command, self._env, self._cwd = full, env, cwd
         self._own_ns = _pid_namespace("self")
         self._ns: str | None = None
         self._init_pid: int | None = None
+
+    def start(self) -> None:
+        self.popen = subprocess.Popen(
+            self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self._env, cwd=self._cwd, start_new_session=True,
+            umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
+        self.pid = self.popen.pid
 
     # ---------------------------------------------------------------------------------------------
     def _namespace_init(self) -> int | None:

@@ -142,6 +142,8 @@ class Launcher:
             "allowed_local_roots": [str(p) for p in self.config.effective_local_roots],
             "file_systems": self.config.file_systems,
         }
+        if len(hosts) > 1:  # the instances start their user code together (service/gang.py)
+            common["gang"] = {"timeout_seconds": self.config.gang_timeout_seconds}
         for host, itype, group in hosts:
             inst_dir = job_dir / host
             inst_dir.mkdir(parents=True, exist_ok=True)
