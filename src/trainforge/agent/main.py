@@ -339,14 +339,15 @@ class Agent:
                 container.hand_over(spec, paths)
                 self.network.ready()
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths)
-            ended = self._gang_start()
+            instance.ready()
+            ended = self._gang_start(instance)
             if ended is not None:
-                instance.remove()
+                instance.abandon()
                 inputs.close()
                 if inputs.sync is not None:
                     inputs.sync.stop(final=False)
                 return ended
-            instance.start()
+            instance.go()
         except OSError as exc:  # the entrypoint cannot be executed at all
             inputs.close()
             if inputs.sync is not None:
@@ -361,12 +362,17 @@ class Agent:
             self._watch_volume(paths)
         return instance, direct
 
-    def _gang_start(self) -> Outcome | None:
-        """A multi-instance job's instance waits here, ready, for every other (agent/gang.py): an
-        Outcome when a stop, the deadline or the gang's timeout comes first."""
+    def _gang_start(self, instance: isolation.Instance) -> Outcome | None:
+        """A multi-instance job's instance waits here, ready (its container at its gate), for every
+        other (agent/gang.py): an Outcome when a stop, the deadline or the gang's timeout comes first."""
         if not gang.applies(self.spec):
             return None
-        box, _thread = run_staging(lambda: gang.wait(self.spec), self.stopper.wake)
+
+        def ready_then_wait() -> None:
+            instance.wait_at_gate()
+            gang.wait(self.spec)
+
+        box, _thread = run_staging(ready_then_wait, self.stopper.wake)
         ended = self._await_worker(box)
         if ended is not None:
             return ended
