@@ -96,6 +96,9 @@ class Config:
     # How long after its launch an agent may take to record itself in its instance directory: a
     # server restarted in the launch window waits that long for an agent it has no handle of.
     agent_start_grace_seconds: float = 30.0
+    # How long an instance of a multi-instance job, ready to start its user code, waits for the others
+    # (the gang barrier, service/gang.py) before it fails the job.
+    gang_timeout_seconds: float = 3600.0
     # Isolation: "auto" (the sandbox; jobs refused where there is none), "sandbox" (required), "none".
     isolation: str = "auto"
     log_level: str = "info"

@@ -20,6 +20,7 @@ from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
 from trainforge.sandbox import gpus, rootfs, runc, volume
 
 DROPPED_ENV = ("TMPDIR",)  # host paths that mean nothing inside
+GATE = "/dev/trainforge-gate"  # a gang's instance: the FIFO its PID 1 reads "go" from (agent/isolation.py)
 
 
 def settings(spec: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +176,9 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
         binds = [runc.bind("/usr", "/usr"), runc.bind(etc, "/etc")]
         binds += [runc.bind(p, p) for p in rootfs.read_only_paths(python, s.get("data_dir") or sandbox_dir)]
     binds += _etc_files(spec, paths)
+    if gated(spec):
+        make_gate(spec, paths)
+        binds.append(runc.bind(gate_path(paths), GATE))
     binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
     binds += local_mounts(spec, paths, local_paths)
     binds += [runc.bind(src, dst, read_only=ro) for src, dst, ro in mounts]
@@ -192,6 +196,25 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     bundle_dir = os.path.join(paths.instance_dir, "bundle")
     runc.write_bundle(bundle_dir, cfg)
     return runc.run_argv(rootfs.runc_state(s["roots"]), bundle_dir, cid, runc_path)
+
+
+def gated(spec: dict[str, Any]) -> bool:
+    """Whether the container, started before the gang barrier, waits at its gate (agent/gang.py)."""
+    return isinstance(spec.get("gang"), dict)
+
+
+def gate_path(paths: Paths) -> str:
+    return os.path.join(paths.instance_dir, "gate")
+
+
+def make_gate(spec: dict[str, Any], paths: Paths) -> None:
+    """The gate's FIFO, readable by the instance's processes whatever their uid."""
+    path = gate_path(paths)
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.mkfifo(path, 0o600)
+    os.chown(path, uid(spec), uid(spec))
+    os.chmod(path, 0o644)
 
 
 def loopback_ports(spec: dict[str, Any]) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from trainforge.agent import layout
 from trainforge.agent.spec import Paths, hosts, network_isolated
-from trainforge.images.catalog import PULL
+from trainforge.images.kinds import PULL
 from trainforge.sandbox import gpu_env
 from trainforge.sandbox.relay import CREDENTIALS_ADDRESS
 from trainforge.sandbox.relay import CREDENTIALS_PATH as SANDBOX_CREDENTIALS_PATH

@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from trainforge.images.catalog import PULL
+from trainforge.images.kinds import PULL
 
 DOWNLOADING = "Downloading the training image"
 HOST_TOOLS = "/.trainforge/usr"

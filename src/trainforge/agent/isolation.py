@@ -54,6 +54,9 @@ RUNC_ERROR = "msg=\"runc run failed: "  # how runc logs that a container could n
 # PID 1 of the instance: the command as its child (never exec'd: PID 1 ignores a SIGTERM it has no
 # handler for, and the training code must get it), then its exit status.
 INIT = '"$@"\nexit $?\n'
+# A gang's instance (agent/gang.py): PID 1 first waits for "go" at its gate (container.GATE), the
+# container made, its user code not started; the agent writes it once every instance is ready.
+GATED_INIT = 'read -r _ < {gate} || exit 125\n' + INIT
 TERMINATE_POLL_MAX = 0.02  # a stop waits for the command to exist, polling at most this far apart
 NONE_NOTICE = ("training code runs as the server's user ({user}) on the host, without a sandbox "
                "(isolation: none); /opt/ml is not available: the instance's /opt/ml is {ml}, "
@@ -125,17 +128,24 @@ def check_available(spec: dict[str, Any]) -> None:
 
 
 class Instance:
-    """The running training process and every process it started."""
+    """The training process and every process it started. Constructed: the sandbox's bundle is
+    written; :meth:`ready`: a gang's container is started, waiting at its gate; :meth:`go` (after
+    the gang barrier, agent/gang.py): the user code starts."""
 
     def __init__(self, spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str],
                  mounts: list[tuple[str, str, bool]] | None = None, local_paths: list[str] | None = None):
         self.namespace = sandboxed(spec)
         self.spec, self.paths = spec, paths
         self._removed = False
+        self.gated = False
+        self._gate: int | None = None
+        self.started = False  # the process (``runc run``) is started
         if self.namespace:
             from trainforge.agent import container
 
-            inner = [*container.init_prefix(spec), INIT, "trainforge-init", *argv]
+            self.gated = container.gated(spec)
+            init = GATED_INIT.format(gate=container.GATE) if self.gated else INIT
+            inner = [*container.init_prefix(spec), init, "trainforge-init", *argv]
             full = container.bundle(spec, paths, inner, env, paths.container("code"), mounts or [],
                                     local_paths or [], which("runc") or "runc")
             cwd = paths.instance_dir
@@ -144,14 +154,59 @@ class Instance:
             cwd = paths.host("code")
         if which("setpriv"):
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
-        self.popen = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            cwd=cwd, start_new_session=True,
-            umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
-        self.pid = self.popen.pid
+        self._command, self._env, self._cwd = full, env, cwd
         self._own_ns = _pid_namespace("self")
         self._ns: str | None = None
         self._init_pid: int | None = None
+
+    def ready(self) -> None:
+        """A gated container starts now: everything of the instance is made but its user code."""
+        if self.gated:
+            from trainforge.agent import container
+
+            # held open by the agent: "go" stays in the FIFO until PID 1 opens it, however late
+            self._gate = os.open(container.gate_path(self.paths), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._start()
+
+    def wait_at_gate(self, timeout: float = 300.0) -> None:
+        """Until the gated container's PID 1 reads its gate (the container is made, nothing of the user
+        code runs), the container ended (its setup failed: the runner reports it), or ``timeout``."""
+        from trainforge.agent import container
+
+        until = time.monotonic() + timeout
+        while self.gated and self.popen.poll() is None and time.monotonic() < until:
+            init = self._namespace_init()
+            try:
+                if init is not None and os.readlink(f"/proc/{init}/fd/0") == container.GATE:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.005)
+
+    def go(self) -> None:
+        """The user code starts."""
+        if self._gate is not None:
+            os.write(self._gate, b"go\n")
+        else:
+            self._start()
+
+    def abandon(self) -> None:
+        """The instance ends before its user code started (a stop, the gang's timeout)."""
+        if self.started:
+            self.kill_all()
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.remove()
+
+    def _start(self) -> None:
+        self.popen = subprocess.Popen(
+            self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self._env, cwd=self._cwd, start_new_session=True,
+            umask=0o022)  # a container's; the agent's own files stay private (the server's 077)
+        self.pid = self.popen.pid
+        self.started = True
 
     # ---------------------------------------------------------------------------------------------
     def _namespace_init(self) -> int | None:
@@ -218,6 +273,9 @@ class Instance:
 
             self._removed = True
             container.remove(self.spec, self.paths, which("runc") or "runc")
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
 
     def exit_code(self) -> int | None:
         rc = self.popen.poll()

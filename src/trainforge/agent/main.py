@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from trainforge.agent import container, environment, image, instance_files, isolation, layout, runner
+from trainforge.agent import container, environment, gang, image, instance_files, isolation, layout, runner
 from trainforge.agent import spec as spec_mod
 from trainforge.agent.direct import Direct
 from trainforge.agent.direct import finish as finish_direct
@@ -339,6 +339,15 @@ class Agent:
                 container.hand_over(spec, paths)
                 self.network.ready()
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths)
+            instance.ready()
+            ended = self._gang_start(instance)
+            if ended is not None:
+                instance.abandon()
+                inputs.close()
+                if inputs.sync is not None:
+                    inputs.sync.stop(final=False)
+                return ended
+            instance.go()
         except OSError as exc:  # the entrypoint cannot be executed at all
             inputs.close()
             if inputs.sync is not None:
@@ -352,6 +361,26 @@ class Agent:
         if not isolation.sandboxed(self.spec):  # in the sandbox the volume is a real filesystem
             self._watch_volume(paths)
         return instance, direct
+
+    def _gang_start(self, instance: isolation.Instance) -> Outcome | None:
+        """A multi-instance job's instance waits here, ready (its container at its gate), for every
+        other (agent/gang.py): an Outcome when a stop, the deadline or the gang's timeout comes first."""
+        if not gang.applies(self.spec):
+            return None
+
+        def ready_then_wait() -> None:
+            instance.wait_at_gate()
+            gang.wait(self.spec)
+
+        box, _thread = run_staging(ready_then_wait, self.stopper.wake)
+        ended = self._await_worker(box)
+        if ended is not None:
+            return ended
+        if isinstance(box[0], BaseException):
+            reason = f"InternalServerError: gang start failed: {box[0]}"[:1024]
+            self.reporter.notice(reason)
+            return Outcome("platform", None, reason)
+        return None
 
     def _await_training(self, paths: Paths, inputs: Inputs, instance: isolation.Instance,
                         direct: Direct | None) -> tuple[runner.RunResult, BaseException | None]:

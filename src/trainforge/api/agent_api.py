@@ -23,6 +23,7 @@ from trainforge.api.app import json_response
 from trainforge.api.errors import ServiceError, ValidationError
 from trainforge.config import Config
 from trainforge.service.create_rules import check_role
+from trainforge.service.gang import GangBarrier
 from trainforge.service.reports import Reports
 from trainforge.store.jobs import JobRow, JobStore
 
@@ -30,6 +31,7 @@ log = logging.getLogger("trainforge.agent_api")
 
 REPORT_PATH = "/_trainforge/agent/v1/report"
 CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
+GANG_PATH = "/_trainforge/agent/v1/gang"
 
 
 def role_credentials(config: Config, job: JobRow) -> dict[str, str]:
@@ -65,7 +67,20 @@ def living_job(store: JobStore, token: str) -> JobRow | None:
     return job
 
 
+def gang_of(store: JobStore, token: str) -> tuple[JobRow, str, frozenset[str]] | None:
+    """The running job of a living instance's ``token``, that instance's host, and every host of the
+    job's current attempt; None when the token is no living instance's."""
+    job = living_job(store, token)
+    if job is None:
+        return None
+    host = next(i["host"] for i in store.instances_by_token(token) if i["state"] == "running")
+    hosts = frozenset(i["host"] for i in store.read_instances(job.id) if i["attempt"] == job.attempt)
+    return job, host, hosts
+
+
 def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Route]:
+    barrier = GangBarrier()
+
     async def report(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
@@ -91,5 +106,16 @@ def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Rout
         creds["Expiration"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
         return json_response(creds)
 
+    async def gang(request: Request) -> Response:
+        """The gang barrier (service/gang.py): answers when every host is ready, or after a while."""
+        auth = request.headers.get("authorization", "")
+        found = await run_in_threadpool(gang_of, store, auth[7:] if auth.startswith("Bearer ") else "")
+        if found is None:
+            return json_response({"__type": "AccessDenied", "message": "No running instance has this token."}, 403)
+        job, host, hosts = found
+        waiting = await barrier.arrive(job.id, job.attempt, host, hosts)
+        return json_response({"go": not waiting, "waiting_for": waiting})
+
     return [Route(REPORT_PATH, report, methods=["POST"]),
-            Route(CREDENTIALS_PATH, credentials, methods=["GET"])]
+            Route(CREDENTIALS_PATH, credentials, methods=["GET"]),
+            Route(GANG_PATH, gang, methods=["POST"])]

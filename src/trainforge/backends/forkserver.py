@@ -30,6 +30,21 @@ def boot(module: str, call: str) -> str:
     return f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); from {module} import {name}; sys.exit({call})"
 
 
+def compile_package() -> threading.Thread:
+    """This package's bytecode written into its ``__pycache__`` directories, in a thread: an agent
+    started by itself (Slurm's ``srun``; no fork server preloads it there) would otherwise compile
+    every module it imports on each start where the environment says ``PYTHONDONTWRITEBYTECODE``
+    (half of its imports' CPU time). Where the directories cannot be written, nothing happens."""
+    import compileall
+
+    def work() -> None:
+        compileall.compile_dir(os.path.join(_PACKAGE_PARENT, "trainforge"), quiet=2)
+
+    thread = threading.Thread(target=work, name="compile-package", daemon=True)
+    thread.start()
+    return thread
+
+
 def child_environment() -> dict[str, str]:
     """The environment of the processes the backend starts: the server's, without PYTHONSTARTUP."""
     env = dict(os.environ)

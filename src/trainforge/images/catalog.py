@@ -55,10 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainforge.algorithms import builtin
+from trainforge.images.kinds import COMMAND, PULL, SCRIPT_MODE  # apart: the agent imports them alone
 
-SCRIPT_MODE = "script-mode"
-COMMAND = "command"
-PULL = "pull"
 KINDS = (SCRIPT_MODE, COMMAND, PULL)
 SCRIPT_MODE_MODULE = "trainforge.images.script_mode"
 

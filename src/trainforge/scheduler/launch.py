@@ -145,6 +145,8 @@ class Launcher:
         if self.backend.queues:  # the engine may queue the gang: the run time counts from its start
             wait = max_wait(request)
             common.update(launched_at=now, deadline_cap=None if wait is None else job.creation_time + wait)
+        if len(hosts) > 1:  # the instances start their user code together (service/gang.py)
+            common["gang"] = {"timeout_seconds": self.config.gang_timeout_seconds}
         for host, itype, group in hosts:
             inst_dir = job_dir / host
             inst_dir.mkdir(parents=True, exist_ok=True)

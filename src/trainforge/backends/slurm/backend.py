@@ -36,7 +36,7 @@ from typing import Any
 
 from trainforge.agent import instance_files
 from trainforge.backends.base import AgentLaunch, Handle
-from trainforge.backends.forkserver import boot
+from trainforge.backends.forkserver import boot, compile_package
 from trainforge.backends.local import LocalBackend
 from trainforge.backends.slurm import cli
 from trainforge.backends.slurm.node import RECORD
@@ -68,7 +68,7 @@ class SlurmBackend:
         self._hostname = socket.gethostname()
 
     def start(self) -> None:
-        pass
+        compile_package()  # each srun-started agent imports the package without a fork server
 
     def close(self) -> None:
         pass
