@@ -157,6 +157,7 @@ def test_an_agent_running_across_the_upgrade_to_token_digests_keeps_reporting(
     srv.kill()
     with sqlite3.connect(srv.data_dir / "trainforge.db") as db:  # as revision 0004 stored it
         db.execute("UPDATE jobs SET token = ? WHERE name = ?", (token, name))
+        db.execute("DROP TABLE algorithms")  # revision 0008 (algorithm resources)
         db.execute("DROP INDEX ix_metric_samples_series")  # revision 0007 (metric kinds and indexes)
         db.execute("DROP INDEX ix_metric_samples_time")
         db.execute("ALTER TABLE metric_samples DROP COLUMN kind")
