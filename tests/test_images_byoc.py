@@ -35,6 +35,7 @@ cp /opt/ml/input/config/resourceconfig.json /opt/ml/model/resource-$(hostname).j
 cat /opt/ml/input/data/train/* > /opt/ml/model/data.txt
 echo "$*" > /opt/ml/model/args.txt
 echo "$GREETING" > /opt/ml/model/env.txt
+cat /etc/hosts > /opt/ml/model/hosts.txt
 """
 
 
@@ -57,6 +58,10 @@ def trainer(registries: tuple[Registry, Registry], tmp_path_factory: pytest.Temp
         "WorkingDir": "/work", "User": "0"})
     bare = write_layout(tmp_path_factory.mktemp("bare") / "layout", [busybox_layer()], {"Env": ["PATH=/bin"]})
     plain.push(bare, "team/bare", "1")
+    user = write_layout(tmp_path_factory.mktemp("user") / "layout", layers, {
+        "Entrypoint": ["/usr/bin/train"], "Env": ["PATH=/usr/bin:/bin", "GREETING=unprivileged"],
+        "WorkingDir": "/tmp", "User": "trainer:trainer"})
+    plain.push(user, "team/trainer-user", "1")
     secure.push(layout, "team/trainer", "2")
     return {"plain": plain.push(layout, "team/trainer", "1"), "secure": secure.push(layout, "team/trainer", "1")}
 
@@ -152,6 +157,23 @@ def test_byoc_job_runs_the_images_entrypoint_and_a_second_job_pulls_nothing(byoc
     log = job_log(byoc_server, second)
     assert "is cached: nothing pulled" in log and "args: fit --fast" in log, log
     assert plain.manifest_gets() == pulls  # the registry was not asked again
+
+
+def test_an_images_non_root_user_owns_opt_ml(byoc_server: Any, registries: Any, trainer: Any) -> None:
+    """The image's ``User`` (trainer = 1000:1000 in its /etc/passwd) runs the entrypoint and can write
+    /opt/ml/model and read its config and channel, as in SageMaker."""
+    sm = byoc_server.client()
+    plain, _ = registries
+    name = unique_name("byoc-user")
+    sm.create_training_job(**request(byoc_server, name, f"{plain.host}/team/trainer-user:1"))
+    job = wait_for_job(sm, name, timeout=120)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    model = read_model(job["ModelArtifacts"]["S3ModelArtifacts"])
+    assert json.loads(model["hps.json"]) == {"epochs": "3", "lr": "0.1"}
+    assert model["data.txt"] == b"row one\nrow two\n"
+    assert model["env.txt"] == b"unprivileged\n"
+    assert b"algo-1" in model["hosts.txt"]  # the generated /etc/hosts is readable by the User
+    assert f"whoami: 1000:1000 cwd=/tmp greeting=unprivileged job={name}" in job_log(byoc_server, name)
 
 
 @pytest.mark.parametrize("case", ["missing tag", "registry down", "bad credentials", "no entrypoint"])

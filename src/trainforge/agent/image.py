@@ -93,6 +93,9 @@ def release(spec: dict[str, Any]) -> None:
 
 
 # -- the instance's root ----------------------------------------------------------------------------
+ROOT_MODE = 0o755  # a container's / (umoci leaves the unpacked root 0700: an image's User could not enter)
+
+
 def layer_dir(instance_dir: str) -> str:
     return os.path.join(instance_dir, "layer")
 
@@ -107,7 +110,7 @@ def mount_root(spec: dict[str, Any], target: str, instance_dir: str) -> str:
         os.makedirs(d, mode=0o755, exist_ok=True)
     st = os.stat(lower)
     os.chown(upper, st.st_uid, st.st_gid)  # the merged root is the upper directory's
-    os.chmod(upper, st.st_mode & 0o7777)
+    os.chmod(upper, ROOT_MODE)
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, target], capture_output=True,
                           stdin=subprocess.DEVNULL, check=False, timeout=60)
@@ -115,6 +118,7 @@ def mount_root(spec: dict[str, Any], target: str, instance_dir: str) -> str:
         return "overlay"
     subprocess.run(["cp", "-a", "--reflink=auto", lower + "/.", target], check=True, capture_output=True,
                    stdin=subprocess.DEVNULL, timeout=3600)
+    os.chmod(target, ROOT_MODE)
     return "copy"
 
 
