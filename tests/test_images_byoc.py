@@ -176,6 +176,54 @@ def test_an_images_non_root_user_owns_opt_ml(byoc_server: Any, registries: Any, 
     assert f"whoami: 1000:1000 cwd=/tmp greeting=unprivileged job={name}" in job_log(byoc_server, name)
 
 
+# The user's script in the submit directory, run by the toolkit's `train` with the image's Python.
+SCRIPT = """import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int)
+args = parser.parse_args()
+rows = open(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "part-0.txt")).read().split()
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
+    json.dump({"epochs": args.epochs, "rows": rows, "python": sys.executable,
+               "hosts": json.loads(os.environ["SM_HOSTS"]), "user": os.environ["SM_USER_ENTRY_POINT"]}, f)
+"""
+
+
+def test_an_image_with_the_sagemaker_training_toolkit_runs_script_mode(byoc_server: Any, registries: Any,
+                                                                       s3: Any, bucket: str) -> None:
+    """``train`` as the entry: the toolkit (pip-installed in the image) fetches the submit directory
+    from S3 and runs ``sagemaker_program`` with the hyperparameters as arguments, as in SageMaker."""
+    import io
+    import tarfile
+
+    from tests.python_image import toolkit_layout
+
+    plain, _ = registries
+    image = plain.push(toolkit_layout() / "layout", "team/toolkit", "1")
+    code = io.BytesIO()
+    with tarfile.open(fileobj=code, mode="w:gz") as tar:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(SCRIPT.encode())
+        tar.addfile(info, io.BytesIO(SCRIPT.encode()))
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=code.getvalue())
+    s3.put_object(Bucket=bucket, Key="data/part-0.txt", Body=b"alpha beta\n")
+    name = unique_name("byoc-toolkit")
+    sm = byoc_server.client()
+    sm.create_training_job(**minimal_request(
+        name, AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+        HyperParameters={"epochs": "3", "sagemaker_program": '"train.py"', "sagemaker_region": '"us-east-1"',
+                         "sagemaker_submit_directory": f'"s3://{bucket}/code/sourcedir.tar.gz"',
+                         "sagemaker_container_log_level": "20"},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/", "S3DataDistributionType": "FullyReplicated"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"}))
+    job = wait_for_job(sm, name, timeout=600)
+    assert job["TrainingJobStatus"] == "Completed", (job.get("FailureReason"), job_log(byoc_server, name)[-3000:])
+    model = json.loads(read_model(job["ModelArtifacts"]["S3ModelArtifacts"])["model.json"])
+    assert model == {"epochs": 3, "rows": ["alpha", "beta"], "python": "/usr/bin/python3.11", "hosts": ["algo-1"],
+                     "user": "train.py"}
+    assert "Invoking script with the following command" in job_log(byoc_server, name)  # the toolkit ran it
+
+
 @pytest.mark.parametrize("case", ["missing tag", "registry down", "bad credentials", "no entrypoint"])
 def test_pull_failures_are_client_errors_naming_image_and_cause(byoc_server: Any, registries: Any, trainer: Any,
                                                                 case: str) -> None:
