@@ -35,6 +35,7 @@ cp /opt/ml/input/config/resourceconfig.json /opt/ml/model/resource-$(hostname).j
 cat /opt/ml/input/data/train/* > /opt/ml/model/data.txt
 echo "$*" > /opt/ml/model/args.txt
 echo "$GREETING" > /opt/ml/model/env.txt
+cat /etc/hosts > /opt/ml/model/hosts.txt
 """
 
 
@@ -57,6 +58,10 @@ def trainer(registries: tuple[Registry, Registry], tmp_path_factory: pytest.Temp
         "WorkingDir": "/work", "User": "0"})
     bare = write_layout(tmp_path_factory.mktemp("bare") / "layout", [busybox_layer()], {"Env": ["PATH=/bin"]})
     plain.push(bare, "team/bare", "1")
+    user = write_layout(tmp_path_factory.mktemp("user") / "layout", layers, {
+        "Entrypoint": ["/usr/bin/train"], "Env": ["PATH=/usr/bin:/bin", "GREETING=unprivileged"],
+        "WorkingDir": "/tmp", "User": "trainer:trainer"})
+    plain.push(user, "team/trainer-user", "1")
     secure.push(layout, "team/trainer", "2")
     return {"plain": plain.push(layout, "team/trainer", "1"), "secure": secure.push(layout, "team/trainer", "1")}
 
@@ -152,6 +157,71 @@ def test_byoc_job_runs_the_images_entrypoint_and_a_second_job_pulls_nothing(byoc
     log = job_log(byoc_server, second)
     assert "is cached: nothing pulled" in log and "args: fit --fast" in log, log
     assert plain.manifest_gets() == pulls  # the registry was not asked again
+
+
+def test_an_images_non_root_user_owns_opt_ml(byoc_server: Any, registries: Any, trainer: Any) -> None:
+    """The image's ``User`` (trainer = 1000:1000 in its /etc/passwd) runs the entrypoint and can write
+    /opt/ml/model and read its config and channel, as in SageMaker."""
+    sm = byoc_server.client()
+    plain, _ = registries
+    name = unique_name("byoc-user")
+    sm.create_training_job(**request(byoc_server, name, f"{plain.host}/team/trainer-user:1"))
+    job = wait_for_job(sm, name, timeout=120)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    model = read_model(job["ModelArtifacts"]["S3ModelArtifacts"])
+    assert json.loads(model["hps.json"]) == {"epochs": "3", "lr": "0.1"}
+    assert model["data.txt"] == b"row one\nrow two\n"
+    assert model["env.txt"] == b"unprivileged\n"
+    assert b"algo-1" in model["hosts.txt"]  # the generated /etc/hosts is readable by the User
+    assert f"whoami: 1000:1000 cwd=/tmp greeting=unprivileged job={name}" in job_log(byoc_server, name)
+
+
+# The user's script in the submit directory, run by the toolkit's `train` with the image's Python.
+SCRIPT = """import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int)
+args = parser.parse_args()
+rows = open(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "part-0.txt")).read().split()
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
+    json.dump({"epochs": args.epochs, "rows": rows, "python": sys.executable,
+               "hosts": json.loads(os.environ["SM_HOSTS"]), "user": os.environ["SM_USER_ENTRY_POINT"]}, f)
+"""
+
+
+def test_an_image_with_the_sagemaker_training_toolkit_runs_script_mode(byoc_server: Any, registries: Any,
+                                                                       s3: Any, bucket: str) -> None:
+    """``train`` as the entry: the toolkit (pip-installed in the image) fetches the submit directory
+    from S3 and runs ``sagemaker_program`` with the hyperparameters as arguments, as in SageMaker."""
+    import io
+    import tarfile
+
+    from tests.python_image import toolkit_layout
+
+    plain, _ = registries
+    image = plain.push(toolkit_layout() / "layout", "team/toolkit", "1")
+    code = io.BytesIO()
+    with tarfile.open(fileobj=code, mode="w:gz") as tar:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(SCRIPT.encode())
+        tar.addfile(info, io.BytesIO(SCRIPT.encode()))
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=code.getvalue())
+    s3.put_object(Bucket=bucket, Key="data/part-0.txt", Body=b"alpha beta\n")
+    name = unique_name("byoc-toolkit")
+    sm = byoc_server.client()
+    sm.create_training_job(**minimal_request(
+        name, AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+        HyperParameters={"epochs": "3", "sagemaker_program": '"train.py"', "sagemaker_region": '"us-east-1"',
+                         "sagemaker_submit_directory": f'"s3://{bucket}/code/sourcedir.tar.gz"',
+                         "sagemaker_container_log_level": "20"},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/", "S3DataDistributionType": "FullyReplicated"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"}))
+    job = wait_for_job(sm, name, timeout=600)
+    assert job["TrainingJobStatus"] == "Completed", (job.get("FailureReason"), job_log(byoc_server, name)[-3000:])
+    model = json.loads(read_model(job["ModelArtifacts"]["S3ModelArtifacts"])["model.json"])
+    assert model == {"epochs": 3, "rows": ["alpha", "beta"], "python": "/usr/bin/python3.11", "hosts": ["algo-1"],
+                     "user": "train.py"}
+    assert "Invoking script with the following command" in job_log(byoc_server, name)  # the toolkit ran it
 
 
 @pytest.mark.parametrize("case", ["missing tag", "registry down", "bad credentials", "no entrypoint"])

@@ -31,6 +31,17 @@ def uid(spec: dict[str, Any]) -> int:
     return int(settings(spec).get("uid") or runc.UID_BASE)
 
 
+def owner(spec: dict[str, Any]) -> tuple[int, int]:
+    """The host uid and gid that own the instance's /opt/ml: its root's, or, for a container image
+    with a ``User``, that user's in the instance's user namespace (SageMaker runs a container as its
+    image's user, with /opt/ml writable)."""
+    base = uid(spec)
+    if image.is_image(spec) and (spec.get("runtime") or {}).get("user"):
+        inside_uid, inside_gid = spec["runtime"]["user"]
+        return base + int(inside_uid), base + int(inside_gid)
+    return base, base
+
+
 def container_id(instance_dir: str) -> str:
     """A name runc accepts, the same for an instance directory whoever computes it (the reaper)."""
     digest = hashlib.sha256(os.path.abspath(instance_dir).encode()).hexdigest()[:24]
@@ -89,14 +100,15 @@ def volume_full_note(spec: dict[str, Any], paths: Paths) -> str:
 
 def hand_over(spec: dict[str, Any], paths: Paths) -> None:
     """Everything on the volume (/opt/ml, the instance's LocalPaths outside it) now belongs to the
-    instance's root: the agent staged it as the host's root. Symlinks are not followed."""
-    owner = uid(spec)
+    instance's root, or the image's user (:func:`owner`): the agent staged it as the host's root.
+    Symlinks are not followed."""
+    user, group = owner(spec)
     for top in [os.path.dirname(paths.host_ml)]:
-        os.lchown(top, owner, owner)
+        os.lchown(top, user, group)
         for dirpath, dirnames, filenames in os.walk(top):
             for name in dirnames + filenames:
                 try:
-                    os.lchown(os.path.join(dirpath, name), owner, owner)
+                    os.lchown(os.path.join(dirpath, name), user, group)
                 except OSError:
                     pass
 
@@ -131,6 +143,7 @@ def _etc_files(spec: dict[str, Any], paths: Paths) -> list[dict[str, Any]]:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         os.chown(path, uid(spec), uid(spec))
+        os.chmod(path, 0o644)  # readable by an image's non-root User (the agent's umask is 077)
         binds.append(runc.bind(path, "/etc/" + name))
     return binds
 

@@ -269,6 +269,9 @@ class Agent:
                 return Outcome("algorithm", None, reason)
             if isinstance(pulling[0], BaseException):
                 raise pulling[0]
+            from trainforge.data.owner import set_owner
+
+            set_owner(*container.owner(spec))  # the image's User owns /opt/ml
         layout.create(spec, paths)
         reporter.status("Downloading", "Downloading input data")
         if not needs_data_plane(spec["request"]):

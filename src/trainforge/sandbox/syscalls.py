@@ -18,9 +18,9 @@ def checked(rc: int, what: str) -> None:
         raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
-def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     checked(libc.mount(os.fsencode(source), os.fsencode(target), fstype.encode() if fstype else None, flags,
-                       None), f"mount {target}")
+                       os.fsencode(data) if data is not None else None), f"mount {target}")
 
 
 def umount(target: str, detach: bool = True) -> int:
