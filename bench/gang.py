@@ -117,7 +117,11 @@ def main() -> None:
     ap.add_argument("--no-slurm", action="store_true", help="only the local figures")
     args = ap.parse_args()
     rows = local_rows(args.runs, args.instances) + ([] if args.no_slurm else slurm_rows(args.runs))
-    print(f"\ngang start, {args.runs} runs each\n")
+    print_table(f"gang start, {args.runs} runs each", rows)
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print(f"\n{title}\n")
     print(f"{'figure':46} {'median':>12} {'max':>12}   target")
     for figure, median, worst, target in rows:
         print(f"{figure:46} {median:>12} {worst:>12}   {target}")

@@ -158,10 +158,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     rows = slurm_rows(args.runs)
-    print(f"\ngang start on Slurm (3 nodes on this machine), {args.runs} runs each\n")
-    print(f"{'figure':46} {'median':>12} {'max':>12}   target")
-    for figure, median, worst, target in rows:
-        print(f"{figure:46} {median:>12} {worst:>12}   {target}")
+    from gang import print_table
+
+    print_table(f"gang start on Slurm (3 nodes on this machine), {args.runs} runs each", rows)
 
 
 if __name__ == "__main__":

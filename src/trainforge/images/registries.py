@@ -30,6 +30,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainforge.config_checks import known_mapping
 from trainforge.images.reference import Reference
 
 KEYS = ("endpoint", "prefix", "plain_http", "ca_file", "username", "password", "auth_file", "credential_helper",
@@ -64,11 +65,7 @@ def validate(registries: Any) -> None:
     if not isinstance(registries, dict):
         raise RegistryConfigError("the config key 'registries' must map registry hosts to settings")
     for host, entry in registries.items():
-        if not isinstance(entry, dict):
-            raise RegistryConfigError(f"registries[{host!r}] must be a mapping")
-        unknown = set(entry) - set(KEYS)
-        if unknown:
-            raise RegistryConfigError(f"registries[{host!r}]: unknown keys {sorted(unknown)} (known: {', '.join(KEYS)})")
+        known_mapping(entry, f"registries[{host!r}]", KEYS, RegistryConfigError)
         if ("username" in entry) != ("password" in entry):
             raise RegistryConfigError(f"registries[{host!r}]: 'username' and 'password' go together")
         for key in KEYS:

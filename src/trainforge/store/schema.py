@@ -5,6 +5,8 @@ Times are stored as float epoch seconds (UTC); JSON documents as text.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -20,14 +22,22 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def _resource_columns() -> list[Column[Any]]:
+    """The columns every named SageMaker resource has: its row id, account, region, name and ARN."""
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("account_id", String(12), nullable=False),
+        Column("region", String(32), nullable=False),
+        Column("name", String(63), nullable=False),
+        Column("arn", String(256), nullable=False),
+    ]
+
+
 jobs = Table(
     "jobs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("account_id", String(12), nullable=False),
-    Column("region", String(32), nullable=False),
-    Column("name", String(63), nullable=False),
-    Column("arn", String(256), nullable=False),
+    *_resource_columns(),
     Column("status", String(16), nullable=False),
     Column("secondary_status", String(32), nullable=False),
     Column("creation_time", Float, nullable=False),
@@ -154,11 +164,7 @@ Index("ix_metric_samples_time", metric_samples.c.timestamp)
 algorithms = Table(
     "algorithms",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("account_id", String(12), nullable=False),
-    Column("region", String(32), nullable=False),
-    Column("name", String(63), nullable=False),
-    Column("arn", String(256), nullable=False),
+    *_resource_columns(),
     Column("creation_time", Float, nullable=False),
     Column("document", Text, nullable=False),
     UniqueConstraint("account_id", "region", "name", name="uq_algorithms_name"),

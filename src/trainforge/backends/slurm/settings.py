@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainforge.config_checks import known_mapping
+
 KNOWN = {"partition", "account", "control_url", "instance_types", "exclusive", "sbatch_args",
          "stop_kill_after_seconds"}
 SHAPE_KEYS = {"cpus": int, "memory_mb": int, "gres": str, "gpus": int}
@@ -39,9 +41,7 @@ def validate(section: Any) -> None:
     sections are refused (``images``, ``registries``) at start."""
     if not isinstance(section, dict):
         raise SlurmConfigError("the config key 'slurm' must be a mapping")
-    unknown = set(section) - KNOWN
-    if unknown:
-        raise SlurmConfigError(f"slurm: unknown keys {sorted(unknown)} (known: {', '.join(sorted(KNOWN))})")
+    known_mapping(section, "slurm", sorted(KNOWN), SlurmConfigError)
     for key in ("partition", "account", "control_url"):
         if section.get(key) is not None and not isinstance(section[key], str):
             raise SlurmConfigError(f"slurm.{key} must be a string")
@@ -57,12 +57,7 @@ def validate(section: Any) -> None:
     if not isinstance(types, dict):
         raise SlurmConfigError("slurm.instance_types must map ml.* instance types to resources")
     for name, shape in types.items():
-        if not isinstance(shape, dict):
-            raise SlurmConfigError(f"slurm.instance_types[{name!r}] must be a mapping")
-        bad = set(shape) - set(SHAPE_KEYS)
-        if bad:
-            raise SlurmConfigError(f"slurm.instance_types[{name!r}]: unknown keys {sorted(bad)} "
-                                   f"(known: {', '.join(SHAPE_KEYS)})")
+        known_mapping(shape, f"slurm.instance_types[{name!r}]", SHAPE_KEYS, SlurmConfigError)
         for key, kind in SHAPE_KEYS.items():
             value = shape.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
