@@ -23,6 +23,7 @@ serves the tests elsewhere that run SDK code needing no S3 (TrainingJobAnalytics
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import pytest
 import sdk_setup
 from conftest import ServerProcess
 from sdk_setup import SNIPPETS, ReadmeSetup
+from sdk_venvs import sdk_python
 
 readme_setup = sdk_setup.readme_setup  # the module-scoped fixture, for this module's tests
 
@@ -48,6 +50,16 @@ def sdk_environment(server: ServerProcess, s3_endpoint: str, tmp_path: Path, buc
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
     })
     return env
+
+
+def run_snippet(sdk: str, snippet: str, env: dict[str, str], *args: str) -> str:
+    """Run ``snippet`` with SDK ``sdk``'s interpreter in ``env`` (``sdk_environment``: a server of the test's
+    own configuration); its output, asserting it succeeded."""
+    done = subprocess.run([str(sdk_python(sdk)), snippet, *args], check=False, cwd=SNIPPETS, env=env,
+                          capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{snippet} ({sdk}) exited {done.returncode}:\n{output[-6000:]}"
+    return output
 
 
 def _line(output: str, prefix: str) -> str:
