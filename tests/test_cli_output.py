@@ -124,7 +124,10 @@ def test_input_skeleton_matches_aws(envs: dict[str, dict[str, str]], operation: 
 
 def _required_args(operation: str) -> list[str]:
     samples = {"TrainingJobName": "n", "RoleArn": "arn:aws:iam::0:role/r", "ResourceArn": "arn:x",
-               "OutputDataConfig": "S3OutputPath=s3://b/o", "Tags": "Key=k,Value=v", "TagKeys": "k"}
+               "OutputDataConfig": "S3OutputPath=s3://b/o", "Tags": "Key=k,Value=v", "TagKeys": "k",
+               "AlgorithmName": "a", "TrainingSpecification": json.dumps({
+                   "TrainingImage": "x", "SupportedTrainingInstanceTypes": ["ml.m5.large"], "TrainingChannels": [
+                       {"Name": "train", "SupportedContentTypes": ["text/csv"], "SupportedInputModes": ["File"]}]})}
     spec = operation_spec(operation)
     out: list[str] = []
     for arg in spec.arguments.values():

@@ -123,8 +123,14 @@ def test_data_dir_is_private_and_the_store_keeps_only_token_digests(server_facto
     # Everything the server and the agent wrote is the server's user's alone: 0700 directories,
     # 0600 files (the existing data directory and its files corrected); what the training process
     # writes has a container's umask (022).
+    # The instance's generated /etc/hosts, /etc/hostname and /etc/resolv.conf hold no secret (host names
+    # and addresses) and are 0644, so that an image's non-root User can read them (inside the private
+    # data directory, which nobody else can enter).
     private = modes(data_dir, skip=inst / "opt/ml/model")
-    assert {p: m for p, m in private.items() if m[1] != (0o700 if m[0] == "dir" else 0o600)} == {}
+    generated = {str((inst / f).relative_to(data_dir.parent)) for f in ("hosts", "hostname", "resolv.conf")}
+    assert {p: m for p, m in private.items() if p not in generated and m[1] != (0o700 if m[0] == "dir" else 0o600)
+            } == {}
+    assert all(private[p][1] == 0o644 for p in generated if p in private)
     for required in ("data", "data/trainforge.db", "data/left-over.txt", "data/server-config.json"):
         assert required in private
     assert any(p.endswith("algo-1/spec.json") for p in private) and any(p.endswith("agent.log") for p in private)

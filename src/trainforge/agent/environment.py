@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+import trainforge
 from trainforge.agent import layout
 from trainforge.agent.spec import Paths, hosts, network_isolated
 from trainforge.images.kinds import PULL
@@ -41,6 +42,8 @@ PASSTHROUGH = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMP
                "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
                "http_proxy", "https_proxy", "no_proxy")
 PASSTHROUGH_PREFIXES = ("LC_",)
+# the directory trainforge is imported from (its parent on sys.path)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(trainforge.__file__)))
 
 
 def decode(value: Any) -> Any:
@@ -227,6 +230,11 @@ def build(spec: dict[str, Any], paths: Paths, host_env: dict[str, str] | None = 
     if python:
         bin_dir = os.path.dirname(python)
         env["PATH"] = bin_dir + os.pathsep + env["PATH"] if env.get("PATH") else bin_dir
+        # an interpreter of the catalog other than the server's (a virtualenv of its own) runs
+        # trainforge's script-mode and built-in modules from the package the sandbox mounts read-only
+        entries = env.get("PYTHONPATH", "").split(os.pathsep) if env.get("PYTHONPATH") else []
+        if PACKAGE_ROOT not in entries:
+            env["PYTHONPATH"] = os.pathsep.join([*entries, PACKAGE_ROOT])
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["PYTHONUNBUFFERED"] = "TRUE"
     env["PYTHONDONTWRITEBYTECODE"] = "TRUE"
