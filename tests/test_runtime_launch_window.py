@@ -45,18 +45,21 @@ def instance_dirs(srv: Any, name: str, attempt: int = 1) -> list[Path]:
 
 def agents_in(instance_dir: Path) -> list[int]:
     """The agents of ``instance_dir``: living session leaders working there (every agent starts in
-    its own session there; the processes it starts are not session leaders, or work elsewhere)."""
-    found = []
+    its own session there; the processes it starts work elsewhere or are not session leaders, except
+    for the instant between a child's ``setsid`` and its ``chdir``: a leader whose parent is one of
+    them is such a child, not a second agent)."""
+    leaders: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         try:
             if not proc.name.isdigit() or os.readlink(proc / "cwd") != str(instance_dir):
                 continue
-            session = int((proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[3])
+            fields = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            parent, session = int(fields[1]), int(fields[3])
         except (OSError, ValueError, IndexError):
             continue
         if session == int(proc.name) and alive(session):
-            found.append(session)
-    return found
+            leaders[session] = parent
+    return sorted(pid for pid, parent in leaders.items() if parent not in leaders)
 
 
 def recorded_agent(instance_dir: Path) -> int | None:
