@@ -161,10 +161,13 @@ class PipeFeeder:
 
     def _make_fifo(self, epoch: int) -> None:
         path = self.fifo_path(epoch)
-        if path.exists() or path.is_symlink():
-            path.unlink()
-        os.mkfifo(path, 0o644)
-        give(path)
+        # made and handed to the instance's user under another name, then put in place: the training
+        # code, waiting for the next epoch's FIFO, never finds one it may not open yet
+        tmp = path.with_name(f".{path.name}.new")
+        tmp.unlink(missing_ok=True)
+        os.mkfifo(tmp, 0o644)
+        give(tmp)
+        os.replace(tmp, path)
         self._fifo = path
 
     def close(self) -> None:
