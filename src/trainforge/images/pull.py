@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -222,8 +223,6 @@ def cause(stderr: str) -> str:
 
 def _fatal(stderr: str) -> str:
     """skopeo's last error message (``level=fatal msg="..."``), else its last line."""
-    import re
-
     found = re.findall(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"', stderr)
     if found:
         return found[-1].replace('\\"', '"')
