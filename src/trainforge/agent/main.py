@@ -354,7 +354,7 @@ class Agent:
             instance.go()
         except OSError as exc:  # the entrypoint cannot be executed at all
             if instance is not None:  # its container's root, layer and image lock go
-                instance.remove()
+                instance.abandon()
             inputs.close()
             if inputs.sync is not None:
                 inputs.sync.stop(final=False)
