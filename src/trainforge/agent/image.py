@@ -43,6 +43,7 @@ def provider_arn(request: dict[str, Any]) -> str | None:
 
 def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     """The image into the cache and its configuration into ``spec["runtime"]`` (raises :class:`ImageError`)."""
+    from trainforge.agent.container import uid as instance_uid
     from trainforge.images import pull as pulling
     from trainforge.images import unpack
 
@@ -52,9 +53,8 @@ def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     if spec.get("isolation") != "sandbox" or not s.get("data_dir"):
         raise ImageError(f"the training image '{shown}' is a container image, which needs the trainforge "
                          "sandbox (this server runs training code with isolation: none)")
-    uid = int(s.get("uid") or 0)
-    try:
-        image = pulling.ensure(s["data_dir"], shown, uid, s, provider_arn(spec["request"]), log=log, hold=True)
+    try:  # unpacked for the instance's root (the same uid its volume and container get)
+        image = pulling.ensure(s["data_dir"], shown, instance_uid(spec), s, provider_arn(spec["request"]), log=log, hold=True)
     except pulling.PullError as exc:
         raise ImageError(str(exc)) from None
     runtime["lock_fd"] = image.lock_fd  # never evicted while it runs
