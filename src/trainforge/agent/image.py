@@ -88,7 +88,8 @@ def env_of(items: list[str]) -> dict[str, str]:
 def _on_path(rootfs: str, program: str, path: str) -> bool:
     """Whether ``program`` names something in the image (looked up inside its root, links not followed out)."""
     candidates = [program] if "/" in program else [os.path.join(d, program) for d in path.split(":") if d]
-    return any(os.path.lexists(os.path.join(rootfs, c.lstrip("/"))) for c in candidates)
+    # normalised as from the instance's / (a request's "../" never looks at the host's files)
+    return any(os.path.lexists(os.path.join(rootfs, os.path.normpath("/" + c).lstrip("/"))) for c in candidates)
 
 
 def release(spec: dict[str, Any]) -> None:
