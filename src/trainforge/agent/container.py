@@ -291,7 +291,7 @@ def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:
     runc.delete(rootfs.runc_state(settings(spec)["roots"]), cid, runc_path)
     rootfs.remove_root(settings(spec)["roots"], cid)
     if image.is_image(spec):
-        image.unmount_root(os.path.join(settings(spec)["roots"], cid), paths.instance_dir)
+        image.remove_layer(paths.instance_dir)
         image.release(spec)
 
 

@@ -256,13 +256,11 @@ def image_variables(spec: dict[str, Any]) -> dict[str, str]:
     """The environment of a container image's process, as SageMaker gives it (CONTRACT.md §2): the
     image's ``Env``, then the instance's GPUs, the request's Environment, the job's name and ARN
     and the AWS variables. No ``SM_*``: the image's own toolkit computes them from /opt/ml."""
+    from trainforge.agent.image import DEFAULT_PATH, env_of  # a container image's job alone
+
     config = (spec.get("runtime") or {}).get("config") or {}
-    env: dict[str, str] = {}
-    for item in config.get("env") or []:
-        key, _, value = str(item).partition("=")
-        if key:
-            env[key] = value
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env = env_of(config.get("env") or [])
+    env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOME", "/root")
     env["HOSTNAME"] = spec["host"]
     env.update(gpu_env.instance_variables(spec))

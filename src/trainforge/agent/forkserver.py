@@ -69,6 +69,7 @@ def _preload() -> None:
     import trainforge.agent.transport
     import trainforge.data.owner  # the sandbox: who owns what the data plane writes
     import trainforge.data.volume  # every job with VolumeSizeInGB polls it
+    import trainforge.images.script_mode  # every script-mode job plans its command (agent/direct.py)
     import trainforge.sandbox.network  # noqa: F401  (the sandbox's network; its relays import http, ssl)
     from trainforge.agent.isolation import warm_up
     from trainforge.images import pull  # noqa: F401  (a container image's job looks its cache up)

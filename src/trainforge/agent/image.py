@@ -4,7 +4,7 @@
 (:mod:`trainforge.images.pull`, pulled once whoever asks), its configuration goes into the spec's
 ``runtime`` (``bundle``, ``config``, ``user``). :func:`mount_root` gives the instance a private
 writable layer over the shared read-only root: an overlay mount where the kernel allows it, a copy
-otherwise; :func:`unmount_root` throws it away. The container's PID 1 is the same ``setpriv`` +
+otherwise; ``sandbox.rootfs.remove_root`` unmounts it and :func:`remove_layer` throws the layer away. The container's PID 1 is the same ``setpriv`` +
 ``sh`` wrapper a catalog instance has (:func:`init_prefix`), run from the host's ``/usr`` (mounted
 read-only at ``/.trainforge/usr``) through the host's dynamic loader: an image need not have either
 program, and its own libraries are never loaded by them.
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from trainforge.images.kinds import PULL
-from trainforge.sandbox import syscalls
 
 DOWNLOADING = "Downloading the training image"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # an image's without its own
 HOST_TOOLS = "/.trainforge/usr"
 SETPRIV, SHELL = "/usr/bin/setpriv", "/usr/bin/dash"
 
@@ -43,6 +43,7 @@ def provider_arn(request: dict[str, Any]) -> str | None:
 
 def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     """The image into the cache and its configuration into ``spec["runtime"]`` (raises :class:`ImageError`)."""
+    from trainforge.agent.container import uid as instance_uid
     from trainforge.images import pull as pulling
     from trainforge.images import unpack
 
@@ -52,9 +53,8 @@ def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     if spec.get("isolation") != "sandbox" or not s.get("data_dir"):
         raise ImageError(f"the training image '{shown}' is a container image, which needs the trainforge "
                          "sandbox (this server runs training code with isolation: none)")
-    uid = int(s.get("uid") or 0)
-    try:
-        image = pulling.ensure(s["data_dir"], shown, uid, s, provider_arn(spec["request"]), log=log, hold=True)
+    try:  # unpacked for the instance's root (the same uid its volume and container get)
+        image = pulling.ensure(s["data_dir"], shown, instance_uid(spec), s, provider_arn(spec["request"]), log=log, hold=True)
     except pulling.PullError as exc:
         raise ImageError(str(exc)) from None
     runtime["lock_fd"] = image.lock_fd  # never evicted while it runs
@@ -70,18 +70,26 @@ def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     algo = spec["request"].get("AlgorithmSpecification") or {}
     if not algo.get("ContainerEntrypoint") and not image.config.entrypoint:
         program = (algo.get("ContainerArguments") or ["train"])[0]
-        if not _on_path(image.rootfs, program, image.config.env_map().get("PATH", DEFAULT_PATH)):
+        if not _on_path(image.rootfs, program, env_of(image.config.env).get("PATH", DEFAULT_PATH)):
             raise ImageError(f"Cannot run the training image '{shown}': it has no ENTRYPOINT and no "
                              f"'{program}' program on its PATH")
 
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+def env_of(items: list[str]) -> dict[str, str]:
+    """An image's ``Env`` (``KEY=value`` items) as a mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        if key:
+            out[key] = value
+    return out
 
 
 def _on_path(rootfs: str, program: str, path: str) -> bool:
     """Whether ``program`` names something in the image (looked up inside its root, links not followed out)."""
     candidates = [program] if "/" in program else [os.path.join(d, program) for d in path.split(":") if d]
-    return any(os.path.lexists(os.path.join(rootfs, c.lstrip("/"))) for c in candidates)
+    # normalised as from the instance's / (a request's "../" never looks at the host's files)
+    return any(os.path.lexists(os.path.join(rootfs, os.path.normpath("/" + c).lstrip("/"))) for c in candidates)
 
 
 def release(spec: dict[str, Any]) -> None:
@@ -113,22 +121,21 @@ def mount_root(spec: dict[str, Any], target: str, instance_dir: str) -> str:
     os.chown(upper, st.st_uid, st.st_gid)  # the merged root is the upper directory's
     os.chmod(upper, ROOT_MODE)
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    from trainforge.sandbox import syscalls
+
     try:  # the system call: a mount(8) process cost 10-20 ms of the start
         syscalls.mount("overlay", target, "overlay", 0, options)
-        ok = True
-    except OSError:
-        ok = False
-    if ok:
         return "overlay"
+    except OSError:
+        pass
     subprocess.run(["cp", "-a", "--reflink=auto", lower + "/.", target], check=True, capture_output=True,
                    stdin=subprocess.DEVNULL, timeout=3600)
     os.chmod(target, ROOT_MODE)
     return "copy"
 
 
-def unmount_root(target: str, instance_dir: str) -> None:
-    if os.path.ismount(target):
-        syscalls.umount(target, detach=True)
+def remove_layer(instance_dir: str) -> None:
+    """The instance's writable layer, once its root is unmounted (``sandbox.rootfs.remove_root``)."""
     shutil.rmtree(layer_dir(instance_dir), ignore_errors=True)
 
 

@@ -88,6 +88,12 @@ class IsolationError(RuntimeError):
     """Isolation was asked for and cannot be had here."""
 
 
+def setup_failure(stderr_tail: list[str]) -> str:
+    """What runc said when the container could not start (its last ``runc run failed`` line)."""
+    line = next((ln for ln in reversed(stderr_tail) if RUNC_ERROR in ln), "")
+    return line[line.find(RUNC_ERROR) + len('msg="'):].rstrip('"')
+
+
 def sandboxed(spec: dict[str, Any]) -> bool:
     return spec.get("isolation") == SANDBOX
 

@@ -337,6 +337,7 @@ class Agent:
         # before the process starts: what is in LocalPath now (restored checkpoints) is the baseline
         start_sync(spec, paths, inputs, self._notice)
         local_paths = layout.local_paths(spec["request"], paths)
+        instance: isolation.Instance | None = None
         try:
             if isolation.sandboxed(spec):
                 container.hand_over(spec, paths)
@@ -352,6 +353,8 @@ class Agent:
                 return ended
             instance.go()
         except OSError as exc:  # the entrypoint cannot be executed at all
+            if instance is not None:  # its container's root, layer and image lock go
+                instance.abandon()
             inputs.close()
             if inputs.sync is not None:
                 inputs.sync.stop(final=False)
@@ -419,8 +422,7 @@ class Agent:
         if result.stop_reason is not None:
             return Outcome("stopped", code, None, result.stop_reason)
         if result.setup_failed:
-            detail = next((ln for ln in reversed(result.stderr_tail) if isolation.RUNC_ERROR in ln), "")
-            detail = detail[detail.find(isolation.RUNC_ERROR) + len('msg="'):].rstrip('"')
+            detail = isolation.setup_failure(result.stderr_tail)
             return Outcome("platform", code, f"InternalServerError: {isolation.SETUP_FAILED}: {detail}")
         if code != 0:
             feeder_error = getattr(inputs.session, "error", None) if inputs.session is not None else None

@@ -74,7 +74,7 @@ def rows(st: Any) -> list[dict[str, Any]]:
     out = []
     for record in st.records():
         digest = str(record.get("digest") or "")
-        bundles = [st.path("rootfs", n) for n in st.unpacked() if n.startswith(digest.partition(":")[2] + "-")]
+        bundles = [st.path("rootfs", n) for n in st.unpacked_of(digest)]
         blobs = sum(store.file_size(st.blob(d)) for d in st.blobs_of(digest))
         used = max((os.stat(b).st_mtime for b in bundles), default=float(record.get("pulled_at") or 0))
         out.append({"Reference": record.get("reference"), "Digest": digest,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -75,9 +76,15 @@ def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | N
             pulled = True
         digest = str(record["digest"])
         bundle = st.rootfs_dir(digest, uid)
-        if not os.path.isdir(bundle):
-            _unpack(st, key, digest, bundle, uid, reference, log)
-        held = st.hold(os.path.basename(bundle))  # before the lock goes: nothing evicts it now
+        # held before it is looked for: an eviction (which takes no reference's lock) cannot remove
+        # it between the look and the hold; after the lock goes, nothing evicts it
+        held = st.hold(os.path.basename(bundle))
+        try:
+            if not os.path.isdir(bundle):
+                _unpack(st, key, digest, bundle, uid, reference, log)
+        except BaseException:
+            os.close(held)
+            raise
     st.touch(bundle)
     limit = float((settings or {}).get("image_cache_gb") or store.DEFAULT_CACHE_GB)
     if pulled:
@@ -216,8 +223,6 @@ def cause(stderr: str) -> str:
 
 def _fatal(stderr: str) -> str:
     """skopeo's last error message (``level=fatal msg="..."``), else its last line."""
-    import re
-
     found = re.findall(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"', stderr)
     if found:
         return found[-1].replace('\\"', '"')

@@ -27,7 +27,7 @@ import fnmatch
 import json
 import os
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from trainforge.config_checks import known_mapping
@@ -54,7 +54,6 @@ class Route:
     plain_http: bool = False
     ca_file: str = ""
     credentials: tuple[str, str] | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def transport(self) -> str:
@@ -112,8 +111,7 @@ def route(ref: Reference, registries: dict[str, Any] | None, provider_arn: str |
         if found is None:
             raise CredentialsError(f"the credentials provider {provider_arn} is not configured under 'registries'")
         creds_from = found
-    return Route(source, plain_http, str(entry.get("ca_file") or ""), credentials(creds_from, source.host, ref.host),
-                 entry)
+    return Route(source, plain_http, str(entry.get("ca_file") or ""), credentials(creds_from, source.host, ref.host))
 
 
 def credentials(entry: dict[str, Any], *hosts: str) -> tuple[str, str] | None:

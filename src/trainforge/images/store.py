@@ -107,6 +107,11 @@ class Store:
     def unpacked(self) -> list[str]:
         return sorted(os.listdir(self.path("rootfs")))
 
+    def unpacked_of(self, manifest_digest: str) -> list[str]:
+        """The names under ``rootfs/`` of the image ``manifest_digest`` unpacked (one per instance uid)."""
+        prefix = manifest_digest.partition(":")[2] + "-"
+        return [n for n in self.unpacked() if manifest_digest and n.startswith(prefix)]
+
     def sweep_tmp(self, older_than: float) -> None:
         """What pulls and unpacks killed half-way left in ``tmp/`` (a live one is younger)."""
         for name in os.listdir(self.path("tmp")):
@@ -146,7 +151,7 @@ class Store:
         if record is None:
             return False
         digest = str(record.get("digest") or "")
-        for name in [n for n in self.unpacked() if digest and n.startswith(digest.partition(":")[2] + "-")]:
+        for name in self.unpacked_of(digest):
             if not self._remove_unpacked(name, digest, keep_ref=reference):
                 return False
         shutil.rmtree(self.ref_dir(reference), ignore_errors=True)
@@ -154,8 +159,8 @@ class Store:
         return True
 
     def _remove_unpacked(self, name: str, digest: str, keep_ref: str | None = None) -> bool:
-        others = [r for r in self.records() if r.get("digest") == digest and r.get("reference") != keep_ref]
-        if others and keep_ref is not None:
+        if keep_ref is not None and any(r.get("digest") == digest and r.get("reference") != keep_ref
+                                        for r in self.records()):
             return True  # another reference shares the image: it stays
         with self.locked(name, wait=False) as free:
             if not free:

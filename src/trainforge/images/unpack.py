@@ -101,14 +101,6 @@ class ImageConfig:
             d = json.load(f)
         return cls(d["entrypoint"], d["cmd"], d["env"], d["working_dir"], d["user"])
 
-    def env_map(self) -> dict[str, str]:
-        out = {}
-        for item in self.env:
-            key, _, value = item.partition("=")
-            if key:
-                out[key] = value
-        return out
-
 
 def resolve_user(rootfs: str, user: str) -> tuple[int, int]:
     """The image's ``User`` (``uid``, ``name``, ``uid:gid``, ``name:group``) as ids inside the instance,

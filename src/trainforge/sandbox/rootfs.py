@@ -121,10 +121,9 @@ def remove_root(roots: str, name: str) -> None:
     image's root, mounted with its writable layer, is unmounted first, never walked into)."""
     path = os.path.join(roots, name)
     if os.path.ismount(path):
-        import subprocess
+        from trainforge.sandbox.syscalls import umount
 
-        subprocess.run(["umount", "-l", path], check=False, capture_output=True, stdin=subprocess.DEVNULL,
-                       timeout=60)
+        umount(path, detach=True)  # the system call: no umount(8) process
         if os.path.ismount(path):
             return
     shutil.rmtree(path, ignore_errors=True)
