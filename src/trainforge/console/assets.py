@@ -76,6 +76,13 @@ class Assets:
         self._cache[name] = asset
         return asset
 
+    def _text(self, name: str) -> str:
+        """A file of ``static/`` as text (read once, as every asset)."""
+        asset = self._load(name)
+        if asset is None:
+            raise FileNotFoundError(STATIC / name)
+        return asset.body.decode()
+
     def response(self, request: Request, name: str) -> Response:
         asset = self._load(name)
         if asset is None:
@@ -92,9 +99,9 @@ class Assets:
 
     def page(self, name: str, values: dict[str, str]) -> Response:
         """An HTML page of ``static/`` with its ``{{key}}`` placeholders filled in (escaped)."""
-        text = (STATIC / name).read_text()
+        text = self._text(name)
         for key, file in INLINED.items():  # our own files, verbatim (not values)
-            text = text.replace("{{" + key + "}}", (STATIC / file).read_text())
+            text = text.replace("{{" + key + "}}", self._text(file))
         for key, value in {**values, **self.chart_urls}.items():
             text = text.replace("{{" + key + "}}", html.escape(value))
         return Response(text, media_type=_TYPES[".html"], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})

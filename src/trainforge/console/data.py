@@ -21,6 +21,7 @@ from trainforge.log_streams import PLATFORM_MARK
 from trainforge.scheduler.capacity import CapacityModel, Resources, instance_groups
 from trainforge.service.training_jobs import Caller, TrainingJobs, describe_document
 from trainforge.store.jobs import JobRow, JobStore
+from trainforge.store.schema import jobs as job_table
 from trainforge.store.schema import log_events, metric_samples
 
 LOG_PAGE = 1000
@@ -52,8 +53,8 @@ class ConsoleData:
     def job_list(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         validate("ListTrainingJobs", params)
         page = self.jobs.list(caller, params)
-        queued = self.store.jobs_in_phase("queued")  # creation order: the scheduler's admission order
-        position = {j.id: i + 1 for i, j in enumerate(queued)}
+        queued = self._queue()
+        position = {job_id: i + 1 for i, job_id in enumerate(queued)}
         now = time.time()
         rows = []
         for summary in page["TrainingJobSummaries"]:
@@ -64,6 +65,13 @@ class ConsoleData:
         in_use = capacity_in_use(self.store, self.capacity)
         return {"jobs": rows, "next_token": page.get("NextToken"), "queue_length": len(queued),
                 "capacity": {"in_use": resources_doc(in_use), "total": resources_doc(self.capacity.total)}}
+
+    def _queue(self) -> list[int]:
+        """The queued jobs' ids in creation order, the scheduler's admission order (read from the index
+        ix_jobs_phase alone: no job's documents)."""
+        with self.store.db.read() as conn:
+            stmt = select(job_table.c.id).where(job_table.c.phase == "queued").order_by(job_table.c.id)
+            return list(conn.execute(stmt).scalars())
 
     @staticmethod
     def _extras(job: JobRow, queue_position: int | None, now: float) -> dict[str, Any]:
@@ -92,7 +100,7 @@ class ConsoleData:
         job = self.job(caller, name)
         doc = describe_document(job)
         insts = [{k: row.get(k) for k in _INSTANCE_FIELDS} for row in self.store.read_instances(job.id)]
-        queued = [j.id for j in self.store.jobs_in_phase("queued")]
+        queued = self._queue()
         return {"describe": doc, "instances": insts,
                 "queue_position": queued.index(job.id) + 1 if job.id in queued else None}
 

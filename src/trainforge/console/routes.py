@@ -122,7 +122,8 @@ class Console:
         for key in _LIST_PARAMS:
             value = request.query_params.get(key)
             if value:
-                params[key] = _int(value) if key in _INT_PARAMS and _int(value) is not None else value
+                number = _int(value) if key in _INT_PARAMS else None
+                params[key] = value if number is None else number
         return _json(await run_in_threadpool(self.data.job_list, session.caller, params))
 
     async def job(self, request: Request, session: Session) -> Response:

@@ -46,9 +46,9 @@ def _signing_key(secret: str, date: str, region: str) -> bytes:
 
 
 def sign(method: str, host: str, path: str, query: str, headers: dict[str, str], creds: Any,
-         region: str, now: float | None = None) -> dict[str, str]:
+         region: str) -> dict[str, str]:
     """``headers`` (lower-case names) plus SigV4's: every header given is signed, with ``host``."""
-    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     signed = {"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date, **headers}
     if creds.token:
         signed["x-amz-security-token"] = creds.token
@@ -208,9 +208,9 @@ class FastS3:
         signed = sign(method, self.host_header, path, query, headers or {}, creds, self.region)
         head = (f"{method} {path}{'?' + query if query else ''} HTTP/1.1\r\n"
                 + "".join(f"{k}: {v}\r\n" for k, v in signed.items()) + "\r\n").encode()
+        with self._lock:
+            sock = self._idle.pop() if self._idle else None
         for _attempt in range(2):
-            with self._lock:
-                sock = self._idle.pop() if self._idle else None
             reused = sock is not None
             try:
                 if sock is None:
@@ -220,8 +220,9 @@ class FastS3:
             except (OSError, ValueError):
                 if sock is not None:
                     sock.close()
-                if not reused:  # a kept-alive connection the server had closed: once more, a new one
+                if not reused:
                     return None
+                sock = None  # a kept-alive connection the server had closed: once more, on a new one
         return None
 
     def _answer(self, sock: socket.socket, method: str) -> Answer:

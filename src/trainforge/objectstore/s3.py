@@ -40,9 +40,6 @@ FAST_PATH = os.environ.get("TRAINFORGE_S3_FAST_GET", "1") != "0"
 @dataclass
 class _State:
     client: Any
-    session: Any
-    region: str
-    endpoint: str | None
     fast: FastS3 | None  # the fast GET path (custom endpoints only)
 
 
@@ -89,7 +86,7 @@ def _state() -> _State:
                 # the CA bundle botocore's own client verifies with (AWS_CA_BUNDLE, ca_bundle, certifi)
                 ca_bundle = session._session.get_config_variable("ca_bundle") or get_cert_path(True)
                 fast = FastS3(endpoint, session, region, ca_bundle)
-            state = _State(client, session, region, endpoint, fast)
+            state = _State(client, fast)
             _drop_cached()
             _client_cache[cache_key] = state
     return state

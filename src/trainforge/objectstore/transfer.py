@@ -224,9 +224,8 @@ class _Engine:
 
     def _whole(self, t: Transfer) -> None:
         tmp = self._tmp_for(t.dest)
-        body = get_stream(t.source, etag=t.etag)
-        with open(tmp, "wb") as f:
-            written = self._pump(body, f.fileno(), 0)
+        with open(tmp, "wb") as f:  # opened first: a stream is always pumped, hence closed
+            written = self._pump(get_stream(t.source, etag=t.etag), f.fileno(), 0)
         if self.cancel.is_set():
             return
         if t.size is not None and written != t.size:
@@ -268,10 +267,9 @@ class _Engine:
             futures.append(pool.submit(self._guard, self._part, t, tmp, start, end, remaining))
 
     def _part(self, t: Transfer, tmp: Path, start: int, end: int, remaining: list[int]) -> None:
-        body = get_stream(t.source, start=start, end=end, etag=t.etag)
         fd = os.open(tmp, os.O_WRONLY)
         try:
-            written = self._pump(body, fd, start)
+            written = self._pump(get_stream(t.source, start=start, end=end, etag=t.etag), fd, start)
         finally:
             os.close(fd)
         if self.cancel.is_set():

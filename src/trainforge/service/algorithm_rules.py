@@ -34,7 +34,8 @@ def check_specification(spec: dict[str, Any]) -> None:
     _unique([h["Name"] for h in hps], "SupportedHyperParameters")
     _unique([c["Name"] for c in spec.get("TrainingChannels") or []], "TrainingChannels")
     for hp in hps:
-        kinds = [k for k in (hp.get("Range") or {}) if (hp.get("Range") or {}).get(k) is not None]
+        ranges = hp.get("Range") or {}
+        kinds = [k for k, v in ranges.items() if v is not None]
         wanted = RANGE_OF_TYPE.get(hp["Type"])
         if wanted is None and kinds:
             raise ValidationError(f"Hyperparameter {hp['Name']}: a FreeText hyperparameter has no Range.")
@@ -42,7 +43,7 @@ def check_specification(spec: dict[str, Any]) -> None:
             raise ValidationError(f"Hyperparameter {hp['Name']}: a hyperparameter of type {hp['Type']} needs a "
                                   f"Range with {wanted} (and nothing else).")
         if hp["Type"] in ("Integer", "Continuous"):
-            r = hp["Range"][wanted]
+            r = ranges[wanted]
             low, high = (_number(hp, r["MinValue"], "MinValue"), _number(hp, r["MaxValue"], "MaxValue"))
             if low > high:
                 raise ValidationError(f"Hyperparameter {hp['Name']}: MinValue {r['MinValue']} is greater than "

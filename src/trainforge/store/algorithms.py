@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from trainforge.store.db import Database
-from trainforge.store.jobs import DuplicateName, contains_pattern, dumps, loads, past
+from trainforge.store.jobs import DuplicateName, contains_pattern, dumps, loads, past, put_tags
 from trainforge.store.schema import algorithms, tags
 
 SORT_COLUMNS = {"Name": (algorithms.c.name,), "CreationTime": (algorithms.c.creation_time, algorithms.c.name)}
@@ -34,9 +34,8 @@ class AlgorithmStore:
                 conn.execute(insert(algorithms).values(
                     account_id=account_id, region=region, name=row.name, arn=row.arn,
                     creation_time=row.creation_time, document=dumps(row.document)))
-                for tag in tag_list:
-                    conn.execute(insert(tags).values(account_id=account_id, region=region, resource_arn=row.arn,
-                                                     key=tag["Key"], value=tag["Value"]))
+                if tag_list:
+                    put_tags(conn, account_id, region, row.arn, tag_list)
         except IntegrityError as exc:
             raise DuplicateName(row.name) from exc
 
@@ -45,9 +44,7 @@ class AlgorithmStore:
             m = conn.execute(select(algorithms).where(
                 algorithms.c.account_id == account_id, algorithms.c.region == region,
                 algorithms.c.name == name)).first()
-        if m is None:
-            return None
-        return AlgorithmRow(m.name, m.arn, m.creation_time, loads(m.document))
+        return None if m is None else _row(m)
 
     def update_document(self, account_id: str, region: str, name: str, document: dict[str, Any]) -> None:
         with self.db.write() as conn:
@@ -79,4 +76,8 @@ class AlgorithmStore:
         order = [k.desc() if descending else k.asc() for k in keys]
         with self.db.read() as conn:
             rows = conn.execute(select(algorithms).where(and_(*conds)).order_by(*order).limit(limit))
-            return [AlgorithmRow(m.name, m.arn, m.creation_time, loads(m.document)) for m in rows]
+            return [_row(m) for m in rows]
+
+
+def _row(m: Any) -> AlgorithmRow:
+    return AlgorithmRow(m.name, m.arn, m.creation_time, loads(m.document))

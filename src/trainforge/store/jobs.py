@@ -167,7 +167,7 @@ class JobStore:
                 assert key is not None
                 job_id = key[0]
                 if tag_list:
-                    _put_tags(conn, row["account_id"], row["region"], row["arn"], tag_list)
+                    put_tags(conn, row["account_id"], row["region"], row["arn"], tag_list)
         except IntegrityError as exc:
             raise DuplicateName(values["name"]) from exc
         scalars: dict[str, Any] = {k: row.get(k) for k in _SCALARS if k != "id"}
@@ -410,7 +410,7 @@ class JobStore:
     # --- tags --------------------------------------------------------------------------------
     def add_tags(self, account_id: str, region: str, arn: str, tag_list: Sequence[dict[str, str]]) -> None:
         with self.db.write() as conn:
-            _put_tags(conn, account_id, region, arn, tag_list)
+            put_tags(conn, account_id, region, arn, tag_list)
 
     def list_tags(self, account_id: str, region: str, arn: str, after_key: str | None, limit: int) -> list[Any]:
         conds = [tags.c.account_id == account_id, tags.c.region == region, tags.c.resource_arn == arn]
@@ -452,7 +452,7 @@ def _sqlite_table_hint(conn: Connection, stmt: Any, hint: str) -> list[Any]:
     return list(conn.exec_driver_sql(sql, tuple(params[k] for k in compiled.positiontup or ())))
 
 
-def _put_tags(conn: Connection, account_id: str, region: str, arn: str, tag_list: Sequence[dict[str, str]]) -> None:
+def put_tags(conn: Connection, account_id: str, region: str, arn: str, tag_list: Sequence[dict[str, str]]) -> None:
     keys = [t["Key"] for t in tag_list]
     conn.execute(delete(tags).where(tags.c.account_id == account_id, tags.c.region == region,
                                     tags.c.resource_arn == arn, tags.c.key.in_(keys)))

@@ -9,7 +9,7 @@
    ``#011``; its metric regexes are written for that). Early stopping watches the last metric of
    the validation channel.
 3. With CheckpointConfig (``checkpointconfig.json``), the booster is saved after every round as
-   ``xgboost-checkpoint.<round>`` in its LocalPath (the last :data:`KEEP_CHECKPOINTS` kept); a run
+   ``xgboost-checkpoint.<round>`` in its LocalPath (``callbacks.py``; the last few kept); a run
    that finds checkpoints there resumes from the latest one and trains the rounds still missing.
 4. The model is saved as ``/opt/ml/model/xgboost-model`` (``xgboost.Booster().load_model``).
 5. Several instances (``resourceconfig.json``) train one model through XGBoost's collective
@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import threading
 from typing import Any
 
+from trainforge.algorithms.builtin import is_script_mode
 from trainforge.algorithms.xgboost import data as channels
 from trainforge.algorithms.xgboost.hyperparameters import HyperparameterError, booster_params, parse
 
 MODEL_NAME = "xgboost-model"
-CHECKPOINT_PREFIX = "xgboost-checkpoint."
-KEEP_CHECKPOINTS = 5
-_CHECKPOINT = re.compile(r"^xgboost-checkpoint\.(\d+)$")
 
 
 def base_dir() -> str:
@@ -51,14 +48,10 @@ def _config(base: str, name: str, default: Any) -> Any:
         return default
 
 
-def is_script_mode(raw_hps: dict[str, Any], env: dict[str, str]) -> bool:
-    return bool(raw_hps.get("sagemaker_program") or env.get("SAGEMAKER_PROGRAM"))
-
-
 def main(argv: list[str]) -> int:
     base = base_dir()
     raw = _config(base, "hyperparameters.json", {})
-    if is_script_mode(raw, dict(os.environ)):
+    if is_script_mode(raw, dict(os.environ)):  # xgboost is not imported on this path
         from trainforge.images import script_mode
 
         return script_mode.main(argv)
@@ -110,6 +103,8 @@ def _train(base: str, hps: dict[str, Any], train_ch: channels.Channel, val_ch: c
            stop: threading.Event, save: bool) -> None:
     import xgboost
 
+    from trainforge.algorithms.xgboost.callbacks import Checkpointer, RoundLog, latest_checkpoint
+
     weights = bool(hps.get("csv_weights"))
     dtrain = channels.load(train_ch, weights)
     evals = [(dtrain, "train")]
@@ -153,81 +148,3 @@ def _load(path: str) -> Any:
     with open(path, "rb") as f:
         booster.load_model(bytearray(f.read()))
     return booster
-
-
-def latest_checkpoint(directory: str) -> str | None:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return None
-    found = sorted((int(m.group(1)), n) for n in names if (m := _CHECKPOINT.match(n)))
-    return os.path.join(directory, found[-1][1]) if found else None
-
-
-def _training_callback() -> type:
-    import xgboost
-
-    return xgboost.callback.TrainingCallback  # type: ignore[no-any-return]
-
-
-class RoundLog(_training_callback()):  # type: ignore[misc]
-    """Prints each round's evaluation in the container's format; stops training on SIGTERM. With
-    early stopping, says which metric it watches and, when it stops early, the best round (the
-    messages xgboost's own verbose training prints)."""
-
-    def __init__(self, stop: threading.Event, done: int = 0, early_stopping_rounds: int | None = None) -> None:
-        super().__init__()
-        self.stop = stop
-        self.done = done  # rounds before this run (a resumed one): xgboost counts this run's from 0
-        self.early = early_stopping_rounds
-        self.lines: dict[int, str] = {}  # round -> its line, for the early-stopping summary
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, dict[str, list[Any]]]) -> bool:
-        parts = [f"[{self.done + epoch}]"]
-        for data_name, metrics in evals_log.items():
-            for metric, values in metrics.items():
-                value = values[-1][0] if isinstance(values[-1], tuple) else values[-1]
-                parts.append(f"{data_name}-{metric}:{float(value):.5f}")
-        if self.early and not self.lines and "validation" in evals_log:
-            watched = list(evals_log["validation"])[-1]
-            self._print(f"Will train until validation-{watched} hasn't improved in {self.early} rounds.")
-        self.lines[self.done + epoch] = "\t".join(parts)
-        self._print(self.lines[self.done + epoch])
-        return self.stop.is_set()
-
-    def report_early_stop(self, booster: Any, num_round: int) -> None:
-        """After training: when early stopping ended it before ``num_round``, the best round."""
-        if not self.early or self.stop.is_set() or booster.num_boosted_rounds() >= num_round:
-            return
-        best = int(booster.attr("best_iteration") or booster.num_boosted_rounds() - 1)
-        self._print(f"Stopping. Best iteration:\n{self.lines.get(best, f'[{best}]')}")
-
-    @staticmethod
-    def _print(text: str) -> None:
-        from xgboost import collective
-
-        if collective.get_rank() == 0:
-            print(text, flush=True)
-
-
-class Checkpointer(_training_callback()):  # type: ignore[misc]
-    """Saves the booster after every round (atomically) and keeps the last few."""
-
-    def __init__(self, directory: str, done: int = 0) -> None:
-        super().__init__()
-        self.directory = directory
-        self.done = done
-        os.makedirs(directory, exist_ok=True)
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-        epoch += self.done
-        path = os.path.join(self.directory, f"{CHECKPOINT_PREFIX}{epoch}")
-        partial = os.path.join(self.directory, f".{CHECKPOINT_PREFIX}{epoch}.partial.json")
-        model.save_model(partial)
-        os.replace(partial, path)
-        for old in range(epoch - KEEP_CHECKPOINTS, -1, -1):
-            try:
-                os.unlink(os.path.join(self.directory, f"{CHECKPOINT_PREFIX}{old}"))
-            except FileNotFoundError:
-                break
-        return False
