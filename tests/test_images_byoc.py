@@ -133,6 +133,7 @@ def test_byoc_job_runs_the_images_entrypoint_and_a_second_job_pulls_nothing(byoc
     plain, _ = registries
     image = f"{ECR}/team/trainer:1"  # resolved through `registries` to the plain registry
     name = unique_name("byoc")
+    before = image_pulls(byoc_server)
     sm.create_training_job(**request(byoc_server, name, image))
     job = wait_for_job(sm, name, timeout=120)
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
@@ -157,6 +158,17 @@ def test_byoc_job_runs_the_images_entrypoint_and_a_second_job_pulls_nothing(byoc
     log = job_log(byoc_server, second)
     assert "is cached: nothing pulled" in log and "args: fit --fast" in log, log
     assert plain.manifest_gets() == pulls  # the registry was not asked again
+    after = image_pulls(byoc_server)  # /metrics counted both look-ups
+    assert {r: after.get(r, 0) - before.get(r, 0) for r in ("pulled", "cached", "failed")} == \
+        {"pulled": 1, "cached": 1, "failed": 0}
+
+
+def image_pulls(srv: Any) -> dict[str, float]:
+    """``trainforge_image_pulls_total`` by result, from the server's /metrics."""
+    from test_prometheus import scrape
+
+    return {dict(labels)["result"]: v for (name, labels), v in scrape(srv).items()
+            if name == "trainforge_image_pulls_total"}
 
 
 def test_an_images_non_root_user_owns_opt_ml(byoc_server: Any, registries: Any, trainer: Any) -> None:

@@ -67,3 +67,29 @@ def test_metrics_count_the_jobs_the_queue_the_capacity_and_the_requests(
     with pytest.raises(ClientError):
         sm.describe_training_job(TrainingJobName=unique_name("missing"))
     assert scrape(srv)[("trainforge_api_requests_total", (("code", "400"), ("operation", "DescribeTrainingJob")))] == 1
+
+
+def test_metrics_count_the_bytes_and_seconds_of_staging_and_upload(
+        server_factory: Any, bucket: str, s3: Any) -> None:
+    srv: ServerProcess = server_factory()
+    sm = srv.client()
+    s3.put_object(Bucket=bucket, Key="in/a.bin", Body=b"a" * 300_000)
+    s3.put_object(Bucket=bucket, Key="in/b.bin", Body=b"b" * 12_345)
+    before = scrape(srv)
+    assert before[("trainforge_staging_bytes_total", (("direction", "download"),))] == 0
+    name = unique_name("staged")
+    request = minimal_request(name, OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"}, InputDataConfig=[
+        {"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/in/"}}}])
+    request["AlgorithmSpecification"]["ContainerArguments"] = [
+        "head -c 50000 /dev/urandom > /opt/ml/model/weights"]
+    sm.create_training_job(**request)
+    desc = wait_for_job(sm, name, "Completed")
+    model = desc["ModelArtifacts"]["S3ModelArtifacts"].removeprefix(f"s3://{bucket}/")
+    uploaded = s3.head_object(Bucket=bucket, Key=model)["ContentLength"]
+    m = scrape(srv)
+    assert m[("trainforge_staging_bytes_total", (("direction", "download"),))] == 312_345
+    assert m[("trainforge_staging_bytes_total", (("direction", "upload"),))] == uploaded > 50_000
+    assert m[("trainforge_staging_seconds_total", (("direction", "download"),))] > 0
+    assert m[("trainforge_staging_seconds_total", (("direction", "upload"),))] > 0
+    assert not [k for k in m if k[0] == "trainforge_image_pulls_total"]  # a catalog image: nothing pulled

@@ -157,7 +157,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
         isolation.settings.update(registries=config.registries, image_cache_gb=config.image_cache_gb)
     scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
     jobs.set_wake(scheduler.wake)
-    reports = Reports(store, on_job_change=scheduler.wake)
+    prometheus = Prometheus(store, capacity)
+    reports = Reports(store, on_job_change=scheduler.wake, observe=prometheus.transfers.observe)
     tags = Tags(store, signer, {"algorithm": algorithm_store.get})
     logs = Logs(store)
     credentials = config.load_credentials()
@@ -173,7 +174,6 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
                                query=query.handle)
     startup = [scheduler.start, metrics.start_pruning] if start_scheduler else []
     console = build_console(config, store, jobs, capacity, auth)
-    prometheus = Prometheus(store, capacity)
     app = build_app(endpoint, agent_routes(store, reports, config) + cloudwatch.routes() + console.routes()
                     + prometheus.routes(), startup, [metrics.stop_pruning, scheduler.stop, db.dispose])
     log.info("isolation: %s%s", isolation.mode, f" ({isolation.reason})" if isolation.reason else "")

@@ -58,6 +58,7 @@ def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     except pulling.PullError as exc:
         raise ImageError(str(exc)) from None
     runtime["lock_fd"] = image.lock_fd  # never evicted while it runs
+    runtime["pulled"] = "pulled" if image.pulled else "cached"  # for the image_pull report (/metrics)
     if image.pulled:
         log(f"pulled the training image {shown} ({image.digest}) in {image.seconds:.2f} s")
     else:

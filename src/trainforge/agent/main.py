@@ -283,7 +283,17 @@ class Agent:
         """A container image into the cache, in a thread (SecondaryStatus Downloading while it
         comes): its box gets None, or the :class:`image.ImageError` naming the image and the cause."""
         self.reporter.status("Downloading", image.DOWNLOADING)
-        box, _thread = run_staging(lambda: image.pull(self.spec, self._notice), self.stopper.wake)
+        started = time.monotonic()
+
+        def pull() -> None:
+            try:
+                image.pull(self.spec, self._notice)
+            finally:
+                self.reporter.emit({"type": "image_pull", "time": time.time(),
+                                    "result": self.spec["runtime"].get("pulled", "failed"),
+                                    "seconds": time.monotonic() - started})
+
+        box, _thread = run_staging(pull, self.stopper.wake)
         return box
 
     def _await_worker(self, box: list[Any]) -> Outcome | None:
@@ -299,6 +309,9 @@ class Agent:
         return None
 
     def _stage(self, paths: Paths) -> Inputs | Outcome:
+        from trainforge.objectstore.transfer import MOVED
+
+        measure = MOVED.since("download")
         box, _thread = run_staging(lambda: stage(
             self.spec, paths, progress=self._downloading,
             log=self._notice, on_error=self._on_data_error), self.stopper.wake)
@@ -308,7 +321,13 @@ class Agent:
         staged = box[0]
         if isinstance(staged, BaseException):
             return self._data_failure(staged, "while staging the input data")
+        self._report_transfer("download", *measure())
         return staged
+
+    def _report_transfer(self, direction: str, nbytes: int, seconds: float) -> None:
+        """What staging ("download") or the upload moved, and how long it took (``/metrics``)."""
+        self.reporter.emit({"type": "transfer", "time": time.time(), "direction": direction,
+                            "bytes": nbytes, "seconds": seconds})
 
     def _start_training(self, paths: Paths,
                         inputs: Inputs) -> tuple[isolation.Instance, Direct | None] | Outcome:
@@ -457,10 +476,14 @@ class Agent:
         missing = outputs.wait_for_peers(spec, paths, until, give_up=lambda: reporter.gone)
         if missing:
             reporter.notice(f"uploading without {', '.join(missing)}: not exited in time")
+        from trainforge.objectstore.transfer import MOVED
+
+        measure = MOVED.since("upload")
         try:
             use_job_credentials(spec)
             artifacts = outputs.upload(spec, paths, include_model=success,
                                        log=self._notice)
+            self._report_transfer("upload", *measure())
         except Exception as exc:  # noqa: BLE001
             if not success:  # best effort for a failed job's output data
                 reporter.notice(f"could not upload the output data: {exc}")

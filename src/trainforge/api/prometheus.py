@@ -5,7 +5,8 @@ Read from the store at each scrape (every account together): jobs by status and 
 the queue's length and its oldest job's wait, instances running, the machine's capacity in use and
 available, and the agents' report lag (how late the newest log lines arrived). Counted as requests
 pass (:class:`ApiInstruments`, an ASGI wrapper around the whole app): API requests and their
-latency by operation and HTTP status code.
+latency by operation and HTTP status code. Counted as the agents report them (:class:`Transfers`,
+service/reports.py): the bytes and seconds of input staging and output upload, and image pulls.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from trainforge.api.agent_api import CREDENTIALS_PATH, REPORT_PATH
 from trainforge.console.data import capacity_in_use
 from trainforge.scheduler.capacity import CapacityModel
+from trainforge.service.reports import Observation
 from trainforge.store.jobs import JobStore
 from trainforge.store.schema import instances, jobs, log_events
 
@@ -82,6 +84,32 @@ class ApiInstruments:
         return None
 
 
+class Transfers:
+    """What the agents moved, as they report it (counted from this server's start)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.bytes = Counter("trainforge_staging_bytes", "Bytes moved by the instances' input staging "
+                             "(download) and output upload (upload)", ["direction"], registry=registry)
+        self.seconds = Counter("trainforge_staging_seconds", "Seconds spent staging inputs (download) and "
+                               "uploading outputs (upload)", ["direction"], registry=registry)
+        self.pulls = Counter("trainforge_image_pulls", "Container image look-ups by the instances: pulled "
+                             "from the registry, found cached, or failed", ["result"], registry=registry)
+        self.pull_seconds = Counter("trainforge_image_pull_seconds", "Seconds spent getting container images, "
+                                    "by result", ["result"], registry=registry)
+        for direction in ("download", "upload"):  # present from the start, at 0
+            self.bytes.labels(direction)
+            self.seconds.labels(direction)
+
+    def observe(self, figures: Observation) -> None:
+        kind, label, nbytes, seconds = figures
+        if kind == "transfer":
+            self.bytes.labels(label).inc(nbytes)
+            self.seconds.labels(label).inc(seconds)
+        else:
+            self.pulls.labels(label).inc()
+            self.pull_seconds.labels(label).inc(seconds)
+
+
 class StoreCollector(Collector):
     """The store's figures, read at each scrape."""
 
@@ -132,6 +160,7 @@ class Prometheus:
     def __init__(self, store: JobStore, capacity: CapacityModel) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StoreCollector(store, capacity))
+        self.transfers = Transfers(self.registry)
 
     def instrument(self, app: ASGIApp) -> ApiInstruments:
         return ApiInstruments(app, self.registry)

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -96,6 +97,27 @@ def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
     return how
 
 
+class Moved:
+    """Bytes this process has moved through the object store, by direction ("download", "upload"):
+    the agent reports what its staging and its upload moved (``/metrics``, api/prometheus.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes = {"download": 0, "upload": 0}
+
+    def add(self, direction: str, n: int) -> None:
+        with self._lock:
+            self._bytes[direction] += n
+
+    def since(self, direction: str) -> Callable[[], tuple[int, float]]:
+        """A measure started now: called, the bytes moved in ``direction`` since, and the seconds."""
+        before, started = self._bytes[direction], time.monotonic()
+        return lambda: (self._bytes[direction] - before, time.monotonic() - started)
+
+
+MOVED = Moved()
+
+
 @dataclass
 class Transfer:
     """One object to fetch to ``dest``; ``size``/``etag`` from the listing when known."""
@@ -131,7 +153,7 @@ class _Engine:
         self.workers = max(1, workers)
         self.roots = roots
         self.resolver = LocalResolver(roots, "input file")
-        self.on_bytes = on_bytes or (lambda n: None)
+        self._on_bytes = on_bytes or (lambda n: None)
         self.on_file = on_file or (lambda t: None)
         self.staging_dir = staging_dir
         self.link = link
@@ -198,6 +220,10 @@ class _Engine:
             raise self.error
         if self.cancel.is_set():
             raise ObjectStoreError("download cancelled")
+
+    def on_bytes(self, n: int) -> None:
+        MOVED.add("download", n)
+        self._on_bytes(n)
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         if self.cancel.is_set():
@@ -373,6 +399,7 @@ def upload_many(items: list[tuple[Path, Location]], *, allowed_roots: Iterable[s
                 else:
                     with open_on_device(p, device) as src:
                         place_local(Path(f"/proc/self/fd/{src.fileno()}"), dest, link=False)
+                MOVED.add("upload", os.stat(dest).st_size)
             except OSError as exc:
                 raise ObjectStoreError(f"cannot write {loc.uri}: {exc}") from exc
     # with ``device`` the sources are open files: a bounded number at a time
@@ -404,6 +431,7 @@ def _upload_s3(s3_items: list[tuple[Path, Location]], workers: int, device: int 
             for fut, loc in futures:
                 try:
                     fut.result()
+                    MOVED.add("upload", fut.meta.size or 0)
                 except Exception as exc:  # noqa: BLE001 - first failure re-raised below
                     if first is None:
                         first = s3_error(exc, loc, "upload to")

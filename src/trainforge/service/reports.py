@@ -69,10 +69,32 @@ def reported_metrics(event: dict[str, Any], names: set[str] | frozenset[str]) ->
     return out
 
 
+# What an agent moved: {"type": "transfer", "direction": ..., "bytes": n, "seconds": s} after its
+# staging and its upload, {"type": "image_pull", "result": ..., "seconds": s} after a container image
+# was looked up (agent/main.py). Observed by /metrics (api/prometheus.py), never stored.
+TRANSFER_LABELS = {"transfer": ("download", "upload"), "image_pull": ("pulled", "cached", "failed")}
+Observation = tuple[str, str, int, float]  # event type, direction or result, bytes, seconds
+_NOT_THE_JOBS = frozenset({"sample", *TRANSFER_LABELS})
+
+
+def observation(event: dict[str, Any]) -> Observation:
+    """The figures of a transfer or image_pull event, checked (a ValueError refuses the report)."""
+    kind = str(event["type"])
+    label = event.get("direction") if kind == "transfer" else event.get("result")
+    nbytes, seconds = event.get("bytes", 0), event.get("seconds")
+    if label not in TRANSFER_LABELS[kind] or isinstance(nbytes, bool) or not isinstance(nbytes, int) \
+            or not 0 <= nbytes < 2**63 or isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+            or not 0 <= seconds < 10**9:
+        raise ValueError(f"not a {kind} report: {event!r:.200}")
+    return kind, str(label), nbytes, float(seconds)
+
+
 class Reports:
-    def __init__(self, store: JobStore, on_job_change: Callable[[int], None]) -> None:
+    def __init__(self, store: JobStore, on_job_change: Callable[[int], None],
+                 observe: Callable[[Observation], None] = lambda o: None) -> None:
         self.store = store
         self.on_job_change = on_job_change
+        self.observe = observe
 
     def ingest(self, token: str, body: dict[str, Any]) -> dict[str, Any]:
         host, attempt, seq = str(body["host"]), int(body["attempt"]), int(body["seq"])
@@ -82,6 +104,7 @@ class Reports:
             raise _unknown(host, attempt)
         mine = next((i for i in owned if i["host"] == host), None)
         ended = False
+        observed: list[Observation] = []
         with self.store.locked(owned[0]["job_id"]) as (conn, locked):
             if locked is None:
                 raise _unknown(host, attempt)
@@ -103,19 +126,21 @@ class Reports:
             if fresh and inst["state"] == "exited":
                 raise _refuse(locked, host, attempt, "the instance has reported its exit")
             if fresh:
-                ended = self._apply(conn, locked, inst, insts, fresh)
+                ended = self._apply(conn, locked, inst, insts, fresh, observed)
                 self.store.update_instance(conn, locked.id, host, next_seq=seq + len(events),
                                            **{k: inst[k] for k in ("state", "exit_code", "outcome",
                                                                    "failure_reason", "ended_at")})
                 self.store.save(conn, locked)
             next_seq = max(inst["next_seq"], seq + len(events))
             stop = _stop_for(locked, insts)
+        for figures in observed:  # counted once stored: a report refused or rolled back counts nothing
+            self.observe(figures)
         if ended or fresh and any(e["type"] == "exit" for e in fresh):
             self.on_job_change(locked.id)
         return {"next_seq": next_seq, "stop": stop}
 
     def _apply(self, conn: Any, job: JobRow, inst: dict[str, Any], insts: dict[str, dict[str, Any]],
-               events: list[dict[str, Any]]) -> bool:
+               events: list[dict[str, Any]], observed: list[Observation]) -> bool:
         definitions = (job.request.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
         names = {str(d["Name"]) for d in definitions}
         logs: list[dict[str, Any]] = []
@@ -144,6 +169,8 @@ class Reports:
                 if job.status in (lifecycle.IN_PROGRESS,) and _RANK.get(status, -1) >= _RANK.get(
                         job.secondary_status, 0):
                     lifecycle.set_secondary(job, status, ev.get("message"), now=t)
+            elif kind in TRANSFER_LABELS:
+                observed.append(observation(ev))
             elif kind == "exit":
                 inst["state"] = "exited"
                 inst["exit_code"] = ev.get("exit_code")
@@ -159,7 +186,7 @@ class Reports:
             job.state["FinalMetricDataList"] = list(final.values())
         self.store.append_logs(conn, logs)
         self.store.append_metrics(conn, metrics)
-        if any(ev.get("type") != "sample" for ev in events):  # samples alone do not modify the job
+        if any(ev.get("type") not in _NOT_THE_JOBS for ev in events):  # these alone do not modify the job
             job.last_modified_time = time.time()
         insts[inst["host"]] = inst
         if all(i["state"] == "exited" for i in insts.values()):
