@@ -88,8 +88,8 @@ class Config:
     # Host directories every sandboxed instance sees, read-write, at the same path (a dataset cache
     # shared by the host, say). Refused when one holds or lies in the data directory.
     sandbox_mounts: list[str] = field(default_factory=list)
-    # Where instances run: "local" (this machine) or "slurm" (a cluster; see backends/slurm/config.py
-    # for the keys of the `slurm:` section: partition, account, type -> resources, control_url, staging_dir).
+    # Where instances run: "local" (this machine) or "slurm" (a cluster; backends/slurm/settings.py lists
+    # the keys of the `slurm:` section: partition, account, control_url, instance_types, sbatch_args, ...).
     backend: str = "local"
     slurm: dict[str, Any] = field(default_factory=dict)
     stop_grace_seconds: float = 120.0

@@ -11,6 +11,7 @@ again until the timeout.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,8 +69,6 @@ def _test_hold(spec: dict[str, Any]) -> None:
     """Fault injection for the tests only (nothing happens unless ``TRAINFORGE_TEST_GANG_HOLD`` is
     set, to ``<host>:<path>``): the agent of ``<host>``, ready, writes ``<path>.held`` and waits for
     ``<path>`` to exist before it tells the control plane, an instance whose preparation is late."""
-    import os
-
     host, _, path = os.environ.get(HOLD_ENV, "").partition(":")
     if host != spec["host"] or not path:
         return

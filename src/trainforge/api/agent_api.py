@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from trainforge.agent.gang import GANG_PATH
 from trainforge.api.app import json_response
 from trainforge.api.errors import ServiceError, ValidationError
 from trainforge.config import Config
@@ -31,7 +32,6 @@ log = logging.getLogger("trainforge.agent_api")
 
 REPORT_PATH = "/_trainforge/agent/v1/report"
 CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
-GANG_PATH = "/_trainforge/agent/v1/gang"
 
 
 def role_credentials(config: Config, job: JobRow) -> dict[str, str]:
@@ -58,35 +58,44 @@ def role_credentials(config: Config, job: JobRow) -> dict[str, str]:
     return {"AccessKeyId": frozen.access_key, "SecretAccessKey": frozen.secret_key, "Token": frozen.token or ""}
 
 
-def living_job(store: JobStore, token: str) -> JobRow | None:
-    """The running job of whose current attempt ``token`` is a living instance's; None otherwise."""
+def living_instance(store: JobStore, token: str) -> tuple[JobRow, dict[str, Any]] | None:
+    """The running job of whose current attempt ``token`` is a living instance's, and that instance's
+    row; None otherwise."""
     living = [i for i in store.instances_by_token(token) if i["state"] == "running"] if token else []
     job = store.get_by_id(living[0]["job_id"]) if living else None
     if job is None or job.phase != "running" or living[0]["attempt"] != job.attempt:
         return None
-    return job
+    return job, living[0]
 
 
 def gang_of(store: JobStore, token: str) -> tuple[JobRow, str, frozenset[str]] | None:
     """The running job of a living instance's ``token``, that instance's host, and every host of the
     job's current attempt; None when the token is no living instance's."""
-    job = living_job(store, token)
-    if job is None:
+    found = living_instance(store, token)
+    if found is None:
         return None
-    host = next(i["host"] for i in store.instances_by_token(token) if i["state"] == "running")
+    job, instance = found
     hosts = frozenset(i["host"] for i in store.read_instances(job.id) if i["attempt"] == job.attempt)
-    return job, host, hosts
+    return job, instance["host"], hosts
+
+
+def _bearer(request: Request) -> str:
+    """The agent's token in ``Authorization: Bearer <token>`` ("" without one)."""
+    auth = request.headers.get("authorization", "")
+    return auth[7:] if auth.startswith("Bearer ") else ""
+
+
+def _denied() -> Response:
+    return json_response({"__type": "AccessDenied", "message": "No running instance has this token."}, 403)
 
 
 def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Route]:
     barrier = GangBarrier()
 
     async def report(request: Request) -> Response:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth.startswith("Bearer ") else ""
         try:
             body: dict[str, Any] = orjson.loads(await request.body())
-            answer = await run_in_threadpool(reports.ingest, token, body)
+            answer = await run_in_threadpool(reports.ingest, _bearer(request), body)
         except ServiceError as exc:
             return json_response(exc.body(), exc.status)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -95,11 +104,11 @@ def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Rout
 
     async def credentials(request: Request) -> Response:
         token = request.headers.get("authorization", "")
-        job = await run_in_threadpool(living_job, store, token)
-        if job is None:
-            return json_response({"__type": "AccessDenied", "message": "No running instance has this token."}, 403)
+        found = await run_in_threadpool(living_instance, store, token)
+        if found is None:
+            return _denied()
         try:
-            creds = await run_in_threadpool(role_credentials, config, job)
+            creds = await run_in_threadpool(role_credentials, config, found[0])
         except ServiceError as exc:
             return json_response(exc.body(), exc.status)
         expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -108,10 +117,9 @@ def agent_routes(store: JobStore, reports: Reports, config: Config) -> list[Rout
 
     async def gang(request: Request) -> Response:
         """The gang barrier (service/gang.py): answers when every host is ready, or after a while."""
-        auth = request.headers.get("authorization", "")
-        found = await run_in_threadpool(gang_of, store, auth[7:] if auth.startswith("Bearer ") else "")
+        found = await run_in_threadpool(gang_of, store, _bearer(request))
         if found is None:
-            return json_response({"__type": "AccessDenied", "message": "No running instance has this token."}, 403)
+            return _denied()
         job, host, hosts = found
         waiting = await barrier.arrive(job.id, job.attempt, host, hosts)
         return json_response({"go": not waiting, "waiting_for": waiting})

@@ -14,9 +14,12 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trainforge.agent import instance_files
+
+if TYPE_CHECKING:
+    from trainforge.config import Config
 
 Handle = dict[str, Any]
 
@@ -86,9 +89,9 @@ def started_deadline(deadline: float, launched_at: float | None, started_at: flo
     return shifted if cap is None else max(deadline, min(shifted, cap))
 
 
-def create_backend(config: Any) -> Backend:
+def create_backend(config: Config) -> Backend:
     """The backend the server's configuration names (``backend: local`` or ``backend: slurm``)."""
-    kind = getattr(config, "backend", "local")
+    kind = config.backend
     if kind == "slurm":
         from trainforge.backends.slurm import SlurmBackend
 

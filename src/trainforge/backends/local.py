@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from trainforge.agent import instance_files
@@ -64,8 +63,7 @@ class LocalBackend:
 
     def launch(self, gangs: list[list[AgentLaunch]]) -> list[list[Handle | OSError]]:
         """Every agent of every gang at once, through the fork server (its requests back to back)."""
-        flat = [agent for gang in gangs for agent in gang]
-        results = iter(self.launch_many([(a.spec_path, a.log_path, a.finish) for a in flat]))
+        results = iter(self._launch_all([agent for gang in gangs for agent in gang]))
         return [[next(results) for _ in gang] for gang in gangs]
 
     def waiting(self, handle: Handle | None) -> str | None:
@@ -74,41 +72,35 @@ class LocalBackend:
     def cancel(self, handle: Handle | None) -> None:
         self.kill_group(handle)
 
-    def launch_many(self, agents: list[tuple[Path, Path, bool]]) -> list[Handle | OSError]:
-        """Start one agent per ``(spec_path, log_path, finish)``: its handle, or why it did not start.
-        With ``finish``, an agent that only uploads and reports (agent ``--finish``)."""
+    def _launch_all(self, agents: list[AgentLaunch]) -> list[Handle | OSError]:
+        """Start each agent: its handle, or why it did not start."""
         if self._forkserver is None:
-            results: list[Handle | OSError] = []
-            for spec_path, log_path, finish in agents:
-                try:
-                    results.append(self._popen(spec_path, log_path, finish))
-                except OSError as exc:
-                    results.append(exc)
-            return results
-        answers = self._forkserver.launch([(agent_args(spec_path, finish), log_path, spec_path.parent)
-                                           for spec_path, log_path, finish in agents])
-        results = []
-        for answer, (spec_path, log_path, finish) in zip(answers, agents):
+            return [self._popen(a) for a in agents]
+        answers = self._forkserver.launch([(agent_args(a.spec_path, a.finish), a.log_path, a.spec_path.parent)
+                                           for a in agents])
+        results: list[Handle | OSError] = []
+        for answer, a in zip(answers, agents):
             if isinstance(answer, ForkServerUnavailable):  # nothing started: a process of its own
-                try:
-                    answer = self._popen(spec_path, log_path, finish)
-                except OSError as exc:
-                    answer = exc
+                answer = self._popen(a)
             elif not isinstance(answer, OSError):
-                answer = {**answer, "instance_dir": str(spec_path.parent)}
+                answer = {**answer, "instance_dir": str(a.spec_path.parent)}
             results.append(answer)
         return results
 
-    def _popen(self, spec_path: Path, log_path: Path, finish: bool) -> dict[str, Any]:
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-S", "-c", AGENT_BOOT, *agent_args(spec_path, finish)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env=child_environment(), cwd=str(spec_path.parent),
-            )
+    def _popen(self, agent: AgentLaunch) -> Handle | OSError:
+        """The agent as a ``python -S`` process of its own: its handle, or why it did not start."""
+        try:
+            with open(agent.log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-S", "-c", AGENT_BOOT, *agent_args(agent.spec_path, agent.finish)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    close_fds=True, env=child_environment(), cwd=str(agent.spec_path.parent),
+                )
+        except OSError as exc:
+            return exc
         with self._lock:
             self._children[proc.pid] = proc
-        return {"pid": proc.pid, "start_ticks": start_ticks(proc.pid), "instance_dir": str(spec_path.parent)}
+        return {"pid": proc.pid, "start_ticks": start_ticks(proc.pid), "instance_dir": str(agent.spec_path.parent)}
 
     def reap(self) -> None:
         """Collect the exit status of agents that ended (no zombies left behind)."""

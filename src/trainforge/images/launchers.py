@@ -211,8 +211,7 @@ def plan(c: Cluster, program: str, user_command: list[str], args: list[str]) -> 
     for host in c.hosts:
         if host != c.current and not mpi_remote.wait_until_serving(host, deadline):
             raise TimeoutError(f"MPI worker {host} did not come up within {WORKER_WAIT_SECONDS:.0f} s")
-    log(f"{'pytorchddp' if c.kind == 'pytorchddp' else 'mpi'}: mpirun over {len(c.hosts)} hosts x "
-        f"{c.per_host} processes")
+    log(f"{c.kind}: mpirun over {len(c.hosts)} hosts x {c.per_host} processes")
     return mpirun(c, rank_command(c, user_command, python), python)
 
 

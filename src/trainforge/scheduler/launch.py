@@ -56,6 +56,12 @@ def max_wait(request: dict[str, Any]) -> float | None:
     return float(wait) if wait else None
 
 
+def wait_cap(job: JobRow) -> float | None:
+    """When MaxWaitTimeInSeconds, counted from the job's creation, ends a managed spot job; None without."""
+    wait = max_wait(job.request)
+    return None if wait is None else job.creation_time + wait
+
+
 def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
     """MaxRuntimeInSeconds bounds all attempts together (the first attempt fixes it); with managed
     spot training, MaxWaitTimeInSeconds bounds the whole job from its creation, whichever ends first."""
@@ -63,9 +69,9 @@ def deadline_of(job: JobRow, now: float) -> tuple[float, str]:
         return job.deadline, job.deadline_stop_reason
     request = job.request
     max_runtime = float((request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
-    wait = max_wait(request)
-    if wait is not None and job.creation_time + wait < now + max_runtime:
-        return job.creation_time + wait, "MaxWaitTimeExceeded"
+    cap = wait_cap(job)
+    if cap is not None and cap < now + max_runtime:
+        return cap, "MaxWaitTimeExceeded"
     return now + max_runtime, "MaxRuntimeExceeded"
 
 
@@ -143,8 +149,7 @@ class Launcher:
             "file_systems": self.config.file_systems,
         }
         if self.backend.queues:  # the engine may queue the gang: the run time counts from its start
-            wait = max_wait(request)
-            common.update(launched_at=now, deadline_cap=None if wait is None else job.creation_time + wait)
+            common.update(launched_at=now, deadline_cap=wait_cap(job))
         if len(hosts) > 1:  # the instances start their user code together (service/gang.py)
             common["gang"] = {"timeout_seconds": self.config.gang_timeout_seconds}
         for host, itype, group in hosts:

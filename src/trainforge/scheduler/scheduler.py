@@ -24,7 +24,7 @@ from trainforge.config import Config
 from trainforge.scheduler import handles
 from trainforge.scheduler.capacity import CapacityModel, Resources, host_names
 from trainforge.scheduler.gpu_slots import GpuSlots
-from trainforge.scheduler.launch import Launcher, max_wait
+from trainforge.scheduler.launch import Launcher, max_wait, wait_cap
 from trainforge.service import lifecycle
 from trainforge.service.reports import conclude, retry
 from trainforge.store.jobs import JobRow, JobStore
@@ -122,10 +122,10 @@ class Scheduler:
         blocked = False
         admitted: list[JobRow] = []
         for job in self.store.jobs_in_phase("queued"):
-            need = self.capacity.reservation(job.request)
             if self.backend.queues:  # the engine's queue decides (the job waits there, see _engine_queue)
                 admitted.append(job)
                 continue
+            need = self.capacity.reservation(job.request)
             if blocked or not (in_use + need).fits_in(self.capacity.total):
                 # Strict creation order: once one job waits, every later job waits behind it.
                 blocked = True
@@ -137,8 +137,7 @@ class Scheduler:
             self.launcher.launch(admitted, time.time(), self._fail_launch)
 
     def _pending(self, job: JobRow, need: Resources, now: float) -> None:
-        limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds") or 0
-        expired = bool(limit) and now - job.creation_time > float(limit)
+        limit, expired = _pending_limit(job, now)
         wait = max_wait(job.request)
         if wait is not None and now - job.creation_time > wait:
             with self.store.locked(job.id) as (conn, locked):
@@ -159,9 +158,7 @@ class Scheduler:
                 return
             if expired:
                 locked.stop_reason = "Stopped"
-                lifecycle.finish(locked, "Stopped", now=now, message=(
-                    f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) "
-                    f"for capacity"))
+                lifecycle.finish(locked, "Stopped", now=now, message=_pending_expired(limit, ""))
             elif not lifecycle.set_secondary(locked, "Pending", msg, now=now):
                 return
             self.store.save(conn, locked)
@@ -180,13 +177,11 @@ class Scheduler:
                     if locked is not None and locked.phase == "running" and locked.secondary_status == "Pending":
                         lifecycle.set_secondary(locked, "Starting", lifecycle.PREPARING, now=now)
                         if locked.deadline is not None and insts:  # the run time counts from now
-                            wait = max_wait(locked.request)
                             locked.deadline = started_deadline(locked.deadline, insts[0]["started_at"], now,
-                                                               None if wait is None else locked.creation_time + wait)
+                                                               wait_cap(locked))
                         self.store.save(conn, locked)
             return False
-        limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds") or 0
-        expired = bool(limit) and now - job.creation_time > float(limit)
+        limit, expired = _pending_limit(job, now)
         with self.store.locked(job.id) as (conn, locked):
             if locked is None or locked.phase != "running" or locked.attempt != job.attempt:
                 return True
@@ -197,8 +192,7 @@ class Scheduler:
                                                ended_at=now)
                 locked.stop_reason = locked.stop_reason or "Stopped"
                 lifecycle.finish(locked, "Stopped", now=now, message=(
-                    f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) "
-                    f"for capacity: {reason}") if expired and not job.stop_reason else None)
+                    _pending_expired(limit, f": {reason}") if expired and not job.stop_reason else None))
             elif not lifecycle.set_secondary(locked, "Pending", f"Waiting for capacity: {reason}", now=now):
                 return True
             self.store.save(conn, locked)
@@ -328,6 +322,17 @@ class Scheduler:
         for job in running:
             self._check_liveness(job, now)
         self._sweep_sandbox(running)
+
+
+def _pending_limit(job: JobRow, now: float) -> tuple[Any, bool]:
+    """MaxPendingTimeInSeconds (0: none), and whether ``job`` has waited past it at ``now``."""
+    limit = (job.request.get("StoppingCondition") or {}).get("MaxPendingTimeInSeconds") or 0
+    return limit, bool(limit) and now - job.creation_time > float(limit)
+
+
+def _pending_expired(limit: Any, why: str) -> str:
+    """The message of a job stopped for waiting past MaxPendingTimeInSeconds (``limit``)."""
+    return f"Training job stopped: it waited longer than MaxPendingTimeInSeconds ({limit} s) for capacity{why}"
 
 
 def _mark_exited(instance_dir: Path, now: float) -> None:

@@ -226,12 +226,11 @@ def conclude(job: JobRow, insts: list[dict[str, Any]], now: float | None = None)
 def algorithm_reason(inst: dict[str, Any], instance_count: int) -> str:
     """The failed instance's reason; in a job of several instances an AlgorithmError names the host:
     ``AlgorithmError: (algo-2) <the rest>`` (a reason of another kind, the same on every host, is kept)."""
-    reason = inst["failure_reason"] or f"AlgorithmError: ExitCode {inst['exit_code']}"
+    reason = str(inst["failure_reason"] or f"AlgorithmError: ExitCode {inst['exit_code']}")
     prefix = "AlgorithmError: "
-    if instance_count < 2 or not str(reason).startswith(prefix):
-        return str(reason)
-    rest = reason.removeprefix(prefix)
-    return f"{prefix}({inst['host']}) {rest}"
+    if instance_count < 2 or not reason.startswith(prefix):
+        return reason
+    return f"{prefix}({inst['host']}) {reason.removeprefix(prefix)}"
 
 
 def retry(job: JobRow, reason: str, now: float) -> bool:

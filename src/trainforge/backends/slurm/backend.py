@@ -26,13 +26,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal as signals
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainforge.agent import instance_files
 from trainforge.backends.base import AgentLaunch, Handle
@@ -42,6 +43,9 @@ from trainforge.backends.slurm import cli
 from trainforge.backends.slurm.node import RECORD
 from trainforge.backends.slurm.settings import SlurmSettings
 from trainforge.scheduler import faults
+
+if TYPE_CHECKING:
+    from trainforge.config import Config
 
 NODE_BOOT = boot("trainforge.backends.slurm.node", "run(sys.argv[1:])")
 JOB_FILE = "slurm-job"  # in each instance directory: the Slurm job id, written once sbatch answers
@@ -54,11 +58,10 @@ class SlurmBackend:
     name = "slurm"
     queues = True
 
-    def __init__(self, config: Any) -> None:
-        self.settings = SlurmSettings.from_config(getattr(config, "slurm", None) or {},
-                                                  getattr(config, "instance_types", None))
+    def __init__(self, config: Config) -> None:
+        self.settings = SlurmSettings.from_config(config.slurm, config.instance_types)
         self.control_url = self.settings.control_url
-        self.stop_grace = float(getattr(config, "stop_grace_seconds", 120.0))
+        self.stop_grace = float(config.stop_grace_seconds)
         self._local = LocalBackend(forkserver=False)  # the process checks of agents on this machine
         self._lock = threading.Lock()
         self._states: dict[str, cli.JobState] = {}
@@ -89,7 +92,8 @@ class SlurmBackend:
         return results
 
     def _submit(self, gang: list[AgentLaunch]) -> str:
-        spec = json.loads(gang[0].spec_path.read_text())
+        specs = [json.loads(a.spec_path.read_text()) for a in gang]
+        spec = specs[0]
         job_dir = Path(spec["job_dir"])
         slurm_dir = job_dir / "slurm"
         slurm_dir.mkdir(parents=True, exist_ok=True)
@@ -98,12 +102,12 @@ class SlurmBackend:
         gang_file.write_text(json.dumps([{"spec": str(a.spec_path), "log": str(a.log_path), "finish": a.finish}
                                          for a in gang]))
         n = len(gang)
-        components = _components(gang)
+        components = _components(specs)
         script = slurm_dir / f"{tag}.sh"
         het = [f"--het-group={','.join(str(k) for k in range(len(components)))}"] if len(components) > 1 else []
         srun = ["srun", *het, *([] if het else [f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1"]),
                 "--kill-on-bad-exit=0", sys.executable, "-S", "-c", NODE_BOOT, str(gang_file)]
-        script.write_text("#!/bin/sh\nexec " + " ".join(_quote(a) for a in srun) + "\n")
+        script.write_text("#!/bin/sh\nexec " + shlex.join(srun) + "\n")
         script.chmod(0o755)
         # Slurm counts --time from the start: the run time left + the stop grace + a start-up allowance
         seconds = max(60, math.ceil(float(spec["deadline"]) - time.time() + self.stop_grace + TIME_MARGIN_S))
@@ -139,6 +143,8 @@ class SlurmBackend:
                 if job_id not in states or not states[job_id].active:
                     self._followed.discard(job_id)
                     self._kill_at.pop(job_id, None)
+                    for sig in [s for j, s in self._signalled if j == job_id]:
+                        del self._signalled[(job_id, sig)]
             due = [j for j, at in self._kill_at.items() if at <= now]
             for job_id in due:
                 del self._kill_at[job_id]
@@ -153,32 +159,27 @@ class SlurmBackend:
             return self._states.get(job_id)
 
     def waiting(self, handle: Handle | None) -> str | None:
-        if not handle or not handle.get("slurm_job_id"):
-            return None
-        state = self._state(str(handle["slurm_job_id"]))
+        job_id = _job_of(handle)
+        state = self._state(job_id) if job_id else None
         if state is None or state.state != "PENDING":
             return None
-        return f"Slurm job {handle['slurm_job_id']} is pending ({state.reason})"
+        return f"Slurm job {job_id} is pending ({state.reason})"
 
     def alive(self, handle: Handle | None) -> bool:
-        if not handle or not handle.get("slurm_job_id"):
+        job_id = _job_of(handle)
+        if handle is None or job_id is None:
             return False
-        state = self._state(str(handle["slurm_job_id"]))
+        state = self._state(job_id)
         if state is None or not state.active:
             return False
-        local = self._agent_here(handle.get("instance_dir"), str(handle["slurm_job_id"]))
+        local = self._agent_here(handle.get("instance_dir"), job_id)
         return local is None or self._local.alive(local)
 
     def _agent_here(self, instance_dir: Any, job_id: str) -> Handle | None:
         """The agent's process handle, when the node record says it runs on this machine and the agent
         has recorded itself; else None (not started yet, or elsewhere: Slurm's state decides)."""
-        if not instance_dir:
-            return None
-        try:
-            record = json.loads((Path(instance_dir) / RECORD).read_text())
-        except (OSError, ValueError):
-            return None
-        if record.get("job_id") != job_id or record.get("hostname") != self._hostname:
+        record = _record(instance_dir) if instance_dir else None
+        if record is None or record.get("job_id") != job_id or record.get("hostname") != self._hostname:
             return None
         state = instance_files.read_state(instance_dir)
         if state is None or not state.get("agent_pid") or float(state.get("started") or 0) < record["started"]:
@@ -196,11 +197,9 @@ class SlurmBackend:
             job_id = self._submitted(instance_dir)
         if not job_id:
             return None
-        try:
-            rank = json.loads((Path(instance_dir) / RECORD).read_text()).get("rank")
-        except (OSError, ValueError):
-            rank = None
-        handle = {"slurm_job_id": job_id, "rank": rank, "instance_dir": os.fspath(instance_dir)}
+        record = _record(instance_dir)
+        handle = {"slurm_job_id": job_id, "rank": None if record is None else record.get("rank"),
+                  "instance_dir": os.fspath(instance_dir)}
         return handle if self.alive(handle) else None
 
     def _submitted(self, instance_dir: str | os.PathLike[str]) -> str | None:
@@ -214,9 +213,9 @@ class SlurmBackend:
     def signal(self, handle: Handle | None, sig: int = signals.SIGTERM) -> None:
         """Signal the agents: Slurm signals the whole job's tasks, so the instances of one gang asked
         together are signalled once; a TERM is followed by a full scancel after the grace."""
-        if not handle or not handle.get("slurm_job_id"):
+        job_id = _job_of(handle)
+        if not job_id:
             return
-        job_id = str(handle["slurm_job_id"])
         now = time.time()
         with self._lock:
             last = self._signalled.get((job_id, sig))
@@ -231,15 +230,17 @@ class SlurmBackend:
         cli.scancel(job_id, signals.Signals(sig).name.removeprefix("SIG"))
 
     def cancel(self, handle: Handle | None) -> None:
-        if handle and handle.get("slurm_job_id"):
-            cli.scancel(str(handle["slurm_job_id"]))
+        job_id = _job_of(handle)
+        if job_id:
+            cli.scancel(job_id)
 
     def kill_group(self, handle: Handle | None) -> None:
         """What is left of one instance: its processes where they run on this machine (the local
         backend's kill); the rest of the allocation ends with the job (or with its full scancel)."""
-        if not handle or not handle.get("slurm_job_id"):
+        job_id = _job_of(handle)
+        if handle is None or job_id is None:
             return
-        local = self._agent_here(handle.get("instance_dir"), str(handle["slurm_job_id"]))
+        local = self._agent_here(handle.get("instance_dir"), job_id)
         if local is not None:
             self._local.kill_group(local)
         elif handle.get("instance_dir"):
@@ -248,18 +249,29 @@ class SlurmBackend:
                 self._local.kill_group({"instance_dir": handle["instance_dir"]})
 
     def _is_here(self, instance_dir: str) -> bool:
-        try:
-            return json.loads((Path(instance_dir) / RECORD).read_text()).get("hostname") == self._hostname
-        except (OSError, ValueError):
-            return False
+        record = _record(instance_dir)
+        return record is not None and record.get("hostname") == self._hostname
 
 
-def _components(gang: list[AgentLaunch]) -> list[tuple[str, int]]:
+def _job_of(handle: Handle | None) -> str | None:
+    """The Slurm job id a handle names (None: no handle, or no job yet)."""
+    return str(handle["slurm_job_id"]) if handle and handle.get("slurm_job_id") else None
+
+
+def _record(instance_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the srun task of the instance recorded about where it runs (``slurm.json``), or None."""
+    try:
+        record = json.loads((Path(instance_dir) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _components(specs: list[dict[str, Any]]) -> list[tuple[str, int]]:
     """(instance type, node count) per instance group, in host order (a group's hosts are consecutive,
     agent/layout.py); one component for a job without InstanceGroups."""
     components: list[tuple[str, str, int]] = []
-    for a in gang:
-        spec = json.loads(a.spec_path.read_text())
+    for spec in specs:
         key, itype = str(spec.get("instance_group") or ""), str(spec.get("instance_type") or "")
         if components and components[-1][:2] == (key, itype):
             components[-1] = (key, itype, components[-1][2] + 1)
@@ -270,7 +282,3 @@ def _components(gang: list[AgentLaunch]) -> list[tuple[str, int]]:
 
 def _job_name(spec: dict[str, Any]) -> str:
     return f"tf-{spec['job_name']}"[:120]
-
-
-def _quote(arg: str) -> str:
-    return "'" + arg.replace("'", "'\"'\"'") + "'"
