@@ -73,13 +73,15 @@ FOREVER = "while true; do sleep 0.1; done"
 
 def running_job(srv: Any, tmp_path: Path, prefix: str, first: str, then: str) -> tuple[Any, str, Path]:
     """A 3-instance job running ``first``, a mark that it trains, then ``then``; returned once all
-    three train: (client, job name, output path). ``TRAP`` first: SIGTERM writes "term" to the model."""
+    three train: (client, job name, output path). ``TRAP`` first: SIGTERM writes "term" to the model.
+    ``$T`` in the scripts is ``tmp_path`` (a ContainerArguments member has at most 256 characters)."""
     marks = tmp_path / "marks"
     marks.mkdir()
     os.chmod(marks, 0o777)
     sm = srv.client()
     name, out = unique_name(prefix), tmp_path / "out"
-    sm.create_training_job(**multi(name, f'{first}echo $$ > "{marks}/$SM_CURRENT_HOST"; {then}', out))
+    sm.create_training_job(**multi(name, f'{first}echo $$ > "$T/marks/$SM_CURRENT_HOST"; {then}', out,
+                                   Environment={"T": str(tmp_path)}))
     wait_until(lambda: sorted(p.name for p in marks.iterdir() if p.read_text().strip()) == HOSTS, timeout=120,
                message="all three instances training")
     return sm, name, out
@@ -252,7 +254,7 @@ def test_control_plane_restarted_during_a_slurm_job_reconciles_it(slurm_server: 
                                                                   tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     _, name, out = running_job(slurm_server, tmp_path, "slurmcrash", "",
-                              f'while [ ! -e {gate} ]; do sleep 0.05; done; echo done > "/opt/ml/model/$SM_CURRENT_HOST"')
+                              'while [ ! -e "$T/gate" ]; do sleep 0.05; done; echo done > "/opt/ml/model/$SM_CURRENT_HOST"')
     slurm_server.kill()
     gate.write_text("go")  # training finishes while the control plane is down
     slurm_server.start()
