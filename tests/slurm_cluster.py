@@ -134,13 +134,24 @@ class SlurmCluster:
                      f"--pid-file={d / 'munge' / 'munged.pid'}", f"--seed-file={d / 'munge' / 'munged.seed'}"],
                     "munged.out")
         self._wait(lambda: self.munge_socket.exists(), "munged's socket")
-        self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld.out")
-        self._wait(lambda: self._quiet(["scontrol", "ping"]) and "UP" in self._run(["scontrol", "ping"]),
-                   "slurmctld")
+        self.start_controller()
         for node in self.nodes:
             self._spawn(["slurmd", "-D", "-N", node, "-f", str(self.conf)], f"slurmd.{node}.out")
         self._wait(self._all_idle, "the nodes to be idle")
         return self
+
+    def start_controller(self) -> None:
+        """slurmctld, from the state it saved when it last ended (if it ran before)."""
+        self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld.out")
+        self._wait(lambda: self._quiet(["scontrol", "ping"]) and "UP" in self._run(["scontrol", "ping"]),
+                   "slurmctld")
+
+    def stop_controller(self) -> None:
+        """slurmctld ends (saving its state); the nodes and the jobs they run go on."""
+        ctld = next(p for p in self._procs if p.args[0] == "slurmctld")  # type: ignore[index]
+        ctld.send_signal(signal.SIGTERM)
+        ctld.wait(timeout=30)
+        self._procs.remove(ctld)
 
     def _all_idle(self) -> bool:
         states = self._run(["sinfo", "-h", "-N", "-o", "%N %t"]).split("\n")

@@ -266,6 +266,29 @@ def test_control_plane_restarted_during_a_slurm_job_reconciles_it(slurm_server: 
                message="the Slurm job completed")
 
 
+def test_a_slurm_controller_outage_fails_no_job(slurm_server: Any, cluster: SlurmCluster, tmp_path: Path) -> None:
+    """slurmctld down while a job trains: squeue's failure is not taken for jobs that ended; the job
+    trains on (its agents report to the control plane directly) and completes once Slurm is back."""
+    _, name, out = running_job(slurm_server, tmp_path, "slurmdown", "",
+                              'while [ ! -e "$T/gate" ]; do sleep 0.05; done; echo done > "/opt/ml/model/$SM_CURRENT_HOST"')
+    sm = slurm_server.client()
+    cluster.stop_controller()
+    try:
+        wait_until(lambda: "Slurm does not answer" in slurm_server.log_path.read_text(), timeout=60,
+                   message="a liveness pass without Slurm")
+        # three more liveness passes (one a second) without Slurm: the job is not failed in any
+        for _ in range(15):
+            desc = sm.describe_training_job(TrainingJobName=name)
+            assert desc["TrainingJobStatus"] == "InProgress", desc.get("FailureReason")
+            time.sleep(0.2)
+    finally:
+        cluster.start_controller()
+    (tmp_path / "gate").write_text("go")
+    desc = wait_for_job(sm, name, timeout=120)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert {h: (model_dir(out, name) / h).read_text().strip() for h in HOSTS} == dict.fromkeys(HOSTS, "done")
+
+
 @pytest.mark.parametrize("point", ["slurm-submitted", "launch-window"])
 def test_control_plane_killed_right_after_sbatch_adopts_the_slurm_job(server_factory: Any, cluster: SlurmCluster,
                                                                      tmp_path: Path, point: str) -> None:

@@ -24,6 +24,7 @@ docs/INTERNALS.md "Slurm".
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shlex
@@ -51,6 +52,8 @@ NODE_BOOT = boot("trainforge.backends.slurm.node", "run(sys.argv[1:])")
 JOB_FILE = "slurm-job"  # in each instance directory: the Slurm job id, written once sbatch answers
 TIME_MARGIN_S = 120  # Slurm's own time limit is a backstop past the control plane's MaxRuntime stop
 
+log = logging.getLogger("trainforge.slurm")
+
 
 class SlurmBackend:
     """:class:`trainforge.backends.base.Backend` on a Slurm cluster; Slurm queues the gangs."""
@@ -66,6 +69,7 @@ class SlurmBackend:
         self._lock = threading.Lock()
         self._states: dict[str, cli.JobState] = {}
         self._followed: set[str] = set()
+        self._reachable = True  # the last squeue answered
         self._signalled: dict[tuple[str, int], float] = {}  # (job, signal) -> when
         self._kill_at: dict[str, float] = {}  # job -> when the full scancel follows a stop
         self._hostname = socket.gethostname()
@@ -135,7 +139,16 @@ class SlurmBackend:
         """One squeue for every followed job; the full scancel of stops whose grace has passed."""
         with self._lock:
             followed = sorted(self._followed)
-        states = cli.states(followed)
+        try:
+            states = cli.states(followed)
+        except cli.SlurmUnreachable as exc:
+            if self._reachable:
+                log.warning("Slurm does not answer (%s): its jobs are taken as running until it does", exc)
+            self._reachable = False
+            return
+        if not self._reachable:
+            log.warning("Slurm answers again")
+        self._reachable = True
         now = time.time()
         with self._lock:
             self._states = states
@@ -155,8 +168,12 @@ class SlurmBackend:
         with self._lock:
             if job_id not in self._followed:  # a job named by a handle from before a restart
                 self._followed.add(job_id)
-                self._states.update(cli.states([job_id]))
-            return self._states.get(job_id)
+                try:
+                    self._states.update(cli.states([job_id]))
+                except cli.SlurmUnreachable:
+                    self._reachable = False
+            state = self._states.get(job_id)
+            return cli.UNREACHABLE if state is None and not self._reachable else state
 
     def waiting(self, handle: Handle | None) -> str | None:
         job_id = _job_of(handle)

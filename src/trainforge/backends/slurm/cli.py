@@ -7,13 +7,18 @@ import subprocess
 from dataclasses import dataclass
 
 TIMEOUT = 30.0
-# A job in one of these may still run (or start) its tasks.
+# A job in one of these may still run (or start) its tasks. UNKNOWN is ours: :data:`UNREACHABLE`.
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-          "RESIZING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+          "RESIZING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "UNKNOWN"}
+UNKNOWN_ID = "Invalid job id"  # how squeue refuses an id it does not know (any more)
 
 
 class SlurmError(OSError):
     """A Slurm command failed."""
+
+
+class SlurmUnreachable(SlurmError):
+    """squeue failed for another reason than an unknown job id: the controller does not answer."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,13 @@ class JobState:
 
     @property
     def active(self) -> bool:
+        """It may still run (or start) its tasks; so may a job of :data:`UNREACHABLE`."""
         return self.state.split()[0].rstrip("+") in ACTIVE
+
+
+# A followed job's state while the controller does not answer: taken as running (its agents report to
+# the control plane directly; a dead local agent is still seen), never as ended.
+UNREACHABLE = JobState("UNKNOWN", "the Slurm controller does not answer")
 
 
 def _run(args: list[str]) -> str:
@@ -45,21 +56,34 @@ def sbatch(args: list[str], script: str) -> str:
 
 def states(job_ids: list[str]) -> dict[str, JobState]:
     """The state of each of ``job_ids`` that Slurm still knows (squeue shows ended jobs for a while,
-    ``MinJobAge``); one squeue call for all of them."""
+    ``MinJobAge``); one squeue call for all of them. :class:`SlurmUnreachable` when Slurm cannot say
+    (an unanswered query is never taken for jobs that ended)."""
     if not job_ids:
         return {}
     try:
-        out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+        return _parse(_squeue(job_ids))
+    except SlurmUnreachable:
+        raise
     except SlurmError:
-        # squeue refuses the whole query when one id is unknown (aged out): ask one by one
-        result = {}
-        for job_id in job_ids:
-            try:
-                result.update(_parse(_run(["squeue", "-h", "--states=all", "-j", job_id, "-o", "%i|%T|%r"])))
-            except SlurmError:
-                continue
-        return result
-    return _parse(out)
+        pass  # squeue refuses the whole query when one id is unknown (aged out): ask one by one
+    result = {}
+    for job_id in job_ids:
+        try:
+            result.update(_parse(_squeue([job_id])))
+        except SlurmUnreachable:
+            raise
+        except SlurmError:
+            continue
+    return result
+
+
+def _squeue(job_ids: list[str]) -> str:
+    try:
+        return _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+    except SlurmError as exc:
+        if UNKNOWN_ID in str(exc):
+            raise
+        raise SlurmUnreachable(str(exc)) from exc
 
 
 def submitted_as(job_name: str, script: str) -> str | None:
