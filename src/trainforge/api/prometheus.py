@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trainforge.api.agent_api import CREDENTIALS_PATH, REPORT_PATH
+from trainforge.api.agent_api import CREDENTIALS_PATH, GANG_PATH, REPORT_PATH
 from trainforge.console.data import capacity_in_use
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.service.reports import Observation
@@ -35,7 +35,7 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
 # How many of the newest log lines the report lag is measured over.
 LAG_WINDOW = 1000
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_AGENT_PATHS = {REPORT_PATH: "AgentReport", CREDENTIALS_PATH: "AgentCredentials"}
+_AGENT_PATHS = {REPORT_PATH: "AgentReport", CREDENTIALS_PATH: "AgentCredentials", GANG_PATH: "AgentGang"}
 
 
 def operation_of(scope: dict[str, Any]) -> str | None:

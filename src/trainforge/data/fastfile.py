@@ -74,7 +74,6 @@ class FastFileChannel:
         return self
 
     def _file_done(self, t: Transfer) -> None:
-        give(t.dest)
         self.files_done += 1
 
     def _run(self) -> None:
@@ -83,7 +82,7 @@ class FastFileChannel:
         try:
             objectstore.download_many(transfers, workers=self.workers, allowed_roots=self.roots,
                                       staging_dir=self.staging, on_file=self._file_done,
-                                      cancel=self._cancel)
+                                      cancel=self._cancel, before_publish=give)
             self.marker.touch()
             give(self.marker)
         except ObjectStoreError as exc:

@@ -125,12 +125,14 @@ def _pull(st: store.Store, ref: Reference, shown: str, regs: dict[str, Any], pro
         else:
             argv += ["--src-no-creds"]
         argv += ["--dest-shared-blob-dir", st.path("blobs"), route.transport, f"oci:{layout}:{LAYOUT_NAME}"]
+        if shutil.which(SKOPEO) is None:
+            raise PullError(f"Cannot pull the training image '{shown}': skopeo is not installed on the "
+                            "trainforge host (Debian: apt-get install skopeo)")
+        if shutil.which("setpriv"):  # an agent ended (a stop) ends its pull; the next one resumes it
+            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PULL_TIMEOUT,
                                   check=False, env=_skopeo_env(work))
-        except FileNotFoundError:
-            raise PullError(f"Cannot pull the training image '{shown}': skopeo is not installed on the "
-                            "trainforge host (Debian: apt-get install skopeo)") from None
         except subprocess.TimeoutExpired:
             raise PullError(f"Cannot pull the training image '{shown}': the pull took over "
                             f"{PULL_TIMEOUT} s") from None

@@ -57,8 +57,10 @@ def _link(src: Path, dest: Path) -> None:
         os.replace(tmp, dest)
 
 
-def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
-    """Put a copy of ``src`` at ``dest`` (atomically); returns "link", "reflink" or "copy"."""
+def place_local(src: Path, dest: Path, *, link: bool = True,
+                prepare: Callable[[Path], None] | None = None) -> str:
+    """Put a copy of ``src`` at ``dest`` (atomically); returns "link", "reflink" or "copy".
+    ``prepare`` is given a copy before it appears at ``dest`` (never a link: that is ``src`` itself)."""
     if link:
         try:
             _link(src, dest)
@@ -90,6 +92,8 @@ def place_local(src: Path, dest: Path, *, link: bool = True) -> str:
                     fi.seek(0)
                     shutil.copyfileobj(fi, fo, IO_CHUNK)
         shutil.copystat(src, tmp)
+        if prepare is not None:
+            prepare(tmp)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -133,28 +137,31 @@ def download_many(transfers: list[Transfer], *, workers: int = DOWNLOAD_WORKERS,
                   on_bytes: Callable[[int], None] | None = None,
                   on_file: Callable[[Transfer], None] | None = None,
                   staging_dir: Path | None = None, link: bool = True,
-                  cancel: threading.Event | None = None) -> None:
+                  cancel: threading.Event | None = None,
+                  before_publish: Callable[[Path], None] | None = None) -> None:
     """Fetch every transfer, in parallel; each file appears at its destination only when complete.
 
     Transfers are started in list order (callers put what is needed first, first). ``on_bytes``
-    and ``on_file`` are called from worker threads. ``staging_dir`` (same filesystem as the
+    and ``on_file`` are called from worker threads; ``before_publish`` is given each complete file
+    (a copy, not a link) before it appears at its destination. ``staging_dir`` (same filesystem as the
     destinations) holds partial files; by default a hidden directory beside each destination.
     On failure every partial file is removed and the first error is raised.
     """
     roots = list(allowed_roots) if allowed_roots is not None else None
-    engine = _Engine(workers, roots, on_bytes, on_file, staging_dir, link, cancel)
+    engine = _Engine(workers, roots, on_bytes, on_file, staging_dir, link, cancel, before_publish)
     engine.run(transfers)
 
 
 class _Engine:
     def __init__(self, workers: int, roots: list[str] | None, on_bytes: Callable[[int], None] | None,
                  on_file: Callable[[Transfer], None] | None, staging_dir: Path | None, link: bool,
-                 cancel: threading.Event | None) -> None:
+                 cancel: threading.Event | None, before_publish: Callable[[Path], None] | None = None) -> None:
         self.workers = max(1, workers)
         self.roots = roots
         self.resolver = LocalResolver(roots, "input file")
         self._on_bytes = on_bytes or (lambda n: None)
         self.on_file = on_file or (lambda t: None)
+        self.before_publish = before_publish
         self.staging_dir = staging_dir
         self.link = link
         self.cancel = cancel or threading.Event()
@@ -190,6 +197,8 @@ class _Engine:
 
     def _finish(self, t: Transfer, tmp: Path) -> None:
         self._dir(t.dest.parent)
+        if self.before_publish is not None:
+            self.before_publish(tmp)
         os.replace(tmp, t.dest)
         with self.lock:
             self.partials.discard(tmp)
@@ -244,7 +253,7 @@ class _Engine:
         src = self.resolver.resolve(t.source.key)  # a file:// source: its key is the path
         if t.size is None:
             t.size = src.stat().st_size
-        place_local(src, t.dest, link=self.link)
+        place_local(src, t.dest, link=self.link, prepare=self.before_publish)
         self.on_bytes(t.size)
         self.on_file(t)
 
