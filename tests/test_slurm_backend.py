@@ -166,11 +166,11 @@ def test_stop_reaches_every_node_and_uploads_the_model(slurm_server: Any, cluste
     desc = wait_for_job(sm, name, timeout=90)
     assert desc["TrainingJobStatus"] == "Stopped", desc.get("FailureReason")
     assert {h: (model_dir(out, name) / h).read_text().strip() for h in HOSTS} == dict.fromkeys(HOSTS, "term")
-    # Slurm itself delivered the SIGTERM to the agent on every node (scancel --signal=TERM)
+    # Slurm itself delivered the SIGTERM (scancel --signal=TERM); an agent that learnt of the stop from
+    # its report's answer first may have ended its step before its slurmd signalled it
     (job_id,) = {r["job_id"] for r in node_records(slurm_server, name).values()}
-    for node in cluster.nodes:
-        wait_until(lambda node=node: f"Sent signal 15 to StepId={job_id}.0" in cluster.node_log(node), timeout=10,
-                   message=f"the SIGTERM in {node}'s slurmd log")
+    wait_until(lambda: [n for n in cluster.nodes if f"Sent signal 15 to StepId={job_id}.0" in cluster.node_log(n)],
+               timeout=10, message="the SIGTERM in a slurmd log")
     wait_until(lambda: all(s not in ("RUNNING", "PENDING") for s in slurm_jobs_named(cluster, name).values()),
                timeout=60, message="the Slurm job ended")
 

@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass
 
 TIMEOUT = 30.0
+# squeue in the scheduler's liveness pass: a controller that does not answer holds the pass this long
+STATES_TIMEOUT = 10.0
 # A job in one of these may still run (or start) its tasks. UNKNOWN is ours: :data:`UNREACHABLE`.
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "UNKNOWN"}
@@ -37,9 +39,9 @@ class JobState:
 UNREACHABLE = JobState("UNKNOWN", "the Slurm controller does not answer")
 
 
-def _run(args: list[str]) -> str:
+def _run(args: list[str], timeout: float = TIMEOUT) -> str:
     try:
-        done = subprocess.run(args, check=False, capture_output=True, text=True, timeout=TIMEOUT,
+        done = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SlurmError(f"{args[0]}: {exc}") from exc
@@ -79,7 +81,7 @@ def states(job_ids: list[str]) -> dict[str, JobState]:
 
 def _squeue(job_ids: list[str]) -> str:
     try:
-        return _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+        return _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], STATES_TIMEOUT)
     except SlurmError as exc:
         if UNKNOWN_ID in str(exc):
             raise
