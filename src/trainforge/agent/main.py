@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from trainforge.agent import container, environment, gang, image, instance_files, isolation, layout, runner
@@ -309,9 +310,7 @@ class Agent:
         return None
 
     def _stage(self, paths: Paths) -> Inputs | Outcome:
-        from trainforge.objectstore.transfer import MOVED
-
-        measure = MOVED.since("download")
+        report = self._transfer_report("download")
         box, _thread = run_staging(lambda: stage(
             self.spec, paths, progress=self._downloading,
             log=self._notice, on_error=self._on_data_error), self.stopper.wake)
@@ -321,13 +320,21 @@ class Agent:
         staged = box[0]
         if isinstance(staged, BaseException):
             return self._data_failure(staged, "while staging the input data")
-        self._report_transfer("download", *measure())
+        report()
         return staged
 
-    def _report_transfer(self, direction: str, nbytes: int, seconds: float) -> None:
-        """What staging ("download") or the upload moved, and how long it took (``/metrics``)."""
-        self.reporter.emit({"type": "transfer", "time": time.time(), "direction": direction,
-                            "bytes": nbytes, "seconds": seconds})
+    def _transfer_report(self, direction: str) -> Callable[[], None]:
+        """Started now: called, reports what staging ("download") or the upload moved since, and how
+        long it took (``/metrics``)."""
+        from trainforge.objectstore.transfer import MOVED
+
+        measure = MOVED.since(direction)
+
+        def report() -> None:
+            nbytes, seconds = measure()
+            self.reporter.emit({"type": "transfer", "time": time.time(), "direction": direction,
+                                "bytes": nbytes, "seconds": seconds})
+        return report
 
     def _start_training(self, paths: Paths,
                         inputs: Inputs) -> tuple[isolation.Instance, Direct | None] | Outcome:
@@ -476,14 +483,12 @@ class Agent:
         missing = outputs.wait_for_peers(spec, paths, until, give_up=lambda: reporter.gone)
         if missing:
             reporter.notice(f"uploading without {', '.join(missing)}: not exited in time")
-        from trainforge.objectstore.transfer import MOVED
-
-        measure = MOVED.since("upload")
+        report = self._transfer_report("upload")
         try:
             use_job_credentials(spec)
             artifacts = outputs.upload(spec, paths, include_model=success,
                                        log=self._notice)
-            self._report_transfer("upload", *measure())
+            report()
         except Exception as exc:  # noqa: BLE001
             if not success:  # best effort for a failed job's output data
                 reporter.notice(f"could not upload the output data: {exc}")

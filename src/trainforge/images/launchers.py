@@ -37,7 +37,7 @@ import shlex
 import shutil
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainforge.images import mpi_remote
 
@@ -81,23 +81,19 @@ def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
-class Cluster:
-    """The distribution as this host sees it (from SM_TRAINING_ENV). A plain class: ``dataclasses``
-    (with ``inspect``) would add tens of milliseconds to every script-mode start, in the user's process."""
+class Cluster(NamedTuple):
+    """The distribution as this host sees it (from SM_TRAINING_ENV). A NamedTuple, not a dataclass:
+    ``dataclasses`` (with ``inspect``) would add tens of milliseconds to every script-mode start, in
+    the user's process; ``typing`` is loaded anyway."""
 
-    __slots__ = ("current", "custom_mpi_options", "hosts", "interface", "kind", "master", "num_processes",
-                 "per_host")
-
-    def __init__(self, *, kind: str, hosts: list[str], current: str, master: str, per_host: int,
-                 num_processes: int | None, interface: str, custom_mpi_options: str) -> None:
-        self.kind = kind  # "torchrun", "mpi", "pytorchddp" or "" (no launcher)
-        self.hosts = hosts
-        self.current = current
-        self.master = master
-        self.per_host = per_host
-        self.num_processes = num_processes
-        self.interface = interface
-        self.custom_mpi_options = custom_mpi_options
+    kind: str  # "torchrun", "mpi", "pytorchddp" or "" (no launcher)
+    hosts: list[str]
+    current: str
+    master: str
+    per_host: int
+    num_processes: int | None
+    interface: str
+    custom_mpi_options: str
 
     @property
     def is_master(self) -> bool:
