@@ -19,7 +19,7 @@ cached), three times, the median printed:
 
 Targets: 1 s for each time, 1 % CPU per open page. Nothing is asserted. For fairness on a loaded
 machine, the same browser's references, in the same run and the same way (fresh context, median of 3):
-a blank page's first render, and the chart library alone (a page that loads BokehJS's two files from
+a blank page's first render, and the chart library alone (a page that loads the chart library's script from
 the server and nothing else: fetched and evaluated).
 """
 

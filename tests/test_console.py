@@ -109,8 +109,9 @@ def test_job_page_follows_the_logs_charts_the_metric_and_stops_the_job(
     sm.create_training_job(**req)
 
     page.goto(f"{srv.endpoint}/console/jobs/{name}")
-    # the chart's own data (BokehJS's data source of the host's line)
-    points = "Array.from(window.consoleCharts?.get('chart-algorithm-loss')?.sources.get('algo-1')?.data.y ?? [])"
+    # the chart's own data (what uPlot draws: the host's series, on the chart's joined time axis)
+    points = ("(c => c?.plot ? c.plot.data[1 + [...c.series.keys()].indexOf('algo-1')].filter(v => v != null) : [])"
+              "(window.consoleCharts?.get('chart-algorithm-loss'))")
     page.wait_for_function(f"n => {points}.length === n", arg=len(VALUES), timeout=WAIT_MS)
     assert page.evaluate(points) == list(VALUES)
     page.wait_for_selector("#chart-algorithm-loss canvas", timeout=WAIT_MS)

@@ -1,8 +1,9 @@
 """The console's static files: its own pages, script modules and style (``static/``, no build step),
-and the chart library, BokehJS, from the installed ``bokeh`` package (``bokeh.min.js`` and
-``bokeh-api.min.js``: never a CDN, never a copy in this repository). Each answer carries an ETag;
-the library is sent gzip-compressed when the browser accepts it (1.4 MB -> 0.4 MB), under
-versioned URLs that browsers keep for a year; compressed once, when the server starts."""
+and the chart library, uPlot, from the installed ``uplot-python`` package (``uPlot.iife.js`` and its
+style: never a CDN, never a copy in this repository). Each answer carries an ETag; the library is
+sent gzip-compressed when the browser accepts it (120 KB -> 30 KB), under a versioned URL that
+browsers keep for a year; compressed once, when the server starts. Its style is inlined into the
+job page, as the console's own."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 STATIC = Path(__file__).with_name("static")
-CHART_FILES = ("bokeh", "bokeh-api")  # the library and its plotting API, loaded in this order
+CHART_PACKAGE, CHART_DISTRIBUTION = "uplot", "uplot-python"
+CHART_SCRIPT, CHART_STYLE = "uPlot.iife.js", "uPlot.min.css"  # in the package's ``static/``
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8"}
 # Inlined into the pages: the style (no render-blocking request: the first paint does not wait on a
@@ -38,15 +40,22 @@ class Asset:
     immutable: bool = False
 
 
-def chart_bundles() -> dict[str, Path]:
-    """URL file name -> path of BokehJS's files in the installed bokeh package (none without it)."""
-    spec = importlib.util.find_spec("bokeh")
+def chart_files() -> tuple[str, Path, Path] | None:
+    """(the library's versioned URL file name, its script, its style) from the installed package."""
+    spec = importlib.util.find_spec(CHART_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        return {}
-    js = Path(next(iter(spec.submodule_search_locations))) / "server" / "static" / "js"
-    version = importlib.metadata.version("bokeh")
-    found = {f"{stem}-{version}.min.js": js / f"{stem}.min.js" for stem in CHART_FILES}
-    return found if all(p.is_file() for p in found.values()) else {}
+        return None
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    script, style = static / CHART_SCRIPT, static / CHART_STYLE
+    if not (script.is_file() and style.is_file()):
+        return None
+    return f"uPlot-{importlib.metadata.version(CHART_DISTRIBUTION)}.js", script, style
+
+
+def chart_bundles() -> dict[str, Path]:
+    """URL file name -> path of the chart library's script (none without the package)."""
+    found = chart_files()
+    return {found[0]: found[1]} if found else {}
 
 
 class Assets:
@@ -54,8 +63,10 @@ class Assets:
         self._cache: dict[str, Asset] = {}
         self._bundles = chart_bundles()
         names = list(self._bundles)
-        # the pages' placeholders {{bokeh}} and {{bokeh-api}}: the versioned URLs
-        self.chart_urls = {stem: f"/console/static/{name}" for stem, name in zip(CHART_FILES, names, strict=False)}
+        # the pages' placeholder {{chart}}: the library's versioned URL
+        self.chart_urls = {"chart": f"/console/static/{name}" for name in names}
+        found = chart_files()
+        self._chart_style = found[2].read_text() if found else ""
         # compressed once, at start-up and beside it, not by the first page that asks (0.1-0.3 s)
         threading.Thread(target=lambda: [self._load(n) for n in names], name="console-assets", daemon=True).start()
 
@@ -102,6 +113,7 @@ class Assets:
         text = self._text(name)
         for key, file in INLINED.items():  # our own files, verbatim (not values)
             text = text.replace("{{" + key + "}}", self._text(file))
+        text = text.replace("{{chart-css}}", self._chart_style)
         for key, value in {**values, **self.chart_urls}.items():
             text = text.replace("{{" + key + "}}", html.escape(value))
         return Response(text, media_type=_TYPES[".html"], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})

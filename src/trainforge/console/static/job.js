@@ -148,17 +148,11 @@ function chartId(kind, metric, host) {
   return `chart-${kind}-${metric}${host ? '-' + host : ''}`.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
-// The chart library (BokehJS from the server's bokeh package, preloaded by the page's <head>) runs once
-// the page has been painted (its evaluation holds the page for a second or more): its files in order.
-const painted = new Promise((ok) => requestAnimationFrame(() => setTimeout(ok)));
-const chartLibrary = painted.then(() => Promise.all(document.querySelector('meta[name="chart-library"]').content
-  .split(' ').filter(Boolean).map((src) => new Promise((ok, fail) => {
-    const script = el('script', { src, onload: ok, onerror: fail });
-    script.async = false;
-    document.head.append(script);
-  }))));
+// The chart library: uPlot (from the server's uplot-python package, a deferred script of the page's
+// <head>, so it has run before this module). A chart is redrawn from its series whenever they change:
+// each series its own times, joined on one time axis (uPlot.join) with gaps spanned.
 const COLORS = ['#2459d6', '#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#1098ad', '#e67700', '#5c940d'];
-const charts = new Map();  // chart id -> {figure, sources: label -> ColumnDataSource (its .count points drawn)}
+const charts = new Map();  // chart id -> {plot: uPlot, div, series: label -> {t, v, reduced}, drawn: labels}
 window.consoleCharts = charts;
 
 function plot(kind, metric, host, label, s) {
@@ -167,36 +161,56 @@ function plot(kind, metric, host, label, s) {
   if (!chart) {
     const div = el('div', { id, class: 'chart', 'data-metric': metric });
     $(kind === 'instance' ? 'instance-charts' : 'algorithm-charts').append(div);
-    const figure = Bokeh.Plotting.figure({ title: kind === 'instance' ? `${metric} (${host})` : metric, height: 250,
-      sizing_mode: 'stretch_width', x_axis_type: 'datetime', tools: 'pan,wheel_zoom,box_zoom,reset,hover' });
-    chart = { figure, div, sources: new Map(), shown: false };
+    chart = { plot: null, div, title: kind === 'instance' ? `${metric} (${host})` : metric, series: new Map(), drawn: '' };
     charts.set(id, chart);
   }
-  const source = chart.sources.get(label);
-  if (!source) {
-    const data = { x: s.t.map((t) => t * 1000), y: [...s.v] };
-    const added = new Bokeh.ColumnDataSource({ data });
-    added.count = s.t.length;
-    chart.sources.set(label, added);
-    const color = COLORS[(chart.sources.size - 1) % COLORS.length];
-    chart.figure.line({ field: 'x' }, { field: 'y' }, { source: added, line_color: color, legend_label: label });
-    // markers for the samples themselves; a reduced series' points are bucket extremes: its line alone
-    if (!s.reduced) chart.figure.scatter({ field: 'x' }, { field: 'y' }, { source: added, size: 4, color });
-  } else if (s.t.length > source.count) {
-    source.stream({ x: s.t.slice(source.count).map((t) => t * 1000), y: s.v.slice(source.count) });
-    source.count = s.t.length;
-  }
+  chart.series.set(label, { t: s.t, v: s.v, reduced: s.reduced });
 }
 
-async function drawCharts() {
-  await chartLibrary;
+// the scales' ranges: the data's, time as it is, values padded as uPlot does; around a single sample a
+// minute of time (uPlot's own would span years) and a tenth of the value
+function timeRange(u, min, max) {
+  const xs = u.data?.[0] ?? [];
+  if (!xs.length) return [Date.now() / 1000 - 60, Date.now() / 1000];
+  [min, max] = [xs[0], xs[xs.length - 1]];  // uPlot 1.6 widens one sample by 1000 days itself
+  return max - min < 10 ? [(min + max) / 2 - 30, (min + max) / 2 + 30] : [min, max];
+}
+function valueRange(_u, min, max) {
+  if (min == null) return [0, 1];
+  if (min === max) { const pad = Math.abs(min) * 0.1 || 1; return [min - pad, max + pad]; }
+  return uPlot.rangeNum(min, max, 0.1, true);
+}
+// tick labels to 6 significant digits (uPlot's own keep 3 decimals: 0.0004 and 0.0006 both read 0.001),
+// the axis as wide as its longest label
+const valueLabels = (_u, ticks) => ticks.map((v) => String(+v.toPrecision(6)));
+const valueAxisSize = (_u, labels) => 24 + 7 * Math.max(3, ...(labels ?? []).map((l) => l.length));
+
+function draw(chart) {
+  const labels = [...chart.series.keys()];
+  const data = uPlot.join([...chart.series.values()].map((s) => [s.t, s.v]));
+  if (chart.plot && chart.drawn === labels.join('\n')) { chart.plot.setData(data); return; }
+  if (chart.plot) chart.plot.destroy();  // a series added (an overlaid job): drawn anew
+  const series = [{}, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], spanGaps: true,
+    // markers for the samples themselves; a reduced series' points are bucket extremes: its line alone
+    points: { show: !chart.series.get(label).reduced } }))];
+  chart.plot = new uPlot({ title: chart.title, width: chart.div.clientWidth || 400, height: 250,
+    scales: { x: { time: true, range: timeRange }, y: { range: valueRange } }, axes: [{}, { values: valueLabels, size: valueAxisSize }],
+    series }, data, chart.div);
+  chart.drawn = labels.join('\n');
+}
+
+const resized = new ResizeObserver(() => {
+  for (const c of charts.values()) if (c.plot && c.div.clientWidth) c.plot.setSize({ width: c.div.clientWidth, height: 250 });
+});
+resized.observe($('algorithm-charts'));
+resized.observe($('instance-charts'));
+
+function drawCharts() {
   for (const s of metrics.series.values()) plot(s.kind, s.name, s.host, s.host || name, s);
   for (const [job, series] of metrics.compared) {
     for (const s of series.values()) if (s.kind === 'algorithm') plot('algorithm', s.name, s.host, `${job} ${s.host}`, s);
   }
-  for (const chart of charts.values()) {
-    if (!chart.shown) { chart.shown = true; await Bokeh.Plotting.show(chart.figure, chart.div); }
-  }
+  for (const chart of charts.values()) draw(chart);
   if (charts.size) document.body.dataset.chartedAt ||= String(performance.now());
 }
 
@@ -204,7 +218,7 @@ async function loadMetrics() {
   const answer = await api(`${base}/metrics` + (metrics.last === null ? '' : `?after=${metrics.last}`));
   merge(metrics.series, answer);
   metrics.last = answer.last_id;
-  await drawCharts().catch((e) => { $('error').textContent = `charts: ${e.message}`; });
+  try { drawCharts(); } catch (e) { $('error').textContent = `charts: ${e.message}`; }
 }
 
 async function compare() {
@@ -214,7 +228,7 @@ async function compare() {
     merge(series, await api(`/console/api/jobs/${encodeURIComponent(job)}/metrics`));
     metrics.compared.set(job, series);
   }
-  drawCharts().catch((e) => { $('error').textContent = `charts: ${e.message}`; });
+  try { drawCharts(); } catch (e) { $('error').textContent = `charts: ${e.message}`; }
 }
 
 // --- the whole page ---------------------------------------------------------------------------------
