@@ -80,9 +80,11 @@ class Algorithms:
                         algorithm_validation.WITHDRAW_WAIT)
         self.store.delete(caller.account_id, caller.region, row)
 
-    def _status(self, caller: Caller, row: AlgorithmRow) -> tuple[str, list[dict[str, Any]]]:
-        return algorithm_validation.status(
-            row.document, lambda job: self.job_store.get(caller.account_id, caller.region, job))
+    def _statuses(self, caller: Caller, rows: list[AlgorithmRow]) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Each algorithm's (AlgorithmStatus, ValidationStatuses), their validation jobs read in one query."""
+        names = [job for row in rows for job in (row.document.get(algorithm_validation.JOBS_KEY) or {}).values()]
+        found = self.job_store.get_many(caller.account_id, caller.region, names)
+        return [algorithm_validation.status(row.document, found.get) for row in rows]
 
     def get(self, caller: Caller, name_or_arn: str) -> AlgorithmRow:
         name = name_or_arn
@@ -97,7 +99,7 @@ class Algorithms:
 
     def describe(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         row = self.get(caller, params["AlgorithmName"])
-        status, validation = self._status(caller, row)
+        [(status, validation)] = self._statuses(caller, [row])
         doc: dict[str, Any] = {"AlgorithmName": row.name, "AlgorithmArn": row.arn, "CreationTime": row.creation_time,
                                "AlgorithmStatus": status,
                                "AlgorithmStatusDetails": {"ValidationStatuses": validation, "ImageScanStatuses": []}}
@@ -115,8 +117,9 @@ class Algorithms:
         after = self.signer.decode(params["NextToken"], query) if params.get("NextToken") else None
         rows = self.store.list(caller.account_id, caller.region, sort_by=sort_by, descending=descending,
                                after=after, limit=limit + 1, **filters)
-        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r, self._status(caller, r)[0])
-                                                        for r in rows[:limit]]}
+        page = rows[:limit]
+        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r, status) for r, (status, _) in
+                                                        zip(page, self._statuses(caller, page), strict=True)]}
         if len(rows) > limit:
             last = rows[limit - 1]
             out["NextToken"] = self.signer.encode(
