@@ -4,6 +4,7 @@ DeleteAlgorithm, and CreateTrainingJob with AlgorithmName held to the algorithm'
 from __future__ import annotations
 
 import copy
+import sqlite3
 from typing import Any
 
 import pytest
@@ -240,4 +241,51 @@ def test_a_validation_profile_breaking_a_rule_is_refused_with_nothing_left(serve
         sm.create_algorithm, AlgorithmName=name, TrainingSpecification=specification(), CertifyForMarketplace=True)
     assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)  # nothing was stored
     sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(), CertifyForMarketplace=False)
+    assert sm.describe_algorithm(AlgorithmName=name)["AlgorithmStatus"] == "Completed"
+
+
+SLEEPER = "test/sleeper:1"  # a validation job that runs until it is stopped
+
+
+@pytest.fixture
+def sleeper_server(server_factory: Any, s3: Any, bucket: str) -> Any:
+    upload(s3, bucket, "algo-val/train", {"t.csv": b"1,2\n"})
+    return server_factory({"images": [{"image": "test/sleeper:*", "kind": "command",
+                                       "entrypoint": ["/bin/sh", "-c", "sleep 600"]}]})
+
+
+def validation_jobs(sm: Any, algorithm: str) -> list[dict[str, Any]]:
+    return list(sm.list_training_jobs(NameContains=f"{algorithm[:40]}-val")["TrainingJobSummaries"])
+
+
+def test_delete_algorithm_stops_its_running_validation_job(sleeper_server: Any, bucket: str) -> None:
+    sm = sleeper_server.client()
+    name = unique_name("algo")
+    sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(TrainingImage=SLEEPER),
+                        ValidationSpecification=validation(bucket, slow={}))
+    [job] = validation_jobs(sm, name)
+    wait_for_job(sm, job["TrainingJobName"], "Training", secondary=True)
+    sm.delete_algorithm(AlgorithmName=name)
+    assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)
+    assert wait_for_job(sm, job["TrainingJobName"])["TrainingJobStatus"] == "Stopped"
+
+
+def test_a_create_failing_after_its_validation_job_started_leaves_nothing(sleeper_server: Any, bucket: str) -> None:
+    sm = sleeper_server.client()
+    name = unique_name("algo")
+    # The store refuses the write that records the algorithm's validation jobs, made once they were created.
+    db = sqlite3.connect(sleeper_server.data_dir / "trainforge.db")
+    db.execute(f"CREATE TRIGGER refuse_{name.replace('-', '_')} BEFORE UPDATE ON algorithms "
+               f"WHEN NEW.name = '{name}' BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    try:
+        with pytest.raises(ClientError) as exc:
+            sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(TrainingImage=SLEEPER),
+                                ValidationSpecification=validation(bucket, slow={}))
+    finally:
+        db.execute(f"DROP TRIGGER refuse_{name.replace('-', '_')}")
+        db.close()
+    assert exc.value.response["Error"]["Code"] == "InternalFailure", exc.value.response
+    assert "does not exist" in refused(sm.describe_algorithm, AlgorithmName=name)
+    assert validation_jobs(sm, name) == []  # its job was stopped and deleted
+    sm.create_algorithm(AlgorithmName=name, TrainingSpecification=specification(TrainingImage=SLEEPER))
     assert sm.describe_algorithm(AlgorithmName=name)["AlgorithmStatus"] == "Completed"

@@ -130,6 +130,29 @@ def test_least_recently_used_images_are_evicted_first(registry: Registry, tmp_pa
     assert not os.path.exists(second.bundle) and os.path.isdir(first.bundle)
 
 
+def test_eviction_skips_an_image_being_unpacked_for_another_uid(registry: Registry, tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    busy, free, recent = (push(registry, tmp_path, f"team/evict-{n}", [busybox_layer([file(n, n)])])
+                          for n in ("busy", "free", "recent"))
+    other_uid = UID + 2 * 65536
+    oldest = pull.ensure(data, busy, other_uid)  # unpacked for another instance uid, the oldest of all
+    spare = pull.ensure(data, free, UID)
+    kept = pull.ensure(data, recent, UID)
+    for age, image in enumerate((oldest, spare, kept), start=1):
+        os.utime(image.bundle, (age, age))
+    st = store.Store.of(data)
+    layout = Path(st.ref_dir(busy))
+    # a job unpacking `busy` for UID holds its reference's lock and reads its layout meanwhile
+    with st.locked(st.ref_lock(busy)) as held:
+        assert held
+        evicted = st.evict(st.total_bytes() - 1)  # over the limit: the least recently used free one goes
+    assert evicted == [free]
+    assert os.path.isdir(oldest.bundle) and (layout / "index.json").is_file() and st.record(busy) is not None
+    assert not os.path.exists(spare.bundle) and os.path.isdir(kept.bundle)  # one eviction was enough
+    again = pull.ensure(data, busy, UID)  # the unpack that was under way finds its layout whole
+    assert not again.pulled and os.path.isfile(Path(again.rootfs) / "busy")
+
+
 def test_images_command_pulls_lists_and_removes(registry: Registry, tmp_path: Path) -> None:
     ref = push(registry, tmp_path, "team/cli", [busybox_layer()])
     data = tmp_path / "data"

@@ -56,9 +56,11 @@ class ConsoleData:
         queued = self._queue()
         position = {job_id: i + 1 for i, job_id in enumerate(queued)}
         now = time.time()
+        summaries = page["TrainingJobSummaries"]
+        found = self.store.get_many(caller.account_id, caller.region, [s["TrainingJobName"] for s in summaries])
         rows = []
-        for summary in page["TrainingJobSummaries"]:
-            job = self.store.get(caller.account_id, caller.region, summary["TrainingJobName"])
+        for summary in summaries:
+            job = found.get(summary["TrainingJobName"])
             if job is None:  # deleted meanwhile
                 continue
             rows.append({**summary, **self._extras(job, position.get(job.id), now)})

@@ -69,15 +69,15 @@ def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | N
     st = store.Store.of(data_dir)
     key = str(ref)
     pulled = False
-    with st.locked("ref-" + store.ref_key(key)), st.locked("gc", shared=True):
+    with st.locked(st.ref_lock(key)), st.locked("gc", shared=True):
         record = None if refresh else st.record(key)
         if record is None:
             record = _pull(st, ref, reference, registries_of(settings), provider_arn)
             pulled = True
         digest = str(record["digest"])
         bundle = st.rootfs_dir(digest, uid)
-        # held before it is looked for: an eviction (which takes no reference's lock) cannot remove
-        # it between the look and the hold; after the lock goes, nothing evicts it
+        # held before it is looked for: nothing evicts it between the look and the hold (nor, while
+        # the reference's lock is held, its layout that the unpack reads); after, nothing evicts it
         held = st.hold(os.path.basename(bundle))
         try:
             if not os.path.isdir(bundle):

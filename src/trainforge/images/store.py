@@ -63,6 +63,11 @@ class Store:
     def ref_dir(self, reference: str) -> str:
         return self.path("refs", ref_key(reference))
 
+    @staticmethod
+    def ref_lock(reference: str) -> str:
+        """The lock a pull or unpack of ``reference`` holds (its layout is read while it is held)."""
+        return "ref-" + ref_key(reference)
+
     def rootfs_dir(self, manifest_digest: str, uid: int) -> str:
         return self.path("rootfs", f"{manifest_digest.partition(':')[2]}-{uid}")
 
@@ -162,48 +167,70 @@ class Store:
         if keep_ref is not None and any(r.get("digest") == digest and r.get("reference") != keep_ref
                                         for r in self.records()):
             return True  # another reference shares the image: it stays
+        return self._remove_free(name) is not None
+
+    def _remove_free(self, name: str) -> int | None:
+        """``rootfs/<name>`` removed unless an instance holds it (None); the bytes it took (0: already gone)."""
         with self.locked(name, wait=False) as free:
             if not free:
-                return False
+                return None
+            path = self.path("rootfs", name)
+            size = self.size_of(path)
             moved = self.path("tmp", f"rm-{name}-{os.getpid()}-{time.monotonic_ns()}")
-            os.rename(self.path("rootfs", name), moved)
+            try:
+                os.rename(path, moved)
+            except FileNotFoundError:
+                return 0  # another eviction took it first
             shutil.rmtree(moved, ignore_errors=True)
-        return True
+        return size
 
-    def collect_blobs(self) -> None:
-        """Blobs no reference needs any more, and what interrupted pulls left, go."""
-        wanted: set[str] = set()
-        for record in self.records():
-            wanted.update(d.partition(":")[2] for d in self.blobs_of(str(record.get("digest") or "")))
+    def collect_blobs(self) -> int:
+        """Blobs no reference needs any more, and what interrupted pulls left, go; the bytes freed."""
         directory = self.path("blobs", "sha256")
+        freed = 0
         with self.locked("gc"):  # pulls hold it shared: no blob of a pull in progress goes
+            wanted: set[str] = set()  # read under the lock: a pull that just ended is counted
+            for record in self.records():
+                wanted.update(d.partition(":")[2] for d in self.blobs_of(str(record.get("digest") or "")))
             for name in os.listdir(directory):
                 path = os.path.join(directory, name)
                 # a skopeo temporary file of a live pull is young; a killed pull's is not
                 stray = len(name) != 64 and time.time() - _mtime(path) > 3600
                 if (len(name) == 64 and name not in wanted) or stray:
+                    size = file_size(path)
                     with contextlib.suppress(OSError):
                         os.unlink(path)
+                        freed += size
+        return freed
 
     def evict(self, limit_bytes: int, log: Any = None) -> list[str]:
-        """Least recently used images go (never one in use) until the cache is within ``limit_bytes``."""
+        """Least recently used images go until the cache is within ``limit_bytes``, never one in use: an
+        unpacked image an instance holds (its lock, shared), nor one whose reference is being pulled or
+        unpacked for another uid (the reference's lock: its layout is read until the unpack ends)."""
         evicted: list[str] = []
-        if self.total_bytes() <= limit_bytes:
+        total = self.total_bytes()
+        if total <= limit_bytes:
             return evicted
         by_age = sorted(self.unpacked(), key=lambda n: _mtime(self.path("rootfs", n)))
+        records = self.records()
         for name in by_age:
-            if self.total_bytes() <= limit_bytes:
+            if total <= limit_bytes:
                 break
             hexd = name.rsplit("-", 1)[0]
-            refs = [r for r in self.records() if str(r.get("digest", "")).endswith(hexd)]
-            if not self._remove_unpacked(name, "sha256:" + hexd):
-                continue
-            for r in refs:
-                shutil.rmtree(self.ref_dir(str(r["reference"])), ignore_errors=True)
-                evicted.append(str(r["reference"]))
-            self.collect_blobs()
+            refs = [str(r["reference"]) for r in records if str(r.get("digest", "")).endswith(hexd)]
+            with contextlib.ExitStack() as stack:
+                if not all(stack.enter_context(self.locked(self.ref_lock(r), wait=False)) for r in refs):
+                    continue  # a pull or unpack of the image is under way
+                freed = self._remove_free(name)
+                if freed is None:
+                    continue
+                total -= freed
+                for r in refs:
+                    shutil.rmtree(self.ref_dir(r), ignore_errors=True)
+                    evicted.append(r)
+            total -= self.collect_blobs()
             if log is not None:
-                log(f"evicted {', '.join(str(r['reference']) for r in refs) or name} from the image cache")
+                log(f"evicted {', '.join(refs) or name} from the image cache")
         return evicted
 
 

@@ -11,19 +11,23 @@ and scheduler, as the ValidationRole), and the algorithm's status follows those 
 The jobs are ordinary training jobs named ``<algorithm>-val<N>-<random>`` (listed by
 ListTrainingJobs, unlike SageMaker's hidden ones). A profile's TransformJobDefinition is refused:
 trainforge has no batch transform. CreateAlgorithm checks every profile's job before starting any,
-so a refused profile leaves neither the algorithm nor a job behind.
+so a refused profile leaves neither the algorithm nor a job behind; a call that fails after it created
+jobs stops and deletes them (:func:`withdraw`). DeleteAlgorithm stops the jobs still running
+(StopTrainingJob) and keeps them, as it keeps those that ended.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from trainforge.api.errors import ValidationError
+from trainforge.api.errors import ResourceInUse, ValidationError
 from trainforge.service.training_jobs import Caller
 
 JOBS_KEY = "ValidationJobs"  # in the stored algorithm document: profile name -> training job name
+WITHDRAW_WAIT = 30.0  # seconds a failed CreateAlgorithm waits for the jobs it created to end (then deleted)
 _PROFILE_STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed",
                    "Failed": "Failed", "Stopped": "Failed"}
 
@@ -46,8 +50,9 @@ def job_requests(algorithm_name: str, spec: dict[str, Any]) -> dict[str, dict[st
 
 
 def start(caller: Caller, requests: dict[str, dict[str, Any]], check: Callable[[Caller, dict[str, Any]], Any],
-          create: Callable[[Caller, dict[str, Any]], Any]) -> dict[str, str]:
-    """Every request checked (a ValidationException names its profile), then every job created."""
+          create: Callable[[Caller, dict[str, Any]], Any], created: list[str]) -> dict[str, str]:
+    """Every request checked (a ValidationException names its profile), then every job created, its
+    name appended to ``created`` (what a failure has to withdraw)."""
     for profile, request in requests.items():
         try:
             check(caller, request)
@@ -55,7 +60,38 @@ def start(caller: Caller, requests: dict[str, dict[str, Any]], check: Callable[[
             raise ValidationError(f"Validation profile {profile}: {exc.message}") from None
     for request in requests.values():
         create(caller, request)
+        created.append(request["TrainingJobName"])
     return {profile: request["TrainingJobName"] for profile, request in requests.items()}
+
+
+def stop(caller: Caller, jobs: Any, names: Iterable[str]) -> None:
+    """StopTrainingJob on each job of ``names`` (``jobs``: the TrainingJobs service); one that has
+    ended or is gone is left as it is."""
+    for name in names:
+        try:
+            jobs.stop(caller, {"TrainingJobName": name})
+        except ValidationError:
+            pass  # ended already, or deleted
+
+
+def withdraw(caller: Caller, jobs: Any, names: list[str], wait: float = WITHDRAW_WAIT) -> list[str]:
+    """The jobs of a failed CreateAlgorithm stopped, and deleted as soon as they have ended (polled,
+    for at most ``wait`` seconds); the names of those still stopping then (they end Stopped)."""
+    stop(caller, jobs, names)
+    left = list(names)
+    deadline = time.monotonic() + wait
+    while True:
+        for name in list(left):
+            try:
+                jobs.delete(caller, {"TrainingJobName": name})
+            except ResourceInUse:
+                continue  # its instances are still being stopped
+            except ValidationError:
+                pass  # gone already
+            left.remove(name)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
 
 
 def status(document: dict[str, Any], job_of: Callable[[str], Any]) -> tuple[str, list[dict[str, Any]]]:

@@ -4,11 +4,13 @@ CreateTrainingJob with an AlgorithmName (its name or ARN) takes from one (``algo
 An algorithm is stored as its CreateAlgorithm request. Without a ValidationSpecification its status
 is ``Completed`` from the start; with one, its profiles' training jobs run and its status follows them
 (``algorithm_validation.py``). CertifyForMarketplace true is refused (there is no AWS Marketplace
-here), with a ValidationException naming the member.
+here), with a ValidationException naming the member. A CreateAlgorithm that fails changes nothing:
+the validation jobs it created are stopped and deleted; DeleteAlgorithm stops those still running.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -19,6 +21,8 @@ from trainforge.service.pagination import TokenSigner
 from trainforge.service.training_jobs import Caller, _epoch, check_tag_keys
 from trainforge.store.algorithms import AlgorithmRow, AlgorithmStore
 from trainforge.store.jobs import DuplicateName, JobStore
+
+log = logging.getLogger("trainforge.algorithms")
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):(\d{12}):algorithm/(.+)$")
 _DESCRIBED = ("AlgorithmDescription", "TrainingSpecification", "InferenceSpecification", "ValidationSpecification",
@@ -57,18 +61,30 @@ class Algorithms:
         except DuplicateName:
             raise ResourceInUse(f"Algorithm {row.arn} already exists.") from None
         if requests:  # the jobs name the stored algorithm: it must exist to be checked and run
+            created: list[str] = []
             try:
                 document[algorithm_validation.JOBS_KEY] = algorithm_validation.start(
-                    caller, requests, self._jobs.check, self._jobs.create)
+                    caller, requests, self._jobs.check, self._jobs.create, created)
+                self.store.update_document(caller.account_id, caller.region, name, document)
             except Exception:
-                self.store.delete(caller.account_id, caller.region, row)
+                self._withdraw(caller, row, created)
                 raise
-            self.store.update_document(caller.account_id, caller.region, name, document)
         return {"AlgorithmArn": row.arn}
 
-    def _status(self, caller: Caller, row: AlgorithmRow) -> tuple[str, list[dict[str, Any]]]:
-        return algorithm_validation.status(
-            row.document, lambda job: self.job_store.get(caller.account_id, caller.region, job))
+    def _withdraw(self, caller: Caller, row: AlgorithmRow, created: list[str]) -> None:
+        """What a failed CreateAlgorithm made goes: its validation jobs, then the algorithm."""
+        left = algorithm_validation.withdraw(caller, self._jobs, created) if created else []
+        if left:
+            log.warning("CreateAlgorithm %s failed: its validation jobs %s were stopped but had not ended "
+                        "after %.0f s; they stay, Stopped", row.name, ", ".join(left),
+                        algorithm_validation.WITHDRAW_WAIT)
+        self.store.delete(caller.account_id, caller.region, row)
+
+    def _statuses(self, caller: Caller, rows: list[AlgorithmRow]) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Each algorithm's (AlgorithmStatus, ValidationStatuses), their validation jobs read in one query."""
+        names = [job for row in rows for job in (row.document.get(algorithm_validation.JOBS_KEY) or {}).values()]
+        found = self.job_store.get_many(caller.account_id, caller.region, names)
+        return [algorithm_validation.status(row.document, found.get) for row in rows]
 
     def get(self, caller: Caller, name_or_arn: str) -> AlgorithmRow:
         name = name_or_arn
@@ -83,7 +99,7 @@ class Algorithms:
 
     def describe(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         row = self.get(caller, params["AlgorithmName"])
-        status, validation = self._status(caller, row)
+        [(status, validation)] = self._statuses(caller, [row])
         doc: dict[str, Any] = {"AlgorithmName": row.name, "AlgorithmArn": row.arn, "CreationTime": row.creation_time,
                                "AlgorithmStatus": status,
                                "AlgorithmStatusDetails": {"ValidationStatuses": validation, "ImageScanStatuses": []}}
@@ -101,8 +117,9 @@ class Algorithms:
         after = self.signer.decode(params["NextToken"], query) if params.get("NextToken") else None
         rows = self.store.list(caller.account_id, caller.region, sort_by=sort_by, descending=descending,
                                after=after, limit=limit + 1, **filters)
-        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r, self._status(caller, r)[0])
-                                                        for r in rows[:limit]]}
+        page = rows[:limit]
+        out: dict[str, Any] = {"AlgorithmSummaryList": [_summary(r, status) for r, (status, _) in
+                                                        zip(page, self._statuses(caller, page), strict=True)]}
         if len(rows) > limit:
             last = rows[limit - 1]
             out["NextToken"] = self.signer.encode(
@@ -111,6 +128,7 @@ class Algorithms:
 
     def delete(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         row = self.get(caller, params["AlgorithmName"])
+        algorithm_validation.stop(caller, self._jobs, (row.document.get(algorithm_validation.JOBS_KEY) or {}).values())
         self.store.delete(caller.account_id, caller.region, row)
         return {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,6 +176,15 @@ class JobStore:
     def get(self, account_id: str, region: str, name: str) -> JobRow | None:
         row = self._by_name.first(account_id=account_id, region=region, name=name)
         return JobRow.from_mapping(row) if row else None
+
+    def get_many(self, account_id: str, region: str, names: Collection[str]) -> dict[str, JobRow]:
+        """The jobs of ``names`` that exist, by name, in one query (the rows of a listed page)."""
+        if not names:
+            return {}
+        with self.db.read() as conn:
+            res = conn.execute(select(jobs).where(jobs.c.account_id == account_id, jobs.c.region == region,
+                                                  jobs.c.name.in_(list(names))))
+            return {r.name: JobRow.from_db(r) for r in res}
 
     def get_by_id(self, job_id: int) -> JobRow | None:
         row = self._by_id.first(id=job_id)
