@@ -49,29 +49,38 @@ def unpack(layout: str, name: str, bundle: str, uid: int, umoci: str = UMOCI) ->
 
 def sanitise(root: str) -> Sanitised:
     """Drop device nodes, set-uid/set-gid bits and file capabilities under ``root`` (no symlink
-    followed); count what the root takes on disk on the way."""
+    followed); count what the root takes on disk on the way. One ``lstat`` per entry (the directory
+    entry's own), paths joined only by hand: an image's ten thousand files took a second with
+    ``os.walk`` + ``relpath``, most of it the path arithmetic."""
     found = Sanitised()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames + dirnames:
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            rel = "/" + os.path.relpath(path, root)
-            found.bytes += st.st_blocks * 512
-            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                os.unlink(path)
-                found.devices.append(rel)
-                continue
-            if stat.S_ISREG(st.st_mode):
-                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                    os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
-                    found.setid.append(rel)
+    pending = [("", root)]  # (path inside the root, host path) of the directories still to read
+    while pending:
+        rel_dir, host_dir = pending.pop()
+        try:
+            entries = os.scandir(host_dir)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
                 try:
-                    os.removexattr(path, CAPABILITY_XATTR, follow_symlinks=False)
+                    st = entry.stat(follow_symlinks=False)
                 except OSError:
-                    pass
+                    continue
+                found.bytes += st.st_blocks * 512
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    pending.append((f"{rel_dir}/{entry.name}", entry.path))
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    os.unlink(entry.path)
+                    found.devices.append(f"{rel_dir}/{entry.name}")
+                elif stat.S_ISREG(mode):
+                    if mode & (stat.S_ISUID | stat.S_ISGID):
+                        os.chmod(entry.path, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
+                        found.setid.append(f"{rel_dir}/{entry.name}")
+                    try:
+                        os.removexattr(entry.path, CAPABILITY_XATTR, follow_symlinks=False)
+                    except OSError:
+                        pass
     return found
 
 
