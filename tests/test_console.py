@@ -130,6 +130,20 @@ def test_job_page_follows_the_logs_charts_the_metric_and_stops_the_job(
     page.wait_for_function("document.getElementById('logs').innerText.includes('after-the-gate')", timeout=WAIT_MS)
     assert page.evaluate("window.notReloaded") is True
     assert page.inner_text("#status") == "InProgress"
+
+    # another job's series overlaid on the same chart, beside this job's own
+    other, other_values = unique_name("compared"), (3.0, 2.0, 1.0)
+    req = minimal_request(other, OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"})
+    req["AlgorithmSpecification"]["ContainerArguments"] = ["; ".join(f"echo 'loss={v}'" for v in other_values)]
+    req["AlgorithmSpecification"]["MetricDefinitions"] = [{"Name": "loss", "Regex": r"loss=([0-9.]+)"}]
+    sm.create_training_job(**req)
+    assert wait_for_job(sm, other)["TrainingJobStatus"] == "Completed"
+    page.fill("#compare", other)
+    page.click("#compare-apply")
+    overlaid = points.replace("'algo-1'", f"'{other} algo-1'")
+    page.wait_for_function(f"n => {overlaid}.length === n", arg=len(other_values), timeout=WAIT_MS)
+    assert page.evaluate(overlaid) == list(other_values)
+    assert page.evaluate(points) == list(VALUES)  # its own series still drawn, unchanged
     page.screenshot(path=str(ROOT / "docs" / "console-job.png"), full_page=True)
 
     page.once("dialog", lambda dialog: dialog.accept())
