@@ -121,7 +121,7 @@ def test_agents_start_the_same_with_and_without_the_fork_server(server_factory: 
         agent_log = next(srv.data_dir.glob(f"jobs/*/*/{name}/attempt-1/algo-1/agent.log"))
         # The agent's own stderr reaches agent.log; its summary line follows the final report, so
         # the job may read Completed an instant before the line is written.
-        wait_until(lambda: "outcome=ok" in agent_log.read_text(), timeout=30,
+        wait_until(lambda p=agent_log: "outcome=ok" in p.read_text(), timeout=30,
                    message="the agent's summary line in agent.log")
     assert seen["1"] == seen["0"]
     assert int(seen["1"]["SigBlk"], 16) == 0
