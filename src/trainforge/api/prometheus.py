@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trainforge.api.agent_api import CREDENTIALS_PATH, GANG_PATH, REPORT_PATH
+from trainforge.agent.endpoints import CREDENTIALS_PATH, GANG_PATH, REPORT_PATH
 from trainforge.console.data import capacity_in_use
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.service.reports import Observation
