@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 from test_runtime_jobs import shell_job
 
-from trainforge.api.agent_api import CREDENTIALS_PATH
+from trainforge.agent.endpoints import CREDENTIALS_PATH
 
 ROLE = "arn:aws:iam::000000000000:role/TrainerRole"
 PROBE = """

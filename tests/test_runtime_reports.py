@@ -21,7 +21,7 @@ from conftest import unique_name, wait_for_job, wait_until
 from test_runtime_credentials import spec_token
 from test_runtime_jobs import log_messages, shell_job
 
-from trainforge.api.agent_api import REPORT_PATH
+from trainforge.agent.endpoints import REPORT_PATH
 
 GATED = "while [ ! -e {gate} ]; do sleep 0.05; done"
 

@@ -19,7 +19,7 @@ from typing import Any
 from conftest import read_model, unique_name, wait_for_job, wait_until
 from test_runtime_jobs import shell_job
 
-from trainforge.api.agent_api import CREDENTIALS_PATH
+from trainforge.agent.endpoints import CREDENTIALS_PATH
 
 
 def file_input_s3_output(name: str, tmp_path: Path, bucket: str, script: str,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from trainforge.backends.slurm.settings import SlurmConfigError, SlurmSettings, validate
+from trainforge.config import Config
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -38,6 +39,19 @@ def test_the_server_does_not_start_with_a_bad_slurm_key(tmp_path: Path) -> None:
     assert "SlurmConfigError: slurm: unknown keys ['partiton']" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data" / "trainforge.db").exists()  # refused before anything was created
+
+
+def test_the_server_does_not_start_with_an_unknown_backend(tmp_path: Path) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text(f"backend: nonsense\ndata_dir: {tmp_path / 'data'}\nport: 0\n")
+    with pytest.raises(ValueError, match="backend must be local or slurm, not 'nonsense'"):
+        Config.load(str(config))  # refused as the configuration is read
+    done = subprocess.run([sys.executable, "-m", "trainforge.cli", "server", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode != 0
+    assert "backend must be local or slurm, not 'nonsense'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before the data directory was created
 
 
 def test_gpu_instance_types_ask_slurm_for_their_gpus_as_gres() -> None:

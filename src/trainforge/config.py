@@ -15,6 +15,7 @@ from typing import Any
 DEFAULT_PORT = 8080
 DEFAULT_ACCOUNT = "000000000000"
 DEFAULT_REGION = "us-east-1"
+BACKENDS = ("local", "slurm")  # backends/base.py: create_backend
 
 
 def default_home() -> Path:
@@ -105,6 +106,11 @@ class Config:
     # How long CloudWatch metric samples (algorithm and instance metrics) are kept; CloudWatch's own
     # retention is 15 months (service/cloudwatch.py).
     metrics_retention_days: float = 455.0
+
+    def __post_init__(self) -> None:
+        # refused as the configuration is read: before a server opens (or creates) anything
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be {' or '.join(BACKENDS)}, not {self.backend!r}")
 
     # ----------------------------------------------------------------------------------------
     @property

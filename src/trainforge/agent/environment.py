@@ -15,6 +15,7 @@ from typing import Any
 
 import trainforge
 from trainforge.agent import layout
+from trainforge.agent.endpoints import CREDENTIALS_PATH
 from trainforge.agent.spec import Paths, hosts, network_isolated
 from trainforge.images.kinds import PULL
 from trainforge.sandbox import gpu_env
@@ -22,7 +23,6 @@ from trainforge.sandbox.relay import CREDENTIALS_ADDRESS
 from trainforge.sandbox.relay import CREDENTIALS_PATH as SANDBOX_CREDENTIALS_PATH
 
 MASTER_PORT = "7777"
-CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
 # sagemaker_training.params.SAGEMAKER_HYPERPARAMETERS: framework keys, never user arguments.
 SAGEMAKER_HYPERPARAMETERS = (
     "sagemaker_program", "sagemaker_submit_directory", "sagemaker_enable_cloudwatch_metrics",

@@ -16,7 +16,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-GANG_PATH = "/_trainforge/agent/v1/gang"  # api/agent_api.py
+from trainforge.agent.endpoints import GANG_PATH
+
 HOLD_ENV = "TRAINFORGE_TEST_GANG_HOLD"  # tests only: "<host>:<path>", see :func:`_test_hold`
 REQUEST_TIMEOUT = 60.0  # one long poll (the server answers within 20 s)
 RETRY_S = 0.5

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from trainforge.agent.endpoints import REPORT_PATH
 from trainforge.log_streams import PLATFORM_KIND
 
 NOTICE_MARK = "[trainforge] "
-REPORT_PATH = "/_trainforge/agent/v1/report"
 HEARTBEAT_SECONDS = 2.0
 MAX_BATCH_EVENTS = 2000
 MAX_BATCH_BYTES = 2 * 1024 * 1024

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trainforge.agent.gang import GANG_PATH
+from trainforge.agent.endpoints import CREDENTIALS_PATH, GANG_PATH, REPORT_PATH
 from trainforge.api.app import json_response
 from trainforge.api.errors import ServiceError, ValidationError
 from trainforge.config import Config
@@ -29,9 +29,6 @@ from trainforge.service.reports import Reports
 from trainforge.store.jobs import JobRow, JobStore
 
 log = logging.getLogger("trainforge.agent_api")
-
-REPORT_PATH = "/_trainforge/agent/v1/report"
-CREDENTIALS_PATH = "/_trainforge/agent/v1/credentials"
 
 
 def role_credentials(config: Config, job: JobRow) -> dict[str, str]:

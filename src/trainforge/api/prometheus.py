@@ -23,8 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trainforge.api.agent_api import CREDENTIALS_PATH, GANG_PATH, REPORT_PATH
-from trainforge.console.data import capacity_in_use
+from trainforge.agent.endpoints import CREDENTIALS_PATH, GANG_PATH, REPORT_PATH
 from trainforge.scheduler.capacity import CapacityModel
 from trainforge.service.reports import Observation
 from trainforge.store.jobs import JobStore
@@ -139,7 +138,7 @@ class StoreCollector(Collector):
                                 "How long the oldest waiting job has waited (0: none waits)",
                                 value=max(0.0, now - oldest) if oldest is not None else 0.0)
         yield GaugeMetricFamily("trainforge_instances_running", "Instances whose agent runs", value=running)
-        in_use, total = capacity_in_use(self.store, self.capacity), self.capacity.total
+        in_use, total = self.capacity.in_use(self.store), self.capacity.total
         for name, unit, used, whole in (("cpus", "CPUs", in_use.cpus, total.cpus),
                                         ("memory_bytes", "memory (bytes)", in_use.memory_mb * 2**20,
                                          total.memory_mb * 2**20),

@@ -8,7 +8,8 @@ dates in Signature Version 4"):
   headers comma-joined), the signed-header list, and the hex SHA-256 of the payload;
 * string to sign = ``AWS4-HMAC-SHA256``, the request time, the credential scope
   (``date/region/service/aws4_request``) and the hex SHA-256 of the canonical request;
-* signing key = HMAC chain ``"AWS4" + secret`` -> date -> region -> service -> ``aws4_request``.
+* signing key = HMAC chain ``"AWS4" + secret`` -> date -> region -> service -> ``aws4_request``
+  (``trainforge/sigv4_key.py``, cached here per access key and scope).
 
 Two modes:
 
@@ -39,6 +40,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
 from trainforge.api.errors import InvalidSignature, MissingAuthentication, ServiceError, UnrecognizedClient
+from trainforge.sigv4_key import TERMINATOR, signing_key
 
 __all__ = [
     "ALGORITHM",
@@ -50,7 +52,6 @@ __all__ = [
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-TERMINATOR = "aws4_request"
 DEFAULT_SERVICES = ("sagemaker", "logs", "monitoring")
 MAX_PRESIGN_EXPIRES = 7 * 24 * 3600  # AWS's ceiling for X-Amz-Expires
 
@@ -93,7 +94,7 @@ class Authenticator:
         self.max_skew_seconds = int(max_skew_seconds)
         self.services = frozenset(services)
         self._clock = clock
-        self._secrets: dict[str, tuple[bytes, str]] | None = None
+        self._secrets: dict[str, tuple[str, str]] | None = None
         if credentials is not None:
             self._secrets = {}
             for key_id, entry in credentials.items():
@@ -105,7 +106,7 @@ class Authenticator:
                 account = str(entry.get("account_id") or default_account)
                 if not _ACCOUNT.fullmatch(account):
                     raise ValueError(f"credentials[{key_id!r}].account_id must be 12 digits, not {account!r}")
-                self._secrets[str(key_id)] = (("AWS4" + str(secret)).encode(), account)
+                self._secrets[str(key_id)] = (str(secret), account)
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
     @property
@@ -226,13 +227,11 @@ class Authenticator:
                 f"({_stamp(now)} + {_duration(skew)})"
             )
 
-    def _signing_key(self, key_id: str, secret: bytes, date: str, region: str, service: str) -> bytes:
+    def _signing_key(self, key_id: str, secret: str, date: str, region: str, service: str) -> bytes:
         cache_key = (key_id, date, region, service)
         key = self._signing_keys.get(cache_key)
         if key is None:
-            key = secret
-            for part in (date, region, service, TERMINATOR):
-                key = hmac.digest(key, part.encode(), "sha256")
+            key = signing_key(secret, date, region, service)
             if len(self._signing_keys) >= _KEY_CACHE_LIMIT:
                 self._signing_keys.clear()
             self._signing_keys[cache_key] = key

@@ -90,14 +90,12 @@ def started_deadline(deadline: float, launched_at: float | None, started_at: flo
 
 
 def create_backend(config: Config) -> Backend:
-    """The backend the server's configuration names (``backend: local`` or ``backend: slurm``)."""
-    kind = config.backend
-    if kind == "slurm":
+    """The backend the server's configuration names (``backend: local`` or ``backend: slurm``; any
+    other value is refused by :class:`~trainforge.config.Config` itself)."""
+    if config.backend == "slurm":
         from trainforge.backends.slurm import SlurmBackend
 
         return SlurmBackend(config)
-    if kind != "local":
-        raise ValueError(f"backend must be local or slurm, not {kind!r}")
     from trainforge.backends.local import LocalBackend
 
     return LocalBackend()

@@ -31,14 +31,6 @@ _INSTANCE_FIELDS = ("host", "attempt", "state", "outcome", "failure_reason", "st
                     "log_stream")
 
 
-def capacity_in_use(store: JobStore, capacity: CapacityModel) -> Resources:
-    """What the running jobs reserve (the scheduler's own sum)."""
-    in_use = Resources()
-    for job in store.jobs_in_phase("running"):
-        in_use = in_use + capacity.reservation(job.request)
-    return in_use
-
-
 def resources_doc(res: Resources) -> dict[str, float]:
     return {"instances": res.instances, "cpus": res.cpus, "memory_mb": res.memory_mb, "gpus": res.gpus}
 
@@ -64,7 +56,7 @@ class ConsoleData:
             if job is None:  # deleted meanwhile
                 continue
             rows.append({**summary, **self._extras(job, position.get(job.id), now)})
-        in_use = capacity_in_use(self.store, self.capacity)
+        in_use = self.capacity.in_use(self.store)
         return {"jobs": rows, "next_token": page.get("NextToken"), "queue_length": len(queued),
                 "capacity": {"in_use": resources_doc(in_use), "total": resources_doc(self.capacity.total)}}
 

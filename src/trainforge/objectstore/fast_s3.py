@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
+from ..sigv4_key import signing_key
 from .base import Location
 
 CONNECT_TIMEOUT = 10.0
@@ -35,14 +36,7 @@ READ_TIMEOUT = 120.0
 HEAD_LIMIT = 64 * 1024
 IDLE_LIMIT = 64  # kept-alive connections at most
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-@lru_cache(maxsize=16)
-def _signing_key(secret: str, date: str, region: str) -> bytes:
-    key = ("AWS4" + secret).encode()
-    for part in (date, region, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
+_signing_key = lru_cache(maxsize=16)(signing_key)  # (secret, date, region, service): one key a day
 
 
 def sign(method: str, host: str, path: str, query: str, headers: dict[str, str], creds: Any,
@@ -57,7 +51,7 @@ def sign(method: str, host: str, path: str, query: str, headers: dict[str, str],
                            ";".join(names), EMPTY_SHA256))
     scope = f"{amz_date[:8]}/{region}/s3/aws4_request"
     to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    signature = hmac.new(_signing_key(creds.secret_key, amz_date[:8], region), to_sign.encode(),
+    signature = hmac.new(_signing_key(creds.secret_key, amz_date[:8], region, "s3"), to_sign.encode(),
                          hashlib.sha256).hexdigest()
     signed["authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
                                f"SignedHeaders={';'.join(names)}, Signature={signature}")

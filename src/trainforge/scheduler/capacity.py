@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainforge.config import Config
 from trainforge.sandbox.gpus import discover
+
+if TYPE_CHECKING:
+    from trainforge.store.jobs import JobStore
 
 log = logging.getLogger("trainforge.scheduler")
 
@@ -86,6 +89,13 @@ class CapacityModel:
         total = Resources()
         for instance_type, count in instance_groups(request):
             total = total + self.shape(instance_type) * count
+        return total
+
+    def in_use(self, store: JobStore) -> Resources:
+        """What the running jobs reserve (the scheduler's own sum): the console's and /metrics' figure."""
+        total = Resources()
+        for job in store.jobs_in_phase("running"):
+            total = total + self.reservation(job.request)
         return total
 
     def never_fits(self, instance_type: str, count: int) -> str | None:
