@@ -197,8 +197,9 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
             jobs_page = f"{base}/console"
             job_page = f"{base}/console/jobs/{BIG}"
-            from trainforge.console.assets import chart_bundles
-            blank, library = reference_pages(browser, base, [f"/console/static/{n}" for n in chart_bundles()])
+            from trainforge.console.assets import chart_files
+            chart = chart_files()
+            blank, library = reference_pages(browser, base, [f"/console/static/{chart[0]}"] if chart else [])
             jobs = median_of([measure(browser, jobs_page, "document.body.dataset.readyAt") for _ in range(RUNS)])
             job = median_of([measure(browser, job_page, "document.body.dataset.chartedAt && "
                                      "document.body.dataset.readyAt && (document.body.dataset.readyAt + ',' + "

@@ -52,21 +52,15 @@ def chart_files() -> tuple[str, Path, Path] | None:
     return f"uPlot-{importlib.metadata.version(CHART_DISTRIBUTION)}.js", script, style
 
 
-def chart_bundles() -> dict[str, Path]:
-    """URL file name -> path of the chart library's script (none without the package)."""
-    found = chart_files()
-    return {found[0]: found[1]} if found else {}
-
-
 class Assets:
     def __init__(self) -> None:
         self._cache: dict[str, Asset] = {}
-        self._bundles = chart_bundles()
-        names = list(self._bundles)
-        # the pages' placeholder {{chart}}: the library's versioned URL
-        self.chart_urls = {"chart": f"/console/static/{name}" for name in names}
         found = chart_files()
+        # the library's script under its versioned URL (the pages' placeholder {{chart}}); its style inlined
+        self._bundles = {found[0]: found[1]} if found else {}
+        self.chart_urls = {"chart": f"/console/static/{found[0]}"} if found else {}
         self._chart_style = found[2].read_text() if found else ""
+        names = list(self._bundles)
         # compressed once, at start-up and beside it, not by the first page that asks (0.1-0.3 s)
         threading.Thread(target=lambda: [self._load(n) for n in names], name="console-assets", daemon=True).start()
 
