@@ -13,12 +13,13 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import unique_name, wait_for_job
 from slurm_cluster import SlurmCluster, slurm_available
-from test_slurm_backend import HOSTS, model_dir, multi, node_records, slurm, slurm_jobs_named
+from test_slurm_backend import HOSTS, cluster, model_dir, multi, node_records, slurm, slurm_jobs_named  # noqa: F401
 
 from trainforge.backends.slurm import network
 
@@ -77,15 +78,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _nodes_server(server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> Any:
+def _nodes_server(server_factory: Any, slurm_cluster: SlurmCluster, tmp_path: Path) -> Any:
     return server_factory({"allowed_local_roots": [str(tmp_path)], "backend": "slurm",
-                           "slurm": {"partition": cluster.partition, "network": "nodes"}},
-                          env={"SLURM_CONF": str(cluster.conf)})
+                           "slurm": {"partition": slurm_cluster.partition, "network": "nodes"}},
+                          env={"SLURM_CONF": str(slurm_cluster.conf)})
 
 
 @needs_slurm
 def test_nodes_mode_instances_share_their_nodes_network_and_reach_each_other_by_node_address(
-        server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:
+        server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     srv = _nodes_server(server_factory, cluster, tmp_path)
     (tmp_path / "check.py").write_text(CHECK)
     listener = socket.create_server(("127.0.0.1", 0))  # only reachable from the host's namespace
@@ -137,13 +138,14 @@ def test_nodes_mode_instances_share_their_nodes_network_and_reach_each_other_by_
         assert results[h]["shadow"] != "readable"
     # the credentials endpoint on the node's loopback, demanding the instance's token
     for h in HOSTS:
-        assert results[h]["credentials_url"].startswith("http://127.0.0.1:"), results[h]["credentials_url"]
+        url = urlsplit(results[h]["credentials_url"])  # the agent's endpoint, not the control plane's
+        assert (url.hostname, url.path) == ("127.0.0.1", "/v2/credentials") and url.port != srv.port, url
         assert results[h]["credentials"] == [[200, "testing"], [403, None]], results[h]["credentials"]
 
 
 @needs_slurm
 def test_network_isolation_is_refused_when_the_nodes_namespace_is_used(
-        server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:
+        server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     srv = _nodes_server(server_factory, cluster, tmp_path)
     sm = srv.client()
     name = unique_name("slurmiso")
