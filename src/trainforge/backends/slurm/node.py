@@ -3,9 +3,10 @@ this task's (``SLURM_PROCID``: algo-1 is task 0).
 
 ``python -S -c NODE_BOOT GANG.json``: the gang file lists, in host order, each instance's spec and
 log file. The task records where it runs (``slurm.json`` in the instance directory: the Slurm job,
-the node, this machine's name, the allocation's node list) and becomes the agent, in this process:
-the agent's own record (``instance.json``) then names the PID that Slurm signals. Standard library
-only, as the agent's start.
+the node, this machine's name, the allocation's node list), makes its spec what the allocation
+gives (GPUs, deadline, the network the batch step recorded: :mod:`.network`) and becomes the agent,
+in this process: the agent's own record (``instance.json``) then names the PID that Slurm signals.
+Standard library only, as the agent's start.
 """
 
 from __future__ import annotations
