@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from botocore.exceptions import ClientError
 from conftest import unique_name, wait_for_job
 from slurm_cluster import SlurmCluster, slurm_available
 from test_slurm_backend import HOSTS, cluster, model_dir, multi, node_records, slurm, slurm_jobs_named  # noqa: F401
+from test_slurm_settings import refused_at_start
 
 from trainforge.backends.slurm import network
 
@@ -78,16 +77,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _nodes_server(server_factory: Any, slurm_cluster: SlurmCluster, tmp_path: Path) -> Any:
+def _server(server_factory: Any, slurm_cluster: SlurmCluster, tmp_path: Path, setting: str) -> Any:
     return server_factory({"allowed_local_roots": [str(tmp_path)], "backend": "slurm",
-                           "slurm": {"partition": slurm_cluster.partition, "network": "nodes"}},
+                           "slurm": {"partition": slurm_cluster.partition, "network": setting}},
                           env={"SLURM_CONF": str(slurm_cluster.conf)})
 
 
-@needs_slurm
-def test_nodes_mode_instances_share_their_nodes_network_and_reach_each_other_by_node_address(
-        server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
-    srv = _nodes_server(server_factory, cluster, tmp_path)
+def node_addresses(slurm_cluster: SlurmCluster, srv: Any, name: str) -> dict[str, str]:
+    """host -> the NodeAddr, as scontrol reports it, of the node its task ran on (rank K-1 for algo-K)."""
+    records = node_records(srv, name)
+    assert [records[h]["rank"] for h in HOSTS] == [0, 1, 2]
+    found = {}
+    for h in HOSTS:
+        line = slurm(slurm_cluster, "scontrol", "show", "node", "-o", records[h]["node"])
+        found[h] = dict(t.partition("=")[::2] for t in line.split() if "=" in t)["NodeAddr"]
+    return found
+
+
+def run_check(srv: Any, slurm_cluster: SlurmCluster, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """A 3-instance job running CHECK, which must complete: host -> what its instance found. Each
+    instance must also have reached a port the test opens on the host's loopback."""
     (tmp_path / "check.py").write_text(CHECK)
     listener = socket.create_server(("127.0.0.1", 0))  # only reachable from the host's namespace
     listener.settimeout(300)
@@ -115,19 +124,12 @@ def test_nodes_mode_instances_share_their_nodes_network_and_reach_each_other_by_
         thread.join(timeout=10)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     results = {h: json.loads((model_dir(out, name) / f"{h}.json").read_text()) for h in HOSTS}
-    records = node_records(srv, name)
-    assert [records[h]["rank"] for h in HOSTS] == [0, 1, 2]
-    # algo-K resolves to the NodeAddr, as scontrol reports it, of the node of rank K-1
-    node_addr = {}
+    # algo-K resolves to the NodeAddr of the node of rank K-1, in every instance
+    addresses = node_addresses(slurm_cluster, srv, name)
     for h in HOSTS:
-        fields = dict(t.partition("=")[::2] for t in slurm(cluster, "scontrol", "show", "node", "-o",
-                                                            records[h]["node"]).split() if "=" in t)
-        node_addr[h] = fields["NodeAddr"]
-    for h in HOSTS:
-        assert results[h]["resolved"] == node_addr, (h, results[h]["resolved"])
-    # the node's network namespace: the same as the host's, and the host's loopback port reached
-    host_netns = os.readlink("/proc/self/ns/net")
-    assert {r["netns"] for r in results.values()} == {host_netns}
+        assert results[h]["resolved"] == addresses, (h, results[h]["resolved"])
+    # the node's network namespace: the host's (the test's own), whose loopback port each reached
+    assert {r["netns"] for r in results.values()} == {os.readlink("/proc/self/ns/net")}
     assert sorted(reached) == HOSTS
     # algo-2 and algo-3 connected to the server algo-1 opened
     assert results["algo-1"]["peers"] == ["algo-2", "algo-3"]
@@ -141,12 +143,40 @@ def test_nodes_mode_instances_share_their_nodes_network_and_reach_each_other_by_
         url = urlsplit(results[h]["credentials_url"])  # the agent's endpoint, not the control plane's
         assert (url.hostname, url.path) == ("127.0.0.1", "/v2/credentials") and url.port != srv.port, url
         assert results[h]["credentials"] == [[200, "testing"], [403, None]], results[h]["credentials"]
+    return results
+
+
+@needs_slurm
+def test_nodes_mode_instances_share_their_nodes_network_and_reach_each_other_by_node_address(
+        server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    run_check(_server(server_factory, cluster, tmp_path, "nodes"), cluster, tmp_path)
+
+
+@needs_slurm
+def test_auto_on_nodes_of_several_addresses_is_the_nodes_network(server_factory: Any, tmp_path: Path) -> None:
+    """Nodes with addresses of their own (127.0.0.1-3: machines of their own to the rule) make ``auto``
+    the nodes' network: algo-K is the address of the node of rank K-1, each a different one; a job
+    asking for EnableNetworkIsolation there fails at its start with the reason, nothing of it run."""
+    spread = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    with SlurmCluster(nodes=3, addresses=spread) as spread_cluster:
+        srv = _server(server_factory, spread_cluster, tmp_path, "auto")
+        results = run_check(srv, spread_cluster, tmp_path)
+        assert results["algo-2"]["resolved"] == dict(zip(HOSTS, spread, strict=True))
+        sm = srv.client()
+        name, ran = unique_name("slurmautoiso"), tmp_path / "ran"
+        sm.create_training_job(**multi(name, f'touch "{ran}-$SM_CURRENT_HOST"', tmp_path / "out",
+                                       EnableNetworkIsolation=True))
+        desc = wait_for_job(sm, name, timeout=300)
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert desc["FailureReason"].startswith("ClientError: EnableNetworkIsolation cannot be enforced"), desc
+    assert "slurm.network: auto" in desc["FailureReason"]
+    assert not list(tmp_path.glob("ran-*"))
 
 
 @needs_slurm
 def test_network_isolation_is_refused_when_the_nodes_namespace_is_used(
         server_factory: Any, cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
-    srv = _nodes_server(server_factory, cluster, tmp_path)
+    srv = _server(server_factory, cluster, tmp_path, "nodes")
     sm = srv.client()
     name = unique_name("slurmiso")
     with pytest.raises(ClientError) as info:
@@ -165,14 +195,8 @@ def test_network_isolation_is_refused_when_the_nodes_namespace_is_used(
 
 
 def test_a_bad_network_value_stops_the_server(tmp_path: Path) -> None:
-    config = tmp_path / "server.yaml"
-    config.write_text(f"backend: slurm\nslurm: {{network: overlay}}\ndata_dir: {tmp_path / 'data'}\nport: 0\n")
-    done = subprocess.run([sys.executable, "-m", "trainforge.cli", "server", "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
-    assert done.returncode != 0
-    assert "slurm.network must be one of auto, job, nodes (got 'overlay')" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
-    assert not (tmp_path / "data" / "trainforge.db").exists()
+    stderr = refused_at_start(tmp_path, "{network: overlay}")
+    assert "SlurmConfigError: slurm.network must be one of auto, job, nodes (got 'overlay')" in stderr, stderr
 
 
 @pytest.mark.parametrize(("setting", "addresses", "mode", "fails"), [
