@@ -17,7 +17,15 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import unique_name, wait_for_job
 from slurm_cluster import SlurmCluster, slurm_available
-from test_slurm_backend import HOSTS, cluster, model_dir, multi, node_records, slurm, slurm_jobs_named  # noqa: F401
+from test_slurm_backend import (
+    HOSTS,
+    cluster,  # noqa: F401 - the module's Slurm fixture
+    model_dir,
+    multi,
+    node_records,
+    slurm,
+    slurm_jobs_named,
+)
 from test_slurm_settings import refused_at_start
 
 from trainforge.backends.slurm import network
@@ -41,7 +49,8 @@ url = os.environ["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
 out["credentials_url"] = url
 for token in (os.environ["AWS_CONTAINER_AUTHORIZATION_TOKEN"], "not-the-token"):
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": token}), timeout=30) as r:
+        req = urllib.request.Request(url, headers={"Authorization": token})
+        with urllib.request.urlopen(req, timeout=30) as r:
             out.setdefault("credentials", []).append([r.status, json.loads(r.read()).get("AccessKeyId")])
     except urllib.error.HTTPError as exc:
         out.setdefault("credentials", []).append([exc.code, None])

@@ -112,7 +112,8 @@ class SlurmBackend:
         het = [f"--het-group={','.join(str(k) for k in range(len(components)))}"] if len(components) > 1 else []
         srun = ["srun", *het, *([] if het else [f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1"]),
                 "--kill-on-bad-exit=0", sys.executable, "-S", "-c", NODE_BOOT, str(gang_file)]
-        script.write_text("#!/bin/sh\n" + self._network_step(gang, str(gang_file)) + "exec " + shlex.join(srun) + "\n")
+        script.write_text("#!/bin/sh\n" + self._network_step(gang, str(gang_file))
+                          + "exec " + shlex.join(srun) + "\n")
         script.chmod(0o755)
         # Slurm counts --time from the start: the run time left + the stop grace + a start-up allowance
         seconds = max(60, math.ceil(float(spec["deadline"]) - time.time() + self.stop_grace + TIME_MARGIN_S))

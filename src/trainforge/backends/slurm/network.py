@@ -33,10 +33,11 @@ from typing import Any
 from trainforge.backends.slurm import cli
 
 SUFFIX = ".net.json"
-ISOLATION = ("ClientError: EnableNetworkIsolation cannot be enforced for this job: its instances run in their "
-             "Slurm nodes' network namespaces (slurm.network: {setting}; the allocation spans {machines} "
-             "machine(s)), where nothing keeps the training code from the network. Run it without "
-             "EnableNetworkIsolation, or where every node of the allocation is one machine (slurm.network: job).")
+ISOLATION = ("ClientError: EnableNetworkIsolation cannot be enforced for this job: its instances run in "
+             "their Slurm nodes' network namespaces (slurm.network: {setting}; the allocation spans "
+             "{machines} machine(s)), where nothing keeps the training code from the network. Run it "
+             "without EnableNetworkIsolation, or where every node of the allocation is one machine "
+             "(slurm.network: job).")
 
 
 def record_path(gang_file: str) -> str:
@@ -101,7 +102,9 @@ def write(path: str, result: dict[str, Any]) -> None:
 def trivial(setting: str, instances: int) -> dict[str, Any] | None:
     """The record of an allocation whose network needs no look at its nodes (one node, not
     ``nodes``: the per-job link of one instance), or None: the batch step finds out."""
-    return {"setting": setting, "network": "job", "error": None} if instances == 1 and setting != "nodes" else None
+    if instances == 1 and setting != "nodes":
+        return {"setting": setting, "network": "job", "error": None}
+    return None
 
 
 def adopt(spec: dict[str, Any], gang_file: str, rank: int, node: str | None) -> None:
@@ -118,8 +121,8 @@ def adopt(spec: dict[str, Any], gang_file: str, rank: int, node: str | None) -> 
     if error is None and found["network"] == "nodes":
         hosts, nodes = list(spec["hosts"]), list(found["nodes"])
         if len(nodes) != len(hosts) or nodes[rank] != node or hosts[rank] != spec["host"]:
-            error = (f"InternalServerError: task {rank} of the Slurm allocation runs on {node}, not on the node "
-                     f"of its rank ({nodes}): algo-N cannot name the nodes")
+            error = (f"InternalServerError: task {rank} of the Slurm allocation runs on {node}, not on the "
+                     f"node of its rank ({nodes}): algo-N cannot name the nodes")
         elif spec["request"].get("EnableNetworkIsolation"):
             error = ISOLATION.format(setting=found.get("setting"), machines=len(set(found["addresses"])))
         else:

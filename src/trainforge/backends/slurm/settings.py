@@ -75,8 +75,9 @@ def validate(section: Any) -> None:
         raise SlurmConfigError("slurm.stop_kill_after_seconds must be a number of seconds")
     network = section.get("network", "auto")
     if network not in NETWORKS:
-        raise SlurmConfigError(f"slurm.network must be one of {', '.join(NETWORKS)} (got {network!r}): auto "
-                               "(the default) is job when every node of an allocation is one machine, else nodes")
+        raise SlurmConfigError(f"slurm.network must be one of {', '.join(NETWORKS)} (got {network!r}): "
+                               "auto (the default) is job when every node of an allocation is one machine, "
+                               "else nodes")
     types = section.get("instance_types", {})
     if not isinstance(types, dict):
         raise SlurmConfigError("slurm.instance_types must map ml.* instance types to resources")
