@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from trainforge.agent import image
 from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
 from trainforge.sandbox import gpus, rootfs, runc, volume
+
+if TYPE_CHECKING:
+    from trainforge.sandbox.relay import Listener
 
 DROPPED_ENV = ("TMPDIR",)  # host paths that mean nothing inside
 GATE = "/dev/trainforge-gate"  # a gang's instance: the FIFO its PID 1 reads "go" from (agent/isolation.py)
@@ -267,7 +271,7 @@ def start_network(spec: dict[str, Any], paths: Paths) -> Any:
     return net
 
 
-def _credentials(spec: dict[str, Any]) -> Any:
+def _credentials(spec: dict[str, Any]) -> Callable[[], bytes]:
     """What the agent's credentials endpoint serves: the job's credentials from the control plane."""
     from trainforge.agent.environment import credentials_uri
 
@@ -285,7 +289,7 @@ class NodeNetwork:
     """An instance in its node's network namespace (:func:`node_network`): the credentials endpoint
     the agent serves on the node's loopback is all there is to close."""
 
-    def __init__(self, endpoint: Any) -> None:
+    def __init__(self, endpoint: Listener) -> None:
         self.endpoint = endpoint
 
     def ready(self) -> None:
