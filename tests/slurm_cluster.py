@@ -3,7 +3,7 @@
 Everything lives in one private directory: munged with its own key and socket, a slurm.conf
 reached through ``SLURM_CONF`` (absolute path), one ``slurmd -N nodeK`` per node on a port of its
 own with its own spool, pid and log files. Every node has ``NodeHostname=localhost`` and
-``NodeAddr=127.0.0.1``; slurmd tells its nodes apart by ``-N`` and the port. Debian's slurm-wlm
+``NodeAddr=127.0.0.1`` (or, given ``addresses``, a loopback address of its own); slurmd tells its nodes apart by ``-N`` and the port. Debian's slurm-wlm
 (22.05) runs several slurmd on one host like this: ``-N`` is honoured and each slurmd binds the
 ``Port`` of its node. Plugins: ``proctrack/linuxproc``, ``task/none``, no cgroup plugins (none is
 needed; the machine may have no writable cgroup tree), ``select/cons_tres``, no accounting
@@ -56,8 +56,12 @@ def _free_ports(count: int) -> list[int]:
 
 
 class SlurmCluster:
-    def __init__(self, nodes: int = 3, cpus: int = 2, memory_mb: int = 4096, partition: str = "debug") -> None:
+    def __init__(self, nodes: int = 3, cpus: int = 2, memory_mb: int = 4096, partition: str = "debug",
+                 addresses: list[str] | None = None) -> None:
         self.nodes = [f"node{k}" for k in range(1, nodes + 1)]
+        # each node's NodeAddr: 127.0.0.1 for all, or loopback addresses of their own (the nodes then
+        # look like machines of their own to whoever compares addresses; each slurmd listens on all)
+        self.addresses = list(addresses or ["127.0.0.1"] * nodes)
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.partition = partition
@@ -113,8 +117,8 @@ class SlurmCluster:
             "SlurmctldTimeout=30",
             "MessageTimeout=20",
         ]
-        for node, port in zip(self.nodes, node_ports):
-            lines.append(f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
+        for node, port, address in zip(self.nodes, node_ports, self.addresses, strict=True):
+            lines.append(f"NodeName={node} NodeHostname=localhost NodeAddr={address} Port={port} "
                          f"CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN")
         lines.append(f"PartitionName={self.partition} Nodes={','.join(self.nodes)} Default=YES "
                      f"MaxTime=INFINITE State=UP")

@@ -30,15 +30,21 @@ def test_a_malformed_section_is_refused_naming_the_key(section: Any, message: st
     assert message in str(info.value)
 
 
-def test_the_server_does_not_start_with_a_bad_slurm_key(tmp_path: Path) -> None:
+def refused_at_start(tmp_path: Path, section: str) -> str:
+    """The server's stderr when it is started with ``slurm: <section>``: it must not start, nor create
+    anything, nor print a traceback."""
     config = tmp_path / "server.yaml"
-    config.write_text(f"backend: slurm\nslurm: {{partiton: debug}}\ndata_dir: {tmp_path / 'data'}\nport: 0\n")
+    config.write_text(f"backend: slurm\nslurm: {section}\ndata_dir: {tmp_path / 'data'}\nport: 0\n")
     done = subprocess.run([sys.executable, "-m", "trainforge.cli", "server", "--config", str(config)],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
     assert done.returncode != 0
-    assert "SlurmConfigError: slurm: unknown keys ['partiton']" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data" / "trainforge.db").exists()  # refused before anything was created
+    return done.stderr
+
+
+def test_the_server_does_not_start_with_a_bad_slurm_key(tmp_path: Path) -> None:
+    assert "SlurmConfigError: slurm: unknown keys ['partiton']" in refused_at_start(tmp_path, "{partiton: debug}")
 
 
 def test_the_server_does_not_start_with_an_unknown_backend(tmp_path: Path) -> None:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from trainforge.agent import image
 from trainforge.agent.spec import CONTAINER_ML, Paths, network_isolated
 from trainforge.sandbox import gpus, rootfs, runc, volume
+
+if TYPE_CHECKING:
+    from trainforge.sandbox.relay import Listener
 
 DROPPED_ENV = ("TMPDIR",)  # host paths that mean nothing inside
 GATE = "/dev/trainforge-gate"  # a gang's instance: the FIFO its PID 1 reads "go" from (agent/isolation.py)
@@ -246,30 +250,77 @@ def loopback_ports(spec: dict[str, Any]) -> list[int]:
 def start_network(spec: dict[str, Any], paths: Paths) -> Any:
     """The instance's network namespace on its job's link (:mod:`trainforge.sandbox.network`),
     started without waiting for the user-mode network (``ready()`` before the container starts).
-    The spec learns the namespace, the addresses of every host and the name server."""
-    from trainforge.agent.environment import credentials_uri
+    The spec learns the namespace, the addresses of every host and the name server. With the
+    sandbox's ``network: nodes`` (a Slurm allocation of several machines), the node's namespace
+    instead: :func:`node_network`."""
     from trainforge.sandbox import network
 
     isolated = network_isolated(spec)
     token = str(spec["token"])
-
-    def credentials() -> bytes:
-        import urllib.request
-
-        req = urllib.request.Request(credentials_uri(spec), headers={"Authorization": token})
-        with urllib.request.urlopen(req, timeout=10) as answer:
-            return bytes(answer.read())
-
+    if settings(spec).get("network") == "nodes":
+        return node_network(spec)
     net = network.setup_instance(rootfs.network_dir(settings(spec)["roots"]), rootfs.job_key(paths.job_dir),
                                  list(spec["hosts"]), spec["host"],
                                  isolated=isolated, loopback_endpoints=[] if isolated else loopback_ports(spec),
-                                 credentials=None if isolated else credentials,
+                                 credentials=None if isolated else _credentials(spec),
                                  credentials_token=None if isolated else token, wait=False)
     s = spec.setdefault("sandbox", {})
     s["netns"], s["dns"] = net.netns_path, net.nameserver
     spec["host_addresses"] = dict(net.addresses)
     spec["network"] = "job"
     return net
+
+
+def _credentials(spec: dict[str, Any]) -> Callable[[], bytes]:
+    """What the agent's credentials endpoint serves: the job's credentials from the control plane."""
+    from trainforge.agent.environment import credentials_uri
+
+    def fetch() -> bytes:
+        import urllib.request
+
+        req = urllib.request.Request(credentials_uri(spec), headers={"Authorization": str(spec["token"])})
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return bytes(answer.read())
+
+    return fetch
+
+
+class NodeNetwork:
+    """An instance in its node's network namespace (:func:`node_network`): the credentials endpoint
+    the agent serves on the node's loopback is all there is to close."""
+
+    def __init__(self, endpoint: Listener) -> None:
+        self.endpoint = endpoint
+
+    def ready(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.endpoint.close()
+
+
+def node_network(spec: dict[str, Any]) -> NodeNetwork:
+    """The node's own network namespace (no namespace in the bundle, no link, no user-mode network):
+    the host names resolve to the nodes' addresses the Slurm backend put into the spec
+    (``host_addresses``), the S3 endpoint and the name servers are the node's. The container
+    credentials come from an endpoint the agent serves on the node's loopback (an ephemeral port,
+    the instance's token demanded): the SDKs take an ``http`` credentials URI only on a loopback
+    address, and the control plane's may be any. EnableNetworkIsolation cannot be enforced here:
+    the Slurm backend refuses it before (a job that got here with it is an error, never run)."""
+    import socket
+
+    from trainforge.sandbox.relay import CREDENTIALS_PATH, credentials_endpoint
+
+    if network_isolated(spec):
+        raise RuntimeError("EnableNetworkIsolation cannot be enforced in the node's network namespace")
+    missing = [h for h in spec["hosts"] if h not in (spec.get("host_addresses") or {})]
+    if missing:
+        raise RuntimeError(f"the node network has no address for {', '.join(missing)}")
+    sock = socket.create_server(("127.0.0.1", 0))
+    endpoint = credentials_endpoint(sock, _credentials(spec), str(spec["token"]))
+    spec["credentials_url"] = f"http://127.0.0.1:{sock.getsockname()[1]}{CREDENTIALS_PATH}"
+    spec["network"] = "nodes"
+    return NodeNetwork(endpoint)
 
 
 def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -201,10 +201,11 @@ def aws_variables(spec: dict[str, Any]) -> dict[str, str]:
         env["S3_ENDPOINT_URL"] = spec["s3_endpoint_url"]
         env["AWS_ENDPOINT_URL_S3"] = spec["s3_endpoint_url"]
     if not network_isolated(spec):  # SageMaker gives an isolated container no credentials either
-        # on the sandbox's job network the server's port is out of reach: the agent serves them inside
+        # on the sandbox's job network the server's port is out of reach: the agent serves them inside;
+        # in a Slurm node's namespace, on the node's loopback (spec "credentials_url", agent/container.py)
         env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = (
             f"http://{CREDENTIALS_ADDRESS}{SANDBOX_CREDENTIALS_PATH}" if spec.get("network") == "job"
-            else credentials_uri(spec))
+            else spec.get("credentials_url") or credentials_uri(spec))
         env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = spec["token"]
     return env
 

@@ -48,7 +48,8 @@ CreateTrainingJob rules (source: the model's documentation strings unless stated
 | a script-mode image (no ContainerEntrypoint) with SMDDP, parameter-server, MultiWorkerMirrored or XLA distribution hyperparameters (``images/launchers.py``: ``REFUSED``) | sentence naming the hyperparameter and what to use instead |
 
 Not checked here: hyperparameter count and key/value lengths (the model's map and string bounds,
-already enforced by validation), EnableNetworkIsolation feasibility (the runtime's).
+already enforced by validation), EnableNetworkIsolation feasibility (the runtime's; only a Slurm
+backend with ``network: nodes``, which can never enforce it, is refused here).
 
 UpdateTrainingJob rules: something to update; ProfilerConfig/ProfilerRuleConfigurations only while
 InProgress, rule names new and unique, at most 20 profiler rules in total, no new rules together
@@ -103,6 +104,7 @@ def check_create(params: dict[str, Any], config: Config, fits: Fits | None = Non
     _uris(params, config)
     _debugger(params)
     _distribution(params, config)
+    _network_isolation(params, config)
     _unique((t.get("Key") for t in params.get("Tags") or []), "Tag keys must be unique per resource: '{}' is "
             "given more than once.")
     job = params.get("ServerlessJobConfig") or {}
@@ -122,6 +124,16 @@ def _distribution(params: dict[str, Any], config: Config) -> None:
     runtime = resolve(algo.get("TrainingImage") or algo.get("AlgorithmName") or "", config.images)
     if runtime.error is None and runtime.kind == SCRIPT_MODE:
         raise _fail(why)
+
+
+def _network_isolation(params: dict[str, Any], config: Config) -> None:
+    """EnableNetworkIsolation where the backend cannot enforce it (Slurm's ``network: nodes``)."""
+    if params.get("EnableNetworkIsolation") and config.backend == "slurm":
+        from trainforge.backends.slurm.settings import isolation_refused
+
+        why = isolation_refused(config.slurm)
+        if why:
+            raise _fail(why)
 
 
 def check_role(role_arn: str, config: Config, account_id: str) -> None:

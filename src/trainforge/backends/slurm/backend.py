@@ -40,7 +40,7 @@ from trainforge.agent import instance_files
 from trainforge.backends.base import AgentLaunch, Handle
 from trainforge.backends.forkserver import boot, compile_package
 from trainforge.backends.local import LocalBackend
-from trainforge.backends.slurm import cli
+from trainforge.backends.slurm import cli, network
 from trainforge.backends.slurm.node import RECORD
 from trainforge.backends.slurm.settings import SlurmSettings
 from trainforge.scheduler import faults
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from trainforge.config import Config
 
 NODE_BOOT = boot("trainforge.backends.slurm.node", "run(sys.argv[1:])")
+NETWORK_BOOT = boot("trainforge.backends.slurm.network", "record(sys.argv[1:])")
 JOB_FILE = "slurm-job"  # in each instance directory: the Slurm job id, written once sbatch answers
 TIME_MARGIN_S = 120  # Slurm's own time limit is a backstop past the control plane's MaxRuntime stop
 
@@ -111,7 +112,8 @@ class SlurmBackend:
         het = [f"--het-group={','.join(str(k) for k in range(len(components)))}"] if len(components) > 1 else []
         srun = ["srun", *het, *([] if het else [f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1"]),
                 "--kill-on-bad-exit=0", sys.executable, "-S", "-c", NODE_BOOT, str(gang_file)]
-        script.write_text("#!/bin/sh\nexec " + shlex.join(srun) + "\n")
+        script.write_text("#!/bin/sh\n" + self._network_step(gang, str(gang_file))
+                          + "exec " + shlex.join(srun) + "\n")
         script.chmod(0o755)
         # Slurm counts --time from the start: the run time left + the stop grace + a start-up allowance
         seconds = max(60, math.ceil(float(spec["deadline"]) - time.time() + self.stop_grace + TIME_MARGIN_S))
@@ -133,6 +135,19 @@ class SlurmBackend:
         for a in gang:
             (a.spec_path.parent / JOB_FILE).write_text(job_id)
         return job_id
+
+    def _network_step(self, gang: list[AgentLaunch], gang_file: str) -> str:
+        """The batch step's line that records the allocation's network before srun (.network), or
+        nothing: a finishing agent makes no network; one instance off ``nodes`` is recorded here."""
+        path = network.record_path(gang_file)
+        if gang[0].finish:
+            return ""
+        known = network.trivial(self.settings.network, len(gang))
+        if known is not None:
+            network.write(path, known)
+            return ""
+        Path(path).unlink(missing_ok=True)
+        return shlex.join([sys.executable, "-S", "-c", NETWORK_BOOT, path, self.settings.network]) + "\n"
 
     # -- following the Slurm jobs ----------------------------------------------------------------
     def reap(self) -> None:

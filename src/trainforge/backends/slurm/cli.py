@@ -123,3 +123,22 @@ def scancel(job_id: str, signal_name: str | None = None) -> None:
         _run(["scancel", *([f"--signal={signal_name}"] if signal_name else []), job_id])
     except SlurmError:
         pass  # it ended meanwhile
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """The node names of a Slurm host list (``node[1-3]``), in its order: Slurm's own expansion."""
+    return _run(["scontrol", "show", "hostnames", nodelist]).split()
+
+
+def node_addresses(names: list[str]) -> dict[str, str]:
+    """Node name -> its ``NodeAddr`` (how slurmctld reaches its slurmd), one ``scontrol`` for all."""
+    found: dict[str, str] = {}
+    for line in _run(["scontrol", "show", "node", "-o", ",".join(names)]).splitlines():
+        fields: dict[str, str] = {}
+        for token in line.split():
+            key, sep, value = token.partition("=")
+            if sep and key in ("NodeName", "NodeAddr"):
+                fields.setdefault(key, value)
+        if "NodeName" in fields and "NodeAddr" in fields:
+            found[fields["NodeName"]] = fields["NodeAddr"]
+    return found

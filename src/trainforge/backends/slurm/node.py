@@ -3,9 +3,10 @@ this task's (``SLURM_PROCID``: algo-1 is task 0).
 
 ``python -S -c NODE_BOOT GANG.json``: the gang file lists, in host order, each instance's spec and
 log file. The task records where it runs (``slurm.json`` in the instance directory: the Slurm job,
-the node, this machine's name, the allocation's node list) and becomes the agent, in this process:
-the agent's own record (``instance.json``) then names the PID that Slurm signals. Standard library
-only, as the agent's start.
+the node, this machine's name, the allocation's node list), makes its spec what the allocation
+gives (GPUs, deadline, the network the batch step recorded: :mod:`.network`) and becomes the agent,
+in this process: the agent's own record (``instance.json``) then names the PID that Slurm signals.
+Standard library only, as the agent's start.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def run(argv: list[str]) -> int:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f)
     os.replace(tmp, os.path.join(instance_dir, RECORD))
-    adopt_allocation(agent["spec"], os.environ, started)
+    adopt_allocation(agent["spec"], os.environ, started, None if agent["finish"] else (argv[0], rank))
     os.chdir(instance_dir)
     log = os.open(agent["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
@@ -62,12 +63,15 @@ def slurm_gpus(env: dict[str, str] | os._Environ[str]) -> list[int] | None:
     return None
 
 
-def adopt_allocation(spec_path: str, env: dict[str, str] | os._Environ[str], started: float) -> None:
+def adopt_allocation(spec_path: str, env: dict[str, str] | os._Environ[str], started: float,
+                     gang: tuple[str, int] | None = None) -> None:
     """Make the instance's spec what this node gives: the GPUs of Slurm's allocation (not the control
-    plane's GPU slots), and the deadline counted from now that the instance starts (the gang may have
-    waited in Slurm's queue; :func:`trainforge.backends.base.started_deadline`)."""
+    plane's GPU slots), the deadline counted from now that the instance starts (the gang may have
+    waited in Slurm's queue; :func:`trainforge.backends.base.started_deadline`) and, given the gang
+    file and this task's rank, the allocation's network (:func:`.network.adopt`)."""
     from trainforge.agent import instance_files
     from trainforge.backends.base import started_deadline
+    from trainforge.backends.slurm import network
 
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
@@ -78,4 +82,6 @@ def adopt_allocation(spec_path: str, env: dict[str, str] | os._Environ[str], sta
         spec["deadline"] = started_deadline(float(spec["deadline"]), spec.get("launched_at"), started,
                                             spec.get("deadline_cap"))
         spec["launched_at"] = None  # adopted once: a finishing agent started later keeps this deadline
+    if gang is not None:
+        network.adopt(spec, gang[0], gang[1], env.get("SLURMD_NODENAME"))
     instance_files.write_spec(os.path.dirname(spec_path), spec)

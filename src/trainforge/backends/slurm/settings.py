@@ -15,6 +15,11 @@
       exclusive: true           # whole nodes (sbatch --exclusive), as an ml.* instance is a machine
       sbatch_args: []           # anything else, passed to sbatch as is
       stop_kill_after_seconds: 60  # after the stop grace, this much more for the upload, then scancel
+      network: auto             # how an instance's algo-N reach the others (backends/slurm/network.py):
+                                # job: the per-job link of the local backend (every node of the
+                                # allocation is one machine); nodes: each instance in its node's network
+                                # namespace, algo-N = the NodeAddr of the node of rank N-1 (no
+                                # EnableNetworkIsolation); auto: job when the allocation is one machine
 
 Job files (specs, logs, /opt/ml of each instance) stay in the server's data directory, which the
 nodes must see at the same path (a shared file system; on one machine, trivially).
@@ -28,8 +33,23 @@ from typing import Any
 from trainforge.config_checks import known_mapping
 
 KNOWN = {"partition", "account", "control_url", "instance_types", "exclusive", "sbatch_args",
-         "stop_kill_after_seconds"}
+         "stop_kill_after_seconds", "network"}
+NETWORKS = ("auto", "job", "nodes")
 SHAPE_KEYS = {"cpus": int, "memory_mb": int, "gres": str, "gpus": int}
+
+
+ISOLATION_REFUSED = ("EnableNetworkIsolation cannot be enforced on this server: its Slurm backend runs each "
+                     "instance in its node's network namespace (slurm.network: nodes), where nothing keeps "
+                     "the training code from the network. Run the job without EnableNetworkIsolation, or "
+                     "on a server whose slurm.network is job.")
+
+
+def isolation_refused(section: dict[str, Any]) -> str | None:
+    """Why CreateTrainingJob must refuse EnableNetworkIsolation on this server, or None: with
+    ``network: nodes`` an instance runs in its node's network namespace, where nothing keeps the
+    training code from the network (``auto`` decides per allocation: a job it puts on the nodes'
+    namespaces fails at start, backends/slurm/network.py)."""
+    return ISOLATION_REFUSED if section.get("network") == "nodes" else None
 
 
 class SlurmConfigError(ValueError):
@@ -53,6 +73,11 @@ def validate(section: Any) -> None:
     kill_after = section.get("stop_kill_after_seconds", 60.0)
     if isinstance(kill_after, bool) or not isinstance(kill_after, int | float) or kill_after < 0:
         raise SlurmConfigError("slurm.stop_kill_after_seconds must be a number of seconds")
+    network = section.get("network", "auto")
+    if network not in NETWORKS:
+        raise SlurmConfigError(f"slurm.network must be one of {', '.join(NETWORKS)} (got {network!r}): "
+                               "auto (the default) is job when every node of an allocation is one machine, "
+                               "else nodes")
     types = section.get("instance_types", {})
     if not isinstance(types, dict):
         raise SlurmConfigError("slurm.instance_types must map ml.* instance types to resources")
@@ -74,6 +99,7 @@ class SlurmSettings:
     exclusive: bool = True
     sbatch_args: list[str] = field(default_factory=list)
     stop_kill_after_seconds: float = 60.0
+    network: str = "auto"
     # the server's ``instance_types`` (ml.* type -> cpus, memory_mb, gpus): the GPUs of a type that
     # ``instance_types`` above does not map
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
