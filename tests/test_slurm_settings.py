@@ -20,6 +20,8 @@ from trainforge.config import Config
     ("debug", "'slurm' must be a mapping"),
     ({"partition": 3}, "slurm.partition must be a string"),
     ({"exclusive": "yes"}, "slurm.exclusive must be true or false"),
+    ({"exclusive": False}, "slurm.exclusive: false needs slurm.network: job (got 'auto')"),
+    ({"exclusive": False, "network": "nodes"}, "slurm.exclusive: false needs slurm.network: job"),
     ({"sbatch_args": "--qos=x"}, "slurm.sbatch_args must be a list of strings"),
     ({"instance_types": {"ml.p3.2xlarge": {"gpu": 1}}}, "unknown keys ['gpu']"),
     ({"instance_types": {"ml.p3.2xlarge": {"gpus": "1"}}}, "gpus must be a whole number"),

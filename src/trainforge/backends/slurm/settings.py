@@ -78,6 +78,11 @@ def validate(section: Any) -> None:
         raise SlurmConfigError(f"slurm.network must be one of {', '.join(NETWORKS)} (got {network!r}): "
                                "auto (the default) is job when every node of an allocation is one machine, "
                                "else nodes")
+    if section.get("exclusive", True) is False and network != "job":
+        # jobs sharing a node would share its network namespace (nodes), and reach each other there
+        raise SlurmConfigError(f"slurm.exclusive: false needs slurm.network: job (got {network!r}): with "
+                               "nodes shared between jobs, instances in a node's network namespace would "
+                               "share it with other jobs' instances")
     types = section.get("instance_types", {})
     if not isinstance(types, dict):
         raise SlurmConfigError("slurm.instance_types must map ml.* instance types to resources")
