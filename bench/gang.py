@@ -38,8 +38,8 @@ IN_MODEL = "import os, time; t = time.time(); open('/opt/ml/model/t-' + os.envir
 Row = tuple[str, str, str, str]  # figure, median, max, target (the shape bench/gang_slurm.py's rows have)
 
 
-def job_run(sm: Any, out: Path, name: str, instances: int) -> tuple[float, float]:
-    req = request(name, out, IN_MODEL)
+def job_run(sm: Any, out: Path, name: str, instances: int, flags: list[str]) -> tuple[float, float]:
+    req = request(name, out, IN_MODEL, [sys.executable, *flags, "-c"])
     req["ResourceConfig"]["InstanceCount"] = instances
     t0 = time.time()
     sm.create_training_job(**req)
@@ -53,10 +53,10 @@ def job_run(sm: Any, out: Path, name: str, instances: int) -> tuple[float, float
     return max(starts) - min(starts), max(starts) - t0
 
 
-def bare_run(marks: Path, run: int, instances: int) -> tuple[float, float]:
+def bare_run(marks: Path, run: int, instances: int, flags: list[str]) -> tuple[float, float]:
     paths = [marks / f"bare-{run}-{i}" for i in range(instances)]
     t0 = time.time()
-    procs = [subprocess.Popen([sys.executable, "-c", FIRST_LINE.format(mark=p)]) for p in paths]
+    procs = [subprocess.Popen([sys.executable, *flags, "-c", FIRST_LINE.format(mark=p)]) for p in paths]
     for proc in procs:
         proc.wait()
     starts = [float(p.read_text()) for p in paths]
@@ -67,8 +67,10 @@ def _ms(v: float) -> str:
     return f"{v * 1000:9.1f} ms"
 
 
-def local_rows(runs: int, instances: int = 3) -> list[Row]:
-    """The local backend's rows, and the bare processes' beside them, measured in one run."""
+def local_rows(runs: int, instances: int = 3, flags: list[str] | None = None) -> list[Row]:
+    """The local backend's rows, and the bare processes' beside them, measured in one run (a job, then
+    the bare processes, in turn); ``flags``: the interpreter's options, for both."""
+    flags = list(flags or [])
     work = Path(tempfile.mkdtemp(prefix="tf-bench-gang-"))
     out, marks = work / "out", work / "marks"
     marks.mkdir()
@@ -81,8 +83,10 @@ def local_rows(runs: int, instances: int = 3) -> list[Row]:
                       aws_secret_access_key="bench", config=BotoConfig(retries={"max_attempts": 0}))
     try:
         sm.list_training_jobs()  # warm the client's connection
-        job = [job_run(sm, out, f"gang-{i}", instances) for i in range(runs)]
-        bare = [bare_run(marks, i, instances) for i in range(runs)]
+        job, bare = [], []
+        for i in range(runs):
+            job.append(job_run(sm, out, f"gang-{i}", instances, flags))
+            bare.append(bare_run(marks, i, instances, flags))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -115,9 +119,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--instances", type=int, default=3)
     ap.add_argument("--no-slurm", action="store_true", help="only the local figures")
+    ap.add_argument("--no-site", action="store_true",
+                    help="the local user code's interpreter (and the bare processes') started with -S: "
+                         "without site's start-up, to show how much of the skew is the interpreters' own")
     args = ap.parse_args()
-    rows = local_rows(args.runs, args.instances) + ([] if args.no_slurm else slurm_rows(args.runs))
-    print_table(f"gang start, {args.runs} runs each", rows)
+    flags = ["-S"] if args.no_site else []
+    rows = local_rows(args.runs, args.instances, flags) + ([] if args.no_slurm else slurm_rows(args.runs))
+    print_table(f"gang start, {args.runs} runs each" + (" (local interpreters with -S)" if flags else ""), rows)
 
 
 def print_table(title: str, rows: list[Row]) -> None:
