@@ -23,6 +23,7 @@ import os
 import struct
 import subprocess
 import tempfile
+import time
 
 from trainforge.sandbox.syscalls import MS_NODEV, MS_NOSUID, umount
 from trainforge.sandbox.syscalls import mount as mount_call
@@ -30,6 +31,7 @@ from trainforge.sandbox.syscalls import mount as mount_call
 GIB = 1024**3
 LOOP_CTL_GET_FREE, LOOP_CONFIGURE = 0x4C82, 0x4C0A
 LO_FLAGS_AUTOCLEAR = 4
+LOOP_RACE_SECONDS = 30.0
 # struct loop_config: fd, block_size, struct loop_info64 (232 bytes; lo_flags at offset 52 and the
 # file name, for losetup -l, at 56), 64 reserved bytes
 _LOOP_CONFIG = struct.Struct("=II52xI64s112x64x")
@@ -105,7 +107,10 @@ def _attach_loop(image: str) -> tuple[str, int]:
     control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
     try:
         config = _LOOP_CONFIG.pack(backing, 0, LO_FLAGS_AUTOCLEAR, os.fsencode(image)[-63:])
-        for _ in range(64):  # another process may take the free device between the two calls
+        # Another process may take the free device between the two calls: agents started together
+        # all get the same one and one of them wins each round, so the bound is a time, not a count.
+        until = time.monotonic() + LOOP_RACE_SECONDS
+        while True:
             device = f"/dev/loop{fcntl.ioctl(control, LOOP_CTL_GET_FREE)}"
             fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
             try:
@@ -115,7 +120,8 @@ def _attach_loop(image: str) -> tuple[str, int]:
                 os.close(fd)
                 if exc.errno != errno.EBUSY:
                     raise
-        raise VolumeError(f"no free loop device for {image}")
+            if time.monotonic() > until:
+                raise VolumeError(f"no free loop device for {image}")
     finally:
         os.close(control)
         os.close(backing)
