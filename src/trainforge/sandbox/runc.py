@@ -126,7 +126,12 @@ def run_argv(state_root: str, bundle_dir: str, container_id: str, runc: str = RU
 
 
 def delete(state_root: str, container_id: str, runc: str = RUNC) -> None:
-    """Remove what runc keeps of a container (its state, its cgroup), killing what is left of it."""
+    """Remove what runc keeps of a container (its state, its cgroup), killing what is left of it.
+    Nothing to do (and no runc process, ~25 ms of CPU) once its state directory is gone: ``runc
+    run`` in the foreground removes state and cgroup itself when the container ends; they remain
+    only when runc itself was killed."""
+    if not os.path.lexists(os.path.join(state_root, container_id)):
+        return
     subprocess.run([runc, "--root", state_root, "delete", "--force", container_id], check=False,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
