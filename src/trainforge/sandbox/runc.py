@@ -115,7 +115,7 @@ def write_bundle(bundle_dir: str, cfg: dict[str, Any]) -> None:
     os.makedirs(bundle_dir, mode=0o700, exist_ok=True)
     path = os.path.join(bundle_dir, "config.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(cfg, f)
+        f.write(json.dumps(cfg))  # one C-encoded string: json.dump encodes piecewise in Python (~10x the CPU)
     os.replace(path + ".tmp", path)
 
 
