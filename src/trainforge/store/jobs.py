@@ -62,6 +62,9 @@ _SAVE = (
 )
 
 
+_INSTANCES_OF = select(instances).where(instances.c.job_id == bindparam("b_job_id")).order_by(instances.c.host)
+
+
 @functools.lru_cache(maxsize=64)
 def _instance_update(columns: frozenset[str]) -> Any:
     """UPDATE of one instance row's ``columns`` (bound as ``v_<column>``)."""
@@ -161,6 +164,7 @@ class JobStore:
             jobs.c.account_id == bindparam("account_id"), jobs.c.region == bindparam("region"),
             jobs.c.name == bindparam("name")))
         self._by_id = db.prepare(select(jobs).where(jobs.c.id == bindparam("id")))
+        self._lock = db.for_update(select(jobs).where(jobs.c.id == bindparam("b_id")))  # in a transaction
         self.name_index = NameIndex(db)
 
     # --- settings ----------------------------------------------------------------------------
@@ -209,8 +213,12 @@ class JobStore:
     def locked(self, job_id: int) -> Iterator[tuple[Connection, JobRow | None]]:
         """A write transaction holding the job's row; use :func:`save` to write it back."""
         with self.db.write() as conn:
-            row = conn.execute(self.db.for_update(select(jobs).where(jobs.c.id == job_id))).first()
-            yield conn, (JobRow.from_db(row) if row else None)
+            yield conn, self.lock_row(conn, job_id)
+
+    def lock_row(self, conn: Connection, job_id: int) -> JobRow | None:
+        """The job, its row held until the caller's transaction ends (None if it is gone)."""
+        row = conn.execute(self._lock, {"b_id": job_id}).first()
+        return JobRow.from_db(row) if row else None
 
     @staticmethod
     def save(conn: Connection, job: JobRow) -> None:
@@ -347,8 +355,7 @@ class JobStore:
 
     @staticmethod
     def instances_of(conn: Connection, job_id: int) -> list[dict[str, Any]]:
-        res = conn.execute(select(instances).where(instances.c.job_id == job_id).order_by(instances.c.host))
-        return [dict(r._mapping) for r in res]
+        return [dict(r._mapping) for r in conn.execute(_INSTANCES_OF, {"b_job_id": job_id})]
 
     def instances_by_token(self, token: str) -> list[dict[str, Any]]:
         """The instance whose agent token is ``token`` (looked up by its digest): one row, or every
