@@ -107,8 +107,11 @@ def _attach_loop(image: str) -> tuple[str, int]:
     control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
     try:
         config = _LOOP_CONFIG.pack(backing, 0, LO_FLAGS_AUTOCLEAR, os.fsencode(image)[-63:])
-        # Another process may take the free device between the two calls: agents started together
-        # all get the same one and one of them wins each round, so the bound is a time, not a count.
+        # Agents started together would all get the same free device and all but one would try
+        # again (each round a device opened and refused): they take turns, under a lock on the
+        # control device (closed, hence released, with it). Another process may still take the free
+        # device between the two calls: one of them wins each round, so the bound is a time.
+        fcntl.flock(control, fcntl.LOCK_EX)
         until = time.monotonic() + LOOP_RACE_SECONDS
         while True:
             device = f"/dev/loop{fcntl.ioctl(control, LOOP_CTL_GET_FREE)}"
