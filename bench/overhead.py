@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -63,6 +64,20 @@ def start_server(data: Path, config: dict) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not start: " + (data / "server.log").read_text())
 
 
+def start_bench_server(work: Path) -> tuple[subprocess.Popen, Any]:
+    """The server under ``work/data`` (a blocker type holding the whole machine, command images) and a client."""
+    # Capacity is not what is measured here: let every queued job run at once.
+    config = {"allowed_local_roots": [str(work)], "capacity_cpus": 100000, "capacity_memory_mb": 10**9,
+              "instance_types": {"ml.m5.large": {"cpus": 2, "memory_mb": 8192},
+                                 "ml.p4d.24xlarge": {"cpus": 100000, "memory_mb": 10**9}},
+              "images": [{"image": "bench/*", "kind": "command", "entrypoint": ["/bin/sh", "-c"]}]}
+    (work / "data").mkdir()
+    proc, endpoint = start_server(work / "data", config)
+    sm = boto3.client("sagemaker", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                      aws_secret_access_key="bench", config=BotoConfig(retries={"max_attempts": 0}))
+    return proc, sm
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
@@ -90,15 +105,7 @@ def main() -> None:
     marks = work / "marks"
     marks.mkdir()
     out = work / "out"
-    # Capacity is not what is measured here: let every queued job run at once.
-    config = {"allowed_local_roots": [str(work)], "capacity_cpus": 100000, "capacity_memory_mb": 10**9,
-              "instance_types": {"ml.m5.large": {"cpus": 2, "memory_mb": 8192},
-                                 "ml.p4d.24xlarge": {"cpus": 100000, "memory_mb": 10**9}},
-              "images": [{"image": "bench/*", "kind": "command", "entrypoint": ["/bin/sh", "-c"]}]}
-    (work / "data").mkdir()
-    proc, endpoint = start_server(work / "data", config)
-    sm = boto3.client("sagemaker", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-                      aws_secret_access_key="bench", config=BotoConfig(retries={"max_attempts": 0}))
+    proc, sm = start_bench_server(work)
     # The user code: its first line records when it ran (in its model); then it exits.
     first_line = "import time; open('{mark}','w').write(repr(time.time()))"
     in_model = "/opt/ml/model/t"

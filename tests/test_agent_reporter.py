@@ -157,3 +157,15 @@ def test_a_flood_during_an_outage_is_held_back_not_lost(control: ControlPlane, m
     wait_until(done.is_set, message="the flood to get through")
     assert r.close(time.time() + 20)
     assert control.logs() == [f"line {i}" for i in range(2000)]
+
+
+def test_connects_at_once_and_posts_nothing_before_news(control: ControlPlane) -> None:
+    """The connection is made as the reporter starts; its first report carries the first event (an
+    empty report would cost the control plane a transaction for nothing)."""
+    r = Reporter(spec_for(control.url), None)
+    r.start()
+    wait_until(lambda: control.connections, message="the reporter's connection")
+    r.status("Downloading", "Downloading input data")
+    assert r.close(time.time() + 10)
+    assert [req["events"][0]["status"] for req in control.requests] == ["Downloading"]
+    assert len(control.connections) == 1

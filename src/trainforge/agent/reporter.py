@@ -4,7 +4,8 @@
 per (job, attempt, host) in the order :meth:`Reporter.emit` is called; one sender thread posts them
 in batches, one request in flight, and keeps every event until an answer's ``next_seq`` passes it.
 While the control plane is unreachable it retries with backoff (50 ms doubling to 1 s) for as
-long as it is asked to; with nothing to send it posts an empty heartbeat every 2 s.
+long as it is asked to; with nothing to send it posts an empty heartbeat every 2 s (the first 2 s
+after it starts: its connection is made at once, but nothing is posted before there is news).
 
 Unacknowledged events are appended to ``instance_dir/agent-outbox.jsonl`` before they are first
 posted (``{"seq": n, "event": {...}}`` lines, plus ``{"ack": next_seq}`` lines as answers arrive),
@@ -149,7 +150,12 @@ class Reporter:
     # -- sender thread ------------------------------------------------------------------------------
     def _run(self) -> None:
         backoff = BACKOFF_MIN
-        last_post = 0.0
+        # The connection is made at once, while the main thread prepares the instance, so that the
+        # first status reaches the control plane right away; nothing is posted before there is
+        # something to say (an empty report costs the control plane a transaction): the first
+        # heartbeat comes HEARTBEAT_SECONDS from now.
+        last_post = time.time()
+        self._connect()
         while True:
             with self._cond:
                 while not self._closing and not self.gone:
@@ -216,8 +222,19 @@ class Reporter:
             if self._on_stop:
                 self._on_stop(str(stop))
 
-    def _post(self, seq: int, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def _connect(self) -> None:
+        """Open the connection the reports go through (a failure is left to the first post)."""
         from trainforge.agent.transport import Connection  # in the sender thread: socket only
+
+        if self._conn is None:
+            self._conn = Connection(self._url, REQUEST_TIMEOUT)
+        try:
+            self._conn.connect()
+        except OSError as exc:
+            self.last_error = f"connecting: {exc}"
+
+    def _post(self, seq: int, events: list[dict[str, Any]]) -> dict[str, Any]:
+        from trainforge.agent.transport import Connection
 
         claims = {"job": self._job} if self._job else {}
         body = json.dumps({**claims, "host": self._host, "attempt": self._attempt, "seq": seq, "events": events},

@@ -44,34 +44,68 @@ class Usage(Protocol):
 
 class ProcessTree:
     """A process and its descendants, from /proc. A reaped child's time is in its parent's
-    cumulative fields (cutime, cstime), which are counted: the total only grows while the tree lives."""
+    cumulative fields (cutime, cstime), which are counted: the total only grows while the tree lives.
+
+    The tree is walked from its root through each thread's ``children`` file: a few files per
+    process of the instance. Where the kernel has no such files, every process of the host is read
+    (``/proc/*/stat``: hundreds of opens per sample on a busy host, each agent every few seconds)."""
 
     def __init__(self, root_pid: int, proc: str = "/proc") -> None:
         self.root_pid = root_pid
         self.proc = proc
+        self._walk = os.path.exists(f"{proc}/self/task/{os.getpid()}/children")
 
     def read(self) -> tuple[float, int]:
+        stats = self._tree() if self._walk else self._every_process()
+        ticks = sum(sum(int(x) for x in fields[11:15]) for fields in stats)
+        pages = sum(int(fields[21]) for fields in stats)
+        return ticks / _TICKS, pages * _PAGE
+
+    def _stat(self, pid: int | str) -> list[str] | None:
+        """After "pid (comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17) ... rss(24)."""
+        try:
+            with open(f"{self.proc}/{pid}/stat", encoding="latin-1") as f:
+                return f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None  # gone meanwhile
+
+    def _tree(self) -> list[list[str]]:
+        found: list[list[str]] = []
+        todo, seen = [self.root_pid], set()
+        while todo:
+            pid = todo.pop()
+            fields = self._stat(pid) if pid not in seen else None
+            if fields is None:
+                continue
+            seen.add(pid)
+            found.append(fields)
+            try:
+                tasks = os.listdir(f"{self.proc}/{pid}/task")
+            except OSError:
+                continue
+            for task in tasks:  # a child belongs to the thread that forked it (runc forks from any)
+                try:
+                    with open(f"{self.proc}/{pid}/task/{task}/children", encoding="ascii") as f:
+                        todo += [int(c) for c in f.read().split()]
+                except OSError:
+                    continue
+        return found
+
+    def _every_process(self) -> list[list[str]]:
         stats: dict[int, list[str]] = {}
         for entry in os.listdir(self.proc):
-            if entry.isdigit():
-                try:
-                    with open(f"{self.proc}/{entry}/stat", encoding="latin-1") as f:
-                        # after "pid (comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17) ... rss(24)
-                        stats[int(entry)] = f.read().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue  # gone meanwhile
+            if entry.isdigit() and (fields := self._stat(entry)) is not None:
+                stats[int(entry)] = fields
         children: dict[int, list[int]] = {}
         for pid, fields in stats.items():
             children.setdefault(int(fields[1]), []).append(pid)
-        ticks, pages = 0, 0
+        found = []
         todo = [self.root_pid] if self.root_pid in stats else []
         while todo:
             pid = todo.pop()
-            fields = stats[pid]
-            ticks += sum(int(x) for x in fields[11:15])
-            pages += int(fields[21])
+            found.append(stats[pid])
             todo.extend(children.get(pid, ()))
-        return ticks / _TICKS, pages * _PAGE
+        return found
 
 
 class Cgroup:

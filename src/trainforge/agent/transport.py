@@ -47,11 +47,16 @@ class Connection:
                 raise
         return self._post_once(path, body, headers)
 
-    def _post_once(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self._sock is None:
+    def connect(self) -> None:
+        """Open the socket now (plain HTTP; a TLS connection is made by its first request)."""
+        if self._sock is None and self.scheme != "https":
             self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._file = self._sock.makefile("rb")
+
+    def _post_once(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        self.connect()
+        assert self._sock is not None
         head = [f"POST {path} HTTP/1.1", f"Host: {self.netloc}", f"Content-Length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)

@@ -32,12 +32,14 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
     """Release what belongs to no running job; returns the attempt directories released."""
     jobs_dir = os.path.realpath(jobs_dir)
     live = {os.path.realpath(d) for d in live_dirs}
-    released: set[str] = set()
+    ended: dict[str, list[str]] = {}  # attempt -> its mount points, deepest first (one read of the table)
     for point in volume.mounted_under(jobs_dir):
         attempt = _owner(point, jobs_dir, live)
-        if attempt is not None and attempt not in released:
-            volume.release_under(attempt)
-            released.add(attempt)
+        if attempt is not None:
+            ended.setdefault(attempt, []).append(point)
+    for attempt, points in ended.items():
+        volume.release_under(attempt, points)
+    released = set(ended)
     _sweep_networks(settings, live)
     state = rootfs.runc_state(str(settings["roots"]))
     for cid in runc.containers(state):

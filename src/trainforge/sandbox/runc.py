@@ -115,7 +115,7 @@ def write_bundle(bundle_dir: str, cfg: dict[str, Any]) -> None:
     os.makedirs(bundle_dir, mode=0o700, exist_ok=True)
     path = os.path.join(bundle_dir, "config.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(cfg, f)
+        f.write(json.dumps(cfg))  # one C-encoded string: json.dump encodes piecewise in Python (~10x the CPU)
     os.replace(path + ".tmp", path)
 
 
@@ -126,7 +126,12 @@ def run_argv(state_root: str, bundle_dir: str, container_id: str, runc: str = RU
 
 
 def delete(state_root: str, container_id: str, runc: str = RUNC) -> None:
-    """Remove what runc keeps of a container (its state, its cgroup), killing what is left of it."""
+    """Remove what runc keeps of a container (its state, its cgroup), killing what is left of it.
+    Nothing to do (and no runc process, ~25 ms of CPU) once its state directory is gone: ``runc
+    run`` in the foreground removes state and cgroup itself when the container ends; they remain
+    only when runc itself was killed."""
+    if not os.path.lexists(os.path.join(state_root, container_id)):
+        return
     subprocess.run([runc, "--root", state_root, "delete", "--force", container_id], check=False,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 

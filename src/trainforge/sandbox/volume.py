@@ -23,6 +23,7 @@ import os
 import struct
 import subprocess
 import tempfile
+import time
 
 from trainforge.sandbox.syscalls import MS_NODEV, MS_NOSUID, umount
 from trainforge.sandbox.syscalls import mount as mount_call
@@ -30,6 +31,7 @@ from trainforge.sandbox.syscalls import mount as mount_call
 GIB = 1024**3
 LOOP_CTL_GET_FREE, LOOP_CONFIGURE = 0x4C82, 0x4C0A
 LO_FLAGS_AUTOCLEAR = 4
+LOOP_RACE_SECONDS = 30.0
 # struct loop_config: fd, block_size, struct loop_info64 (232 bytes; lo_flags at offset 52 and the
 # file name, for losetup -l, at 56), 64 reserved bytes
 _LOOP_CONFIG = struct.Struct("=II52xI64s112x64x")
@@ -105,7 +107,13 @@ def _attach_loop(image: str) -> tuple[str, int]:
     control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
     try:
         config = _LOOP_CONFIG.pack(backing, 0, LO_FLAGS_AUTOCLEAR, os.fsencode(image)[-63:])
-        for _ in range(64):  # another process may take the free device between the two calls
+        # Agents started together would all get the same free device and all but one would try
+        # again (each round a device opened and refused): they take turns, under a lock on the
+        # control device (closed, hence released, with it). Another process may still take the free
+        # device between the two calls: one of them wins each round, so the bound is a time.
+        fcntl.flock(control, fcntl.LOCK_EX)
+        until = time.monotonic() + LOOP_RACE_SECONDS
+        while True:
             device = f"/dev/loop{fcntl.ioctl(control, LOOP_CTL_GET_FREE)}"
             fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
             try:
@@ -115,7 +123,8 @@ def _attach_loop(image: str) -> tuple[str, int]:
                 os.close(fd)
                 if exc.errno != errno.EBUSY:
                     raise
-        raise VolumeError(f"no free loop device for {image}")
+            if time.monotonic() > until:
+                raise VolumeError(f"no free loop device for {image}")
     finally:
         os.close(control)
         os.close(backing)
@@ -147,10 +156,15 @@ def mount(sandbox_dir: str, instance_dir: str, target: str, size_gb: int, uid: i
 def mounted_under(directory: str) -> list[str]:
     """Mount points at or below ``directory`` (deepest first), from this namespace's mount table."""
     prefix = os.path.realpath(directory).rstrip("/") + "/"
+    # mountinfo writes space, tab, newline and backslash as octal escapes: look for the prefix so
+    # written before decoding a line (a host with a thousand mounts has a thousand lines to pass over)
+    escaped = "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in prefix[:-1])
     points = []
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as f:
             for line in f:
+                if escaped not in line:
+                    continue
                 point = line.split()[4].encode().decode("unicode_escape")
                 if (point + "/").startswith(prefix):
                     points.append(point)
@@ -159,10 +173,12 @@ def mounted_under(directory: str) -> list[str]:
     return sorted(set(points), key=len, reverse=True)
 
 
-def release_under(directory: str) -> None:
-    """Unmount every volume at or below ``directory`` and delete the images (a job's end, or a job
-    directory about to be removed). Idempotent."""
-    for point in mounted_under(directory):
+def release_under(directory: str, points: list[str] | None = None) -> None:
+    """Unmount every volume at or below ``directory`` (``points``, deepest first, where the caller
+    has read them from the mount table already: reading it costs milliseconds of CPU on a host with
+    a thousand mounts) and delete the images (a job's end, or a job directory about to be removed).
+    Idempotent."""
+    for point in mounted_under(directory) if points is None else points:
         umount(point)  # lazily: a process still in it keeps it until it leaves; errors change nothing
     for dirpath, _dirs, files in os.walk(directory):
         if "volume.img" in files:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 
 from trainforge.agent import instance_files
 from trainforge.backends.base import AgentLaunch, Backend
@@ -32,7 +31,6 @@ from trainforge.scheduler.capacity import CapacityModel, host_names
 from trainforge.scheduler.gpu_slots import GpuSlots
 from trainforge.service import lifecycle
 from trainforge.store.jobs import JobRow, JobStore, new_token, token_digest
-from trainforge.store.schema import jobs as jobs_table
 
 log = logging.getLogger("trainforge.scheduler")
 
@@ -178,8 +176,7 @@ class Launcher:
     def _commit(self, conn: Any, p: Prepared) -> bool:
         """In the caller's transaction: the job runs, with its instance rows. False if it changed
         meanwhile (stopped, deleted, another attempt, another deadline): it is not started."""
-        row = conn.execute(self.store.db.for_update(select(jobs_table).where(jobs_table.c.id == p.job.id))).first()
-        locked = JobRow.from_db(row) if row is not None else None
+        locked = self.store.lock_row(conn, p.job.id)
         if locked is None or locked.phase != "queued" or locked.attempt != p.job.attempt:
             return False
         if locked.deadline is not None and locked.deadline != p.deadline:

@@ -64,6 +64,15 @@ class Scheduler:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
+        if self._thread is None or not self._thread.is_alive():
+            # the volumes of jobs that ended since the last pass go now, not at the next start: a
+            # server stopped right after its jobs ended left them mounted (every mount on the host
+            # makes each container's start, and each read of the mount table, cost more CPU)
+            try:
+                self._swept_with = None
+                self._sweep_sandbox(self.store.jobs_in_phase("running"))
+            except Exception:
+                log.exception("the last sweep of ended jobs' sandboxes failed")
         self.backend.close()
 
     def wake(self, *_: Any) -> None:

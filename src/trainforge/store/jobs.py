@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -44,6 +45,32 @@ TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 
 class TerminalStatusChange(RuntimeError):
     """A write that would move a job out of its terminal status: refused, the transaction fails."""
+
+
+# The writes of every report and launch, built once: building a statement costs more CPU than
+# running it (expression objects, then its cache key on every execution).
+_SAVE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"),
+           or_(and_(*(jobs.c.status != s for s in sorted(TERMINAL_STATUSES))),
+               and_(jobs.c.status == bindparam("b_status"),
+                    jobs.c.secondary_status == bindparam("b_secondary_status"),
+                    jobs.c.phase == bindparam("b_phase"))))
+    .values({c: bindparam("v_" + c) for c in (
+        "status", "secondary_status", "last_modified_time", "training_end_time", "warm_pool_status", "request",
+        "state", "phase", "stop_reason", "attempt", "deadline", "deadline_reason", "finishing_hosts")})
+)
+
+
+_INSTANCES_OF = select(instances).where(instances.c.job_id == bindparam("b_job_id")).order_by(instances.c.host)
+
+
+@functools.lru_cache(maxsize=64)
+def _instance_update(columns: frozenset[str]) -> Any:
+    """UPDATE of one instance row's ``columns`` (bound as ``v_<column>``)."""
+    return (update(instances)
+            .where(instances.c.job_id == bindparam("b_job_id"), instances.c.host == bindparam("b_host"))
+            .values({c: bindparam("v_" + c) for c in sorted(columns)}))
 
 
 def new_token() -> str:
@@ -137,6 +164,7 @@ class JobStore:
             jobs.c.account_id == bindparam("account_id"), jobs.c.region == bindparam("region"),
             jobs.c.name == bindparam("name")))
         self._by_id = db.prepare(select(jobs).where(jobs.c.id == bindparam("id")))
+        self._lock = db.for_update(select(jobs).where(jobs.c.id == bindparam("b_id")))  # in a transaction
         self.name_index = NameIndex(db)
 
     # --- settings ----------------------------------------------------------------------------
@@ -194,8 +222,12 @@ class JobStore:
     def locked(self, job_id: int) -> Iterator[tuple[Connection, JobRow | None]]:
         """A write transaction holding the job's row; use :func:`save` to write it back."""
         with self.db.write() as conn:
-            row = conn.execute(self.db.for_update(select(jobs).where(jobs.c.id == job_id))).first()
-            yield conn, (JobRow.from_db(row) if row else None)
+            yield conn, self.lock_row(conn, job_id)
+
+    def lock_row(self, conn: Connection, job_id: int) -> JobRow | None:
+        """The job, its row held until the caller's transaction ends (None if it is gone)."""
+        row = conn.execute(self._lock, {"b_id": job_id}).first()
+        return JobRow.from_db(row) if row else None
 
     @staticmethod
     def save(conn: Connection, job: JobRow) -> None:
@@ -205,19 +237,15 @@ class JobStore:
         # A job is never modified before it was created, even if the clock stepped back: list_jobs
         # relies on it (a LastModifiedTimeBefore bound is a CreationTime bound too).
         job.last_modified_time = max(job.last_modified_time, job.creation_time)
-        unchanged = and_(jobs.c.status == job.status, jobs.c.secondary_status == job.secondary_status,
-                         jobs.c.phase == job.phase)
-        result = conn.execute(
-            update(jobs).where(jobs.c.id == job.id, or_(jobs.c.status.not_in(TERMINAL_STATUSES), unchanged))
-            .values(
-                status=job.status, secondary_status=job.secondary_status,
-                last_modified_time=job.last_modified_time, training_end_time=job.training_end_time,
-                warm_pool_status=job.warm_pool_status, request=dumps(job.request),
-                state=dumps(job.state), phase=job.phase, stop_reason=job.stop_reason,
-                attempt=job.attempt, deadline=job.deadline, deadline_reason=job.deadline_reason,
-                finishing_hosts=dumps(job.finishing_hosts) if job.finishing_hosts else None,
-            )
-        )
+        result = conn.execute(_SAVE, {
+            "b_id": job.id, "b_status": job.status, "b_secondary_status": job.secondary_status,
+            "b_phase": job.phase, "v_status": job.status, "v_secondary_status": job.secondary_status,
+            "v_last_modified_time": job.last_modified_time, "v_training_end_time": job.training_end_time,
+            "v_warm_pool_status": job.warm_pool_status, "v_request": dumps(job.request),
+            "v_state": dumps(job.state), "v_phase": job.phase, "v_stop_reason": job.stop_reason,
+            "v_attempt": job.attempt, "v_deadline": job.deadline, "v_deadline_reason": job.deadline_reason,
+            "v_finishing_hosts": dumps(job.finishing_hosts) if job.finishing_hosts else None,
+        })
         if result.rowcount == 0:
             stored = conn.execute(select(jobs.c.status, jobs.c.secondary_status, jobs.c.phase)
                                   .where(jobs.c.id == job.id)).first()
@@ -336,8 +364,7 @@ class JobStore:
 
     @staticmethod
     def instances_of(conn: Connection, job_id: int) -> list[dict[str, Any]]:
-        res = conn.execute(select(instances).where(instances.c.job_id == job_id).order_by(instances.c.host))
-        return [dict(r._mapping) for r in res]
+        return [dict(r._mapping) for r in conn.execute(_INSTANCES_OF, {"b_job_id": job_id})]
 
     def instances_by_token(self, token: str) -> list[dict[str, Any]]:
         """The instance whose agent token is ``token`` (looked up by its digest): one row, or every
@@ -352,8 +379,8 @@ class JobStore:
 
     @staticmethod
     def update_instance(conn: Connection, job_id: int, host: str, **values: Any) -> None:
-        conn.execute(update(instances).where(instances.c.job_id == job_id, instances.c.host == host)
-                     .values(**values))
+        conn.execute(_instance_update(frozenset(values)),
+                     {"b_job_id": job_id, "b_host": host, **{"v_" + k: v for k, v in values.items()}})
 
     # --- logs and metrics --------------------------------------------------------------------
     @staticmethod
