@@ -93,6 +93,27 @@ def test_unacknowledged_events_survive_an_agent_restart(control: ControlPlane, t
     assert third.unacknowledged() == 0
 
 
+def test_an_unreachable_control_plane_is_not_waited_for_once_the_instance_directory_is_gone(
+        tmp_path: Path, dead_url: str) -> None:
+    """A removed data directory: nothing will read the outbox again, so the agent stops waiting to
+    deliver (it would have waited until the job's deadline, holding its volume and processes)."""
+    instance_dir = tmp_path / "algo-1"
+    instance_dir.mkdir()
+    r = Reporter(spec_for(dead_url), str(instance_dir / "outbox.jsonl"))
+    r.status("Completed", "exited")
+    r.start()
+    box: list[bool] = []
+    closing = threading.Thread(target=lambda: box.append(r.close(time.time() + 600)))
+    closing.start()
+    wait_until(lambda: (instance_dir / "outbox.jsonl").exists(), timeout=30, message="the outbox written")
+    assert closing.is_alive()  # still trying to deliver while the directory is there
+    for f in instance_dir.iterdir():
+        f.unlink()
+    instance_dir.rmdir()
+    closing.join(30)
+    assert not closing.is_alive() and box == [False]
+
+
 def test_control_plane_restart_on_the_same_port(control: ControlPlane) -> None:
     r = Reporter(spec_for(control.url), None)
     r.log("before")

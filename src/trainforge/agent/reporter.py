@@ -125,10 +125,15 @@ class Reporter:
             self._cond.notify_all()
             while self._pending and self._pending[0][0] < target and not self.gone:
                 remaining = until - time.time()
-                if remaining <= 0 or self._abandoned:
+                if remaining <= 0 or self._abandoned or self._outbox_removed():
                     return False
                 self._cond.wait(min(remaining, 0.5))
             return not self.gone or not self._pending
+
+    def _outbox_removed(self) -> bool:
+        """The instance's directory is gone (its data directory was removed): nothing will ever read
+        the outbox, so nothing is gained by waiting to deliver (a restarted control plane reads it)."""
+        return bool(self._outbox_path) and not os.path.isdir(os.path.dirname(self._outbox_path))
 
     def abandon_if_failing(self) -> bool:
         """Give up waiting in :meth:`flush` when the last report failed (the control plane is
