@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import unique_name, wait_for_job
 from slurm_cluster import SlurmCluster, slurm_available
+from test_runtime_jobs import log_messages
 from test_slurm_backend import (
     HOSTS,
     cluster,  # noqa: F401 - the module's Slurm fixture
@@ -142,6 +143,9 @@ def run_check(srv: Any, slurm_cluster: SlurmCluster, tmp_path: Path) -> dict[str
     assert sorted(reached) == HOSTS
     # algo-2 and algo-3 connected to the server algo-1 opened
     assert results["algo-1"]["peers"] == ["algo-2", "algo-3"]
+    # the job log says so, for each instance
+    said = [m for m in log_messages(srv, name) if "network: its Slurm node's (slurm.network: nodes)" in m]
+    assert len(said) == len(HOSTS), said
     # still sandboxed: its uid 0 is an unprivileged host uid, the host's secrets are out of reach
     for h in HOSTS:
         inside, outside = results[h]["uid_map"][:2]

@@ -109,7 +109,9 @@ def describe(spec: dict[str, Any], paths: Paths) -> list[str]:
         net = ("network: the job's own (EnableNetworkIsolation: the job's instances only)" if s.get("netns")
                else "network: none (EnableNetworkIsolation: no network)")
     else:
-        net = "network: the job's own" if s.get("netns") else "network: the host's"
+        net = ("network: the job's own" if s.get("netns") else
+               "network: its Slurm node's (slurm.network: nodes), algo-N at the nodes' addresses"
+               if spec.get("network") == "nodes" else "network: the host's")
     size = (spec["request"].get("ResourceConfig") or {}).get("VolumeSizeInGB")
     lines = [f"[trainforge] isolation: sandbox (runc: user, PID, mount, IPC, UTS namespaces; root is host uid "
              f"{s.get('uid')}; {net}); /opt/ml is this instance's own "
