@@ -190,3 +190,23 @@ def test_connects_at_once_and_posts_nothing_before_news(control: ControlPlane) -
     assert r.close(time.time() + 10)
     assert [req["events"][0]["status"] for req in control.requests] == ["Downloading"]
     assert len(control.connections) == 1
+
+
+def test_log_lines_wait_for_the_next_report_other_events_do_not(control: ControlPlane, monkeypatch: Any) -> None:
+    """Log lines printed soon after a report go together with the next one (a line every 20 ms is
+    not a report every 20 ms); a status sends them at once, and so does the end."""
+    monkeypatch.setattr("trainforge.agent.reporter.LOG_LINGER_SECONDS", 30.0)  # longer than any load
+    r = Reporter(spec_for(control.url), None)
+    r.start()
+    r.status("Training", "Training in progress")
+    wait_until(lambda: r.unacknowledged() == 0, message="the status acknowledged")
+    for i in range(5):  # a process printing a line every 20 ms
+        r.log(f"round {i}")
+        time.sleep(0.02)
+    r.status("Uploading", "Uploading generated training model")  # not a log line: goes at once
+    wait_until(lambda: r.unacknowledged() == 0, timeout=10, message="the lines and the status delivered")
+    kinds = [[e.get("status") or e["message"] for e in req["events"]] for req in control.requests]
+    assert kinds == [["Training"], ["round 0", "round 1", "round 2", "round 3", "round 4", "Uploading"]]
+    r.log("last line")
+    assert r.close(time.time() + 10)  # the end sends what waits, however recent the last report
+    assert control.logs()[-1] == "last line"
