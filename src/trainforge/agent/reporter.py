@@ -141,7 +141,8 @@ class Reporter:
     def _outbox_removed(self) -> bool:
         """The instance's directory is gone (its data directory was removed): nothing will ever read
         the outbox, so nothing is gained by waiting to deliver (a restarted control plane reads it)."""
-        return bool(self._outbox_path) and not os.path.isdir(os.path.dirname(self._outbox_path))
+        path = self._outbox_path
+        return path is not None and path != "" and not os.path.isdir(os.path.dirname(path))
 
     def abandon_if_failing(self) -> bool:
         """Give up waiting in :meth:`flush` when the last report failed (the control plane is

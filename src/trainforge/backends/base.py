@@ -93,7 +93,7 @@ def create_backend(config: Config) -> Backend:
     """The backend the server's configuration names (``backend: local`` or ``backend: slurm``; any
     other value is refused by :class:`~trainforge.config.Config` itself)."""
     if config.backend == "slurm":
-        from trainforge.backends.slurm import SlurmBackend
+        from trainforge.backends.slurm.backend import SlurmBackend
 
         return SlurmBackend(config)
     from trainforge.backends.local import LocalBackend
