@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import minimal_request, unique_name, wait_for_job, wait_until
+from conftest import minimal_request, read_model, unique_name, wait_for_job, wait_until
 from slurm_cluster import SlurmCluster, slurm_available
 from test_runtime_jobs import shell_job
 from test_sandbox_distributed import _job as distributed_job
@@ -138,6 +138,50 @@ def test_a_torch_gloo_all_reduce_across_the_three_nodes(server_factory: Any, clu
     assert [r["rank"] for r in results.values()] == [0, 1, 2]
     assert [r["address"] for r in results.values()] == ["10.200.0.11", "10.200.0.12", "10.200.0.13"]
     assert len({r["job_id"] for r in node_records(srv, name).values()}) == 1
+
+
+TORCHRUN_SCRIPT = r'''
+import datetime, json, os
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))  # env://, as torchrun sets it
+rank, world = dist.get_rank(), dist.get_world_size()
+value = torch.tensor([float(rank + 1)])
+dist.all_reduce(value)
+out = {"rank": rank, "env_rank": int(os.environ["RANK"]), "world": world, "sum": value.item(),
+       "host": os.environ["SM_CURRENT_HOST"], "local": int(os.environ["LOCAL_RANK"])}
+with open(os.path.join(os.environ["SM_MODEL_DIR"], f"rank-{rank}.json"), "w") as f:
+    json.dump(out, f)
+dist.destroy_process_group()
+'''
+
+
+def test_the_torchrun_launcher_across_the_three_nodes(server_factory: Any, cluster: SlurmCluster,
+                                                      tmp_path: Path) -> None:
+    """The framework image in script mode with ``torch_distributed`` (the hyperparameter the SDK
+    sends): torchrun on each node of one allocation, rendezvous on algo-1, an unchanged torchrun-style
+    script (env://, its rank from RANK) all-reduces over the three."""
+    from test_distributed_launchers import _script_job, torch_config
+
+    srv = server_factory(torch_config(allowed_local_roots=[str(tmp_path)], backend="slurm",
+                                      slurm={"partition": cluster.partition}),
+                         env={"SLURM_CONF": str(cluster.conf)})
+    sm = srv.client()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(TORCHRUN_SCRIPT)
+    name = unique_name("slurm-torchrun")
+    sm.create_training_job(**_script_job(name, code, tmp_path / "out",
+                                         {"sagemaker_torch_distributed_enabled": True}, {}, count=3))
+    desc = wait_for_job(sm, name, timeout=300)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])
+    ranks = sorted((json.loads(v) for k, v in model.items() if k.startswith("rank-")), key=lambda r: r["rank"])
+    assert [(r["rank"], r["env_rank"], r["world"], r["host"], r["local"]) for r in ranks] == [
+        (0, 0, 3, "algo-1", 0), (1, 1, 3, "algo-2", 0), (2, 2, 3, "algo-3", 0)], ranks
+    assert {r["sum"] for r in ranks} == {6.0}, ranks
+    records = node_records(srv, name)
+    assert len({r["job_id"] for r in records.values()}) == 1 and sorted(records) == HOSTS
 
 
 def test_sharded_by_s3_key_splits_a_channel_across_the_nodes(slurm_server: Any, tmp_path: Path) -> None:

@@ -22,7 +22,9 @@
                                 # EnableNetworkIsolation); auto: job when the allocation is one machine
 
 Job files (specs, logs, /opt/ml of each instance) stay in the server's data directory, which the
-nodes must see at the same path (a shared file system; on one machine, trivially).
+nodes must see at the same path (a shared file system; on one machine, trivially): it is the shared
+directory the nodes stage through. Staging through an object store instead (nodes that share no
+directory with the server) is not offered, and no key of this section asks for it.
 """
 
 from __future__ import annotations
