@@ -210,3 +210,20 @@ def test_log_lines_wait_for_the_next_report_other_events_do_not(control: Control
     r.log("last line")
     assert r.close(time.time() + 10)  # the end sends what waits, however recent the last report
     assert control.logs()[-1] == "last line"
+
+
+def test_a_waiting_log_line_is_in_the_outbox_before_it_is_sent(control: ControlPlane, tmp_path: Path,
+                                                               monkeypatch: Any) -> None:
+    """A line waiting for the next report is written to the outbox at once: an agent killed while
+    it waits loses nothing (its successor, or the control plane, reads the outbox)."""
+    monkeypatch.setattr("trainforge.agent.reporter.LOG_LINGER_SECONDS", 30.0)
+    outbox = tmp_path / "outbox.jsonl"
+    r = Reporter(spec_for(control.url), str(outbox))
+    r.start()
+    r.status("Training", "Training in progress")
+    wait_until(lambda: r.unacknowledged() == 0, message="the status acknowledged")
+    r.log("waiting line")
+    wait_until(lambda: "waiting line" in outbox.read_text(), timeout=10, message="the line in the outbox")
+    assert "waiting line" not in control.logs()  # not posted: it waits for the next report
+    assert r.close(time.time() + 10)
+    assert control.logs()[-1] == "waiting line"

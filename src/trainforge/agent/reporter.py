@@ -171,11 +171,15 @@ class Reporter:
         last_post = time.time()
         self._connect()
         while True:
+            persist_only = False  # lingering lines go to the outbox at once: an agent killed meanwhile loses none
             with self._cond:
                 while not self._closing and not self.gone:
                     if self._pending:
                         wait = self._linger(last_post)
                         if wait <= 0:
+                            break
+                        if self._pending[-1][0] >= self._persisted:
+                            persist_only = True
                             break
                         self._cond.wait(wait)
                         continue
@@ -188,6 +192,8 @@ class Reporter:
                 batch = self._batch()
                 first = batch[0][0] if batch else self._next_seq
             self._persist_pending()
+            if persist_only:
+                continue
             try:
                 answer = self._post(first, [e for _, e in batch])
             except _Gone:
