@@ -207,7 +207,34 @@ class SlurmCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         self._procs.clear()
+        self._kill_stray_steps()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _kill_stray_steps(self) -> None:
+        """The job steps' ``slurmstepd`` of this cluster outlive its slurmd (they are not its children
+        once started): one whose slurmd is gone retries talking to it for good. Each carries this
+        cluster's SLURM_CONF in its environment."""
+        mark = f"SLURM_CONF={self.conf}".encode()
+        strays = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/comm", "rb") as f:
+                    if f.read().strip() != b"slurmstepd":
+                        continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark not in f.read().split(b"\0"):
+                        continue
+                os.kill(int(entry), signal.SIGKILL)
+                strays.append(int(entry))
+            except (OSError, ValueError):
+                continue
+        deadline = time.monotonic() + 10
+        while strays and time.monotonic() < deadline:
+            strays = [pid for pid in strays if os.path.exists(f"/proc/{pid}")]
+            if strays:
+                time.sleep(0.05)
 
     def __enter__(self) -> Self:
         return self.start()
