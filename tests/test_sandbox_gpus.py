@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerProcess, minimal_request, read_model, unique_name, wait_for_job
+from conftest import ServerProcess, minimal_request, read_model, unique_name, wait_for_job, wait_until
 from test_agent_layout import spec_for
 
 from trainforge.agent import environment
@@ -207,7 +207,11 @@ def _spec(srv: ServerProcess, name: str) -> dict[str, Any]:
     return spec
 
 
-def _stopped_env(sm: Any, name: str) -> dict[str, str]:
+def _stopped_env(srv: ServerProcess, sm: Any, name: str) -> dict[str, str]:
+    """Once the job's script has recorded its environment (SecondaryStatus Training comes just before
+    the script starts: a stop then could end it first), stop it and read the record from its model."""
+    wait_until(lambda: list((srv.data_dir / "jobs").glob(f"*/*/{name}/attempt-*/algo-1/opt/ml/model/env.txt")),
+               message=f"{name}'s script recording its environment")
     sm.stop_training_job(TrainingJobName=name)
     described = wait_for_job(sm, name)
     assert described["TrainingJobStatus"] == "Stopped", described.get("FailureReason")
@@ -232,7 +236,7 @@ def test_gpu_jobs_get_their_own_indices_and_wait_for_one(server_factory: Any, tm
     third = _gpu_job(sm, bucket)
     pending = wait_for_job(sm, third, "Pending", secondary=True)
     assert "1 GPUs" in pending["SecondaryStatusTransitions"][-1]["StatusMessage"]
-    env = _stopped_env(sm, first)  # its GPU is freed: the third job gets exactly that one
+    env = _stopped_env(srv, sm, first)  # its GPU is freed: the third job gets exactly that one
     spec = _spec(srv, first)
     assert env["SM_NUM_GPUS"] == "1" and spec["num_gpus"] == 1
     assert env["CUDA_VISIBLE_DEVICES"] == env["NVIDIA_VISIBLE_DEVICES"] == _expected_visible(spec)
@@ -260,9 +264,9 @@ def test_a_two_gpu_instance_and_the_indices_after_a_restart(server_factory: Any,
     wait_for_job(sm, second)
     big = _gpu_job(sm, bucket, "ml.p4d.24xlarge")  # 8 GPUs, clipped to this machine's 2
     wait_for_job(sm, big, "Pending", secondary=True)  # one is still the first job's
-    _stopped_env(sm, first)
+    _stopped_env(srv, sm, first)
     wait_for_job(sm, big, "Training", secondary=True)
     spec = _spec(srv, big)
-    env = _stopped_env(sm, big)
+    env = _stopped_env(srv, sm, big)
     assert spec["gpus"] == [0, 1] and env["SM_NUM_GPUS"] == "2"
     assert env["CUDA_VISIBLE_DEVICES"] == _expected_visible(spec)
