@@ -99,6 +99,17 @@ def _script_job(name: str, code: Path, out: Path, hyperparameters: dict[str, Any
     return req
 
 
+def _submit(sm: Any, tmp_path: Path, script: str, prefix: str, hyperparameters: dict[str, Any],
+            count: int = 2) -> str:
+    """``script`` as the job's train.py (a directory submitted by file://), created; its name."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(script)
+    name = unique_name(prefix)
+    sm.create_training_job(**_script_job(name, code, tmp_path / "out", hyperparameters, {}, count))
+    return name
+
+
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI is not installed (scripts/test installs it)")
 def test_mpi_and_pytorchddp_jobs_at_once_each_reduce_over_their_four_ranks(server_factory: Any,
                                                                           tmp_path: Path) -> None:
@@ -129,12 +140,7 @@ def test_mpi_and_pytorchddp_jobs_at_once_each_reduce_over_their_four_ranks(serve
 def test_one_host_failing_fails_the_job_naming_it_and_stops_the_other(server_factory: Any, tmp_path: Path) -> None:
     srv = server_factory(torch_config(allowed_local_roots=[str(tmp_path)]))
     sm = srv.client()
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "train.py").write_text(FAILING_SCRIPT)
-    name = unique_name("dist-fail")
-    sm.create_training_job(**_script_job(name, code, tmp_path / "out",
-                                         {"sagemaker_torch_distributed_enabled": True}, {}))
+    name = _submit(sm, tmp_path, FAILING_SCRIPT, "dist-fail", {"sagemaker_torch_distributed_enabled": True})
     desc = wait_for_job(sm, name, timeout=120)  # long before algo-1's 600 s sleep would end
     assert desc["TrainingJobStatus"] == "Failed"
     reason = desc["FailureReason"]

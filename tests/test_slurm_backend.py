@@ -161,22 +161,17 @@ def test_the_torchrun_launcher_across_the_three_nodes(server_factory: Any, clust
     """The framework image in script mode with ``torch_distributed`` (the hyperparameter the SDK
     sends): torchrun on each node of one allocation, rendezvous on algo-1, an unchanged torchrun-style
     script (env://, its rank from RANK) all-reduces over the three."""
-    from test_distributed_launchers import _script_job, torch_config
+    from test_distributed_launchers import _ranks, _submit, torch_config
 
     srv = server_factory(torch_config(allowed_local_roots=[str(tmp_path)], backend="slurm",
                                       slurm={"partition": cluster.partition}),
                          env={"SLURM_CONF": str(cluster.conf)})
     sm = srv.client()
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "train.py").write_text(TORCHRUN_SCRIPT)
-    name = unique_name("slurm-torchrun")
-    sm.create_training_job(**_script_job(name, code, tmp_path / "out",
-                                         {"sagemaker_torch_distributed_enabled": True}, {}, count=3))
+    name = _submit(sm, tmp_path, TORCHRUN_SCRIPT, "slurm-torchrun", {"sagemaker_torch_distributed_enabled": True},
+                   count=3)
     desc = wait_for_job(sm, name, timeout=300)
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
-    model = read_model(desc["ModelArtifacts"]["S3ModelArtifacts"])
-    ranks = sorted((json.loads(v) for k, v in model.items() if k.startswith("rank-")), key=lambda r: r["rank"])
+    ranks = _ranks(read_model(desc["ModelArtifacts"]["S3ModelArtifacts"]))
     assert [(r["rank"], r["env_rank"], r["world"], r["host"], r["local"]) for r in ranks] == [
         (0, 0, 3, "algo-1", 0), (1, 1, 3, "algo-2", 0), (2, 2, 3, "algo-3", 0)], ranks
     assert {r["sum"] for r in ranks} == {6.0}, ranks
