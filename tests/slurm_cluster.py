@@ -211,18 +211,16 @@ class SlurmCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kill_stray_steps(self) -> None:
-        """The job steps' ``slurmstepd`` of this cluster outlive its slurmd (they are not its children
-        once started): one whose slurmd is gone retries talking to it for good. Each carries this
-        cluster's SLURM_CONF in its environment."""
+        """What this cluster's jobs left: the job steps' ``slurmstepd`` outlive its slurmd (they are
+        not its children once started), and one whose slurmd is gone retries talking to it for good,
+        as does a batch script's ``srun`` whose step died. Each carries this cluster's SLURM_CONF in
+        its environment (the daemons are gone by now; this process's own environment has none)."""
         mark = f"SLURM_CONF={self.conf}".encode()
         strays = []
         for entry in os.listdir("/proc"):
-            if not entry.isdigit():
+            if not entry.isdigit() or int(entry) == os.getpid():
                 continue
             try:
-                with open(f"/proc/{entry}/comm", "rb") as f:
-                    if f.read().strip() != b"slurmstepd":
-                        continue
                 with open(f"/proc/{entry}/environ", "rb") as f:
                     if mark not in f.read().split(b"\0"):
                         continue
