@@ -142,7 +142,9 @@ class Reporter:
         """The instance's directory is gone (its data directory was removed): nothing will ever read
         the outbox, so nothing is gained by waiting to deliver (a restarted control plane reads it)."""
         path = self._outbox_path
-        return path is not None and path != "" and not os.path.isdir(os.path.dirname(path))
+        if not path:
+            return False
+        return not os.path.isdir(os.path.dirname(path))
 
     def abandon_if_failing(self) -> bool:
         """Give up waiting in :meth:`flush` when the last report failed (the control plane is
@@ -189,8 +191,9 @@ class Reporter:
                     self._cond.wait(wait)
                 if self._closing or self.gone:
                     return
-                batch = self._batch()
-                first = batch[0][0] if batch else self._next_seq
+                if not persist_only:
+                    batch = self._batch()
+                    first = batch[0][0] if batch else self._next_seq
             self._persist_pending()
             if persist_only:
                 continue
