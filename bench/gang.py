@@ -28,7 +28,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
-from overhead import request, start_server
+from overhead import ended, request, start_server
 
 LOCAL_SKEW_TARGET_S = 0.050
 # the user code's first line: when it ran, into its model (or a marks directory for the bare processes)
@@ -43,9 +43,7 @@ def job_run(sm: Any, out: Path, name: str, instances: int, flags: list[str]) -> 
     req["ResourceConfig"]["InstanceCount"] = instances
     t0 = time.time()
     sm.create_training_job(**req)
-    while sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress":
-        time.sleep(0.01)
-    status = sm.describe_training_job(TrainingJobName=name)
+    status = ended(sm, name)
     if status["TrainingJobStatus"] != "Completed":
         raise SystemExit(f"{name}: {status['TrainingJobStatus']}: {status.get('FailureReason')}")
     model = out / name / "output" / "model"

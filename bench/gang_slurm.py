@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from overhead import request, start_server
+from overhead import ended, request, start_server
 from slurm_cluster import SlurmCluster
 
 LINE = 'date +%s.%N > "$MARKS/$ID"'
@@ -108,8 +108,7 @@ def _trainforge(cluster: SlurmCluster, work: Path, runs: int) -> tuple[list[floa
             req["ResourceConfig"]["InstanceCount"] = 3
             t0 = time.time()
             sm.create_training_job(**req)
-            while sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress":
-                time.sleep(0.02)
+            ended(sm, name)
             starts = _starts(out / name / "output" / "model", 3)
             total.append(starts[-1] - t0)
             skew.append(starts[-1] - starts[0])

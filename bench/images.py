@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(HERE)]
 
 import boto3
 from botocore.config import Config as BotoConfig
-from overhead import start_server
+from overhead import ended, start_server
 
 from tests.oci_registry import Entry, busybox_layer, file, start_registry, tar_layer, write_layout
 
@@ -177,8 +177,7 @@ def main() -> None:
         pulls = registry.manifest_gets() - before
         for name in [f"{kind}-{i}" for kind, n in (("cold", args.runs), ("warm", args.runs * 2),
                                                    ("catalog", args.runs * 2), ("many", args.jobs)) for i in range(n)]:
-            while sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress":
-                time.sleep(0.1)  # the server releases each job's volume when it has ended
+            ended(sm, name)  # the server releases each job's volume when it has ended
         c, h, w, r, k = (statistics.median(x) for x in (cold, hand, warm, [runc_hand], catalog))
         rows = [
             ("cold start, image not cached", f"{c * 1000:.0f} ms", "skopeo copy + umoci unpack by hand",

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config as BotoConfig
-from overhead import start_server  # bench/ is this script's directory, first on sys.path
+from overhead import ended, start_server  # bench/ is this script's directory, first on sys.path
 
 IMAGE = "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost:1.7-1"
 
@@ -92,14 +92,10 @@ def completed(sm: object, request: dict) -> float:
     of the job's training time was the bench's own polling."""
     t0 = time.time()
     sm.create_training_job(**request)  # type: ignore[attr-defined]
-    while True:
-        d = sm.describe_training_job(TrainingJobName=request["TrainingJobName"])  # type: ignore[attr-defined]
-        if d["TrainingJobStatus"] != "InProgress":
-            break
-        time.sleep(POLL_S)
+    d = ended(sm, request["TrainingJobName"], POLL_S)
     if d["TrainingJobStatus"] != "Completed":
         raise SystemExit(f"{request['TrainingJobName']}: {d['TrainingJobStatus']}: {d.get('FailureReason')}")
-    return float(d["TrainingEndTime"].timestamp()) - t0
+    return d["TrainingEndTime"].timestamp() - t0
 
 
 def main() -> None:
