@@ -207,10 +207,10 @@ class SlurmCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         self._procs.clear()
-        self._kill_stray_steps()
+        self._kill_leftovers()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _kill_stray_steps(self) -> None:
+    def _kill_leftovers(self) -> None:
         """What this cluster's jobs left: the job steps' ``slurmstepd`` outlive its slurmd (they are
         not its children once started), and one whose slurmd is gone retries talking to it for good,
         as does a batch script's ``srun`` whose step died. Each carries this cluster's SLURM_CONF in

@@ -210,8 +210,8 @@ def _spec(srv: ServerProcess, name: str) -> dict[str, Any]:
 def _stopped_env(srv: ServerProcess, sm: Any, name: str) -> dict[str, str]:
     """Once the job's script has recorded its environment (SecondaryStatus Training comes just before
     the script starts: a stop then could end it first), stop it and read the record from its model."""
-    wait_until(lambda: list((srv.data_dir / "jobs").glob(f"*/*/{name}/attempt-*/algo-1/opt/ml/model/env.txt")),
-               message=f"{name}'s script recording its environment")
+    record = Path(_spec(srv, name)["instance_dir"]) / "opt" / "ml" / "model" / "env.txt"
+    wait_until(record.exists, message=f"{name}'s script recording its environment")
     sm.stop_training_job(TrainingJobName=name)
     described = wait_for_job(sm, name)
     assert described["TrainingJobStatus"] == "Stopped", described.get("FailureReason")
