@@ -89,6 +89,10 @@ class Config:
     # Host directories every sandboxed instance sees, read-write, at the same path (a dataset cache
     # shared by the host, say). Refused when one holds or lies in the data directory.
     sandbox_mounts: list[str] = field(default_factory=list)
+    # Prepared instances (local backend, sandbox): after a job that can use one, the agent fork server
+    # prepares the next instance of the same shape (volume, network, a created container) while the
+    # machine is otherwise idle, so that the next such job starts in it (agent/prepared.py).
+    prepared_instances: bool = True
     # Where instances run: "local" (this machine) or "slurm" (a cluster; backends/slurm/settings.py lists
     # the keys of the `slurm:` section: partition, account, control_url, instance_types, sbatch_args, ...).
     backend: str = "local"

@@ -154,7 +154,8 @@ def build(config: Config, *, start_scheduler: bool = True) -> Server:
     jobs = TrainingJobs(store, config, signer, check_create=create_rules, for_algorithm=algorithms.for_job)
     algorithms.set_jobs(jobs)
     if isolation.settings is not None:  # what an agent pulling an image needs (images/pull.py)
-        isolation.settings.update(registries=config.registries, image_cache_gb=config.image_cache_gb)
+        isolation.settings.update(registries=config.registries, image_cache_gb=config.image_cache_gb,
+                                  prepared=config.prepared_instances and config.backend == "local")
     scheduler = Scheduler(store, config, isolation=isolation.mode, sandbox=isolation.settings)
     jobs.set_wake(scheduler.wake)
     prometheus = Prometheus(store, capacity)

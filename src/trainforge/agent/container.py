@@ -66,16 +66,17 @@ def prepare_volume(spec: dict[str, Any], paths: Paths) -> None:
     os.chmod(root, 0o700)  # the volume's root is the instance's root's alone
 
 
-def prepare(spec: dict[str, Any], paths: Paths) -> Any:
+def prepare(spec: dict[str, Any], paths: Paths, credentials: bool = True) -> Any:
     """The volume and the network, made at the same time (each waits on the kernel and on helper
-    processes); returns the network (:func:`start_network`)."""
+    processes); returns the network (:func:`start_network`; without its credentials endpoint for a
+    prepared instance, whose job is not known yet)."""
     import threading
 
     box: list[Any] = []
 
     def network() -> None:
         try:
-            box.append(start_network(spec, paths))
+            box.append(start_network(spec, paths, credentials))
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             box.append(exc)
 
@@ -174,8 +175,10 @@ def network_mode(spec: dict[str, Any]) -> str | None:
 
 def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str], cwd: str,
            mounts: list[tuple[str, str, bool]],
-           local_paths: list[str], runc_path: str) -> list[str]:
-    """Write the instance's bundle (``instance_dir/bundle``) and return the argv of ``runc run``."""
+           local_paths: list[str], runc_path: str, launch: str | None = None,
+           pid_file: str | None = None) -> list[str]:
+    """Write the instance's bundle (``instance_dir/bundle``) and return the argv of ``runc run``;
+    for a prepared instance (agent/prepared.py), with its ``launch`` file, that of ``runc create``."""
     s = settings(spec)
     sandbox_dir = s["dir"]
     cid = container_id(paths.instance_dir)
@@ -196,6 +199,10 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
     if gated(spec):
         make_gate(spec, paths)
         binds.append(runc.bind(gate_path(paths), GATE))
+    if launch is not None:
+        from trainforge.agent.prepared import LAUNCH
+
+        binds.append(runc.bind(launch, LAUNCH))
     binds.append(runc.bind(paths.host_ml, CONTAINER_ML, read_only=False))
     binds += local_mounts(spec, paths, local_paths)
     binds += [runc.bind(src, dst, read_only=ro) for src, dst, ro in mounts]
@@ -212,6 +219,8 @@ def bundle(spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, s
                       writable_root=image.is_image(spec), user=user)
     bundle_dir = os.path.join(paths.instance_dir, "bundle")
     runc.write_bundle(bundle_dir, cfg)
+    if pid_file is not None:
+        return runc.create_argv(rootfs.runc_state(s["roots"]), bundle_dir, cid, pid_file, runc_path)
     return runc.run_argv(rootfs.runc_state(s["roots"]), bundle_dir, cid, runc_path)
 
 
@@ -247,7 +256,7 @@ def loopback_ports(spec: dict[str, Any]) -> list[int]:
     return [parts.port or (443 if parts.scheme == "https" else 80)]
 
 
-def start_network(spec: dict[str, Any], paths: Paths) -> Any:
+def start_network(spec: dict[str, Any], paths: Paths, credentials: bool = True) -> Any:
     """The instance's network namespace on its job's link (:mod:`trainforge.sandbox.network`),
     started without waiting for the user-mode network (``ready()`` before the container starts).
     The spec learns the namespace, the addresses of every host and the name server. With the
@@ -262,7 +271,7 @@ def start_network(spec: dict[str, Any], paths: Paths) -> Any:
     net = network.setup_instance(rootfs.network_dir(settings(spec)["roots"]), rootfs.job_key(paths.job_dir),
                                  list(spec["hosts"]), spec["host"],
                                  isolated=isolated, loopback_endpoints=[] if isolated else loopback_ports(spec),
-                                 credentials=None if isolated else _credentials(spec),
+                                 credentials=None if isolated or not credentials else credentials_source(spec),
                                  credentials_token=None if isolated else token, wait=False)
     s = spec.setdefault("sandbox", {})
     s["netns"], s["dns"] = net.netns_path, net.nameserver
@@ -271,7 +280,7 @@ def start_network(spec: dict[str, Any], paths: Paths) -> Any:
     return net
 
 
-def _credentials(spec: dict[str, Any]) -> Callable[[], bytes]:
+def credentials_source(spec: dict[str, Any]) -> Callable[[], bytes]:
     """What the agent's credentials endpoint serves: the job's credentials from the control plane."""
     from trainforge.agent.environment import credentials_uri
 
@@ -317,7 +326,7 @@ def node_network(spec: dict[str, Any]) -> NodeNetwork:
     if missing:
         raise RuntimeError(f"the node network has no address for {', '.join(missing)}")
     sock = socket.create_server(("127.0.0.1", 0))
-    endpoint = credentials_endpoint(sock, _credentials(spec), str(spec["token"]))
+    endpoint = credentials_endpoint(sock, credentials_source(spec), str(spec["token"]))
     spec["credentials_url"] = f"http://127.0.0.1:{sock.getsockname()[1]}{CREDENTIALS_PATH}"
     spec["network"] = "nodes"
     return NodeNetwork(endpoint)
@@ -336,18 +345,37 @@ def gpu_parts(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
     return devices, mounts
 
 
+def home(spec: dict[str, Any], paths: Paths) -> str:
+    """The directory the instance's container was made from: its own, or a prepared instance's."""
+    return str(settings(spec).get("container_dir") or paths.instance_dir)
+
+
 def remove(spec: dict[str, Any], paths: Paths, runc_path: str) -> None:
-    """After the container's end: runc's state and cgroup go (idempotent)."""
-    cid = container_id(paths.instance_dir)
+    """After the container's end: runc's state and cgroup go (idempotent); a prepared instance's
+    directory too."""
+    made_in = home(spec, paths)
+    cid = container_id(made_in)
     runc.delete(rootfs.runc_state(settings(spec)["roots"]), cid, runc_path)
     rootfs.remove_root(settings(spec)["roots"], cid)
     if image.is_image(spec):
-        image.remove_layer(paths.instance_dir)
+        image.remove_layer(made_in)
         image.release(spec)
+    if made_in != paths.instance_dir:
+        import shutil
+
+        shutil.rmtree(made_in, ignore_errors=True)
 
 
 def init_prefix(spec: dict[str, Any]) -> list[str]:
     """PID 1's wrapper up to its script: ``setpriv --pdeathsig KILL -- sh -c`` (:mod:`.isolation`)."""
-    if image.is_image(spec):
-        return image.init_prefix()
-    return ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c"]
+    return [*tool(spec, image.SETPRIV), "--pdeathsig", "KILL", "--", *shell(spec), "-c"]
+
+
+def tool(spec: dict[str, Any], path: str) -> list[str]:
+    """How the instance runs one of the host's programs (``path``, under /usr): as it is in a catalog
+    image's root, through the host's dynamic loader inside a container image (:func:`image.host_tool`)."""
+    return image.host_tool(path) if image.is_image(spec) else [path]
+
+
+def shell(spec: dict[str, Any]) -> list[str]:
+    return tool(spec, image.SHELL) if image.is_image(spec) else ["/bin/sh"]

@@ -5,7 +5,7 @@
 ``runtime`` (``bundle``, ``config``, ``user``). :func:`mount_root` gives the instance a private
 writable layer over the shared read-only root: an overlay mount where the kernel allows it, a copy
 otherwise; ``sandbox.rootfs.remove_root`` unmounts it and :func:`remove_layer` throws the layer away. The container's PID 1 is the same ``setpriv`` +
-``sh`` wrapper a catalog instance has (:func:`init_prefix`), run from the host's ``/usr`` (mounted
+``sh`` wrapper a catalog instance has (:func:`.container.init_prefix`), run from the host's ``/usr`` (mounted
 read-only at ``/.trainforge/usr``) through the host's dynamic loader: an image need not have either
 program, and its own libraries are never loaded by them.
 """
@@ -41,8 +41,9 @@ def provider_arn(request: dict[str, Any]) -> str | None:
     return auth.get("TrainingRepositoryCredentialsProviderArn") or None
 
 
-def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
-    """The image into the cache and its configuration into ``spec["runtime"]`` (raises :class:`ImageError`)."""
+def pull(spec: dict[str, Any], log: Callable[[str], None], cached_only: bool = False) -> None:
+    """The image into the cache and its configuration into ``spec["runtime"]`` (raises :class:`ImageError`;
+    ``cached_only``: when it is not in the cache, unpacked, already)."""
     from trainforge.agent.container import uid as instance_uid
     from trainforge.images import pull as pulling
     from trainforge.images import unpack
@@ -54,7 +55,8 @@ def pull(spec: dict[str, Any], log: Callable[[str], None]) -> None:
         raise ImageError(f"the training image '{shown}' is a container image, which needs the trainforge "
                          "sandbox (this server runs training code with isolation: none)")
     try:  # unpacked for the instance's root (the same uid its volume and container get)
-        image = pulling.ensure(s["data_dir"], shown, instance_uid(spec), s, provider_arn(spec["request"]), log=log, hold=True)
+        image = pulling.ensure(s["data_dir"], shown, instance_uid(spec), s, provider_arn(spec["request"]), log=log,
+                               hold=True, cached_only=cached_only)
     except pulling.PullError as exc:
         raise ImageError(str(exc)) from None
     runtime["lock_fd"] = image.lock_fd  # never evicted while it runs
@@ -141,19 +143,14 @@ def remove_layer(instance_dir: str) -> None:
 
 
 # -- PID 1 from the host's /usr ---------------------------------------------------------------------
-def init_prefix() -> list[str]:
-    """``setpriv --pdeathsig KILL -- sh -c`` as run inside an image: the host's programs and their
-    libraries under :data:`HOST_TOOLS`, started by the host's dynamic loader."""
+def host_tool(path: str) -> list[str]:
+    """One of the host's programs (``path``, under /usr) as run inside an image: the host's programs
+    and their libraries under :data:`HOST_TOOLS`, started by the host's dynamic loader."""
     loader = os.path.realpath(elf_interpreter(SETPRIV) or "")
     if not loader.startswith("/usr/"):
         raise ImageError("the host's dynamic loader is not under /usr: container images cannot be run here")
     inside = HOST_TOOLS + loader[len("/usr"):]
-    libs = os.path.dirname(inside)
-
-    def tool(path: str) -> list[str]:
-        return [inside, "--library-path", libs, HOST_TOOLS + os.path.realpath(path)[len("/usr"):]]
-
-    return [*tool(SETPRIV), "--pdeathsig", "KILL", "--", *tool(SHELL), "-c"]
+    return [inside, "--library-path", os.path.dirname(inside), HOST_TOOLS + os.path.realpath(path)[len("/usr"):]]
 
 
 def elf_interpreter(path: str) -> str | None:

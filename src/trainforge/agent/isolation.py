@@ -141,26 +141,34 @@ class Instance:
     the gang barrier, agent/gang.py): the user code starts."""
 
     def __init__(self, spec: dict[str, Any], paths: Paths, argv: list[str], env: dict[str, str],
-                 mounts: list[tuple[str, str, bool]] | None = None, local_paths: list[str] | None = None):
+                 mounts: list[tuple[str, str, bool]] | None = None, local_paths: list[str] | None = None,
+                 slot: Any = None):
         self.namespace = sandboxed(spec)
         self.spec, self.paths = spec, paths
         self._removed = False
         self.gated = False
         self._gate: int | None = None
         self.started = False  # the process (``runc run``) is started
+        self._slot = slot  # a prepared instance's created container (agent/prepared.py), started by go()
+        self._inner: list[str] = []
         if self.namespace:
             from trainforge.agent import container
 
             self.gated = container.gated(spec)
             init = GATED_INIT.format(gate=container.GATE) if self.gated else INIT
             inner = [*container.init_prefix(spec), init, "trainforge-init", *argv]
+            self._inner = inner
+        if slot is not None:
+            full = []
+            cwd = paths.instance_dir
+        elif self.namespace:
             full = container.bundle(spec, paths, inner, env, paths.container("code"), mounts or [],
                                     local_paths or [], which("runc") or "runc")
             cwd = paths.instance_dir
         else:
             full = list(argv)
             cwd = paths.host("code")
-        if which("setpriv"):
+        if which("setpriv") and full:
             full = ["setpriv", "--pdeathsig", "KILL", "--"] + full
         self._command, self._env, self._cwd = full, env, cwd
         self._own_ns = _pid_namespace("self")
@@ -209,6 +217,12 @@ class Instance:
         self.remove()
 
     def _start(self) -> None:
+        if self._slot is not None:  # PID 1 is this agent's own child: no runc process in between
+            self.popen = self._slot.start(self.spec, self._inner, self._env)
+            self.pid = self.popen.pid
+            self._init_pid, self._ns = self.pid, _pid_namespace(str(self.pid))
+            self.started = True
+            return
         self.popen = subprocess.Popen(
             self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=self._env, cwd=self._cwd, start_new_session=True,

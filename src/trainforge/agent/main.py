@@ -82,6 +82,9 @@ class Agent(Steps):
         self._phase_changed = threading.Condition()
         self.network: Any = None  # the instance's network (sandbox), closed when the instance ends
         self.instance: isolation.Instance | None = None
+        from trainforge.agent import prepared
+
+        self.slot = None if finish else prepared.current()
 
     # -- top level ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -108,10 +111,13 @@ class Agent(Steps):
         self._advance(Phase.REPORTED)
         if not self.reporter.gone:
             self.reporter.emit(outcome.event(artifacts))
+            self.timings["reported"] = time.time()
         self._close_network()  # the instance has ended: while its exit event is on its way
         delivered = self.reporter.close(self._final_deadline())
         if self.instance is not None:  # after the exit is delivered: runc's own start takes CPU from it
             self.instance.remove()
+        if self.slot is not None:  # what is left of the prepared instance (its container if unused)
+            self.slot.finish()
         self._log_summary(outcome, delivered)
         return 0
 
@@ -146,11 +152,9 @@ class Agent(Steps):
     def _log_summary(self, outcome: Outcome, delivered: bool) -> None:
         t = self.timings
         parts = [f"outcome={outcome.outcome}", f"exit_code={outcome.exit_code}",
-                 f"reports_delivered={delivered}"]
-        if "spawned" in t:
-            parts.append(f"spawn_ms={1000 * (t['spawned'] - self.started):.1f}")
-        if "first_line" in t:
-            parts.append(f"first_line_ms={1000 * (t['first_line'] - self.started):.1f}")
+                 f"reports_delivered={delivered}", f"started={self.started:.3f}"]
+        parts += [f"{mark}_ms={1000 * (t[mark] - self.started):.1f}"
+                  for mark in ("prepared", "spawned", "first_line", "exited", "uploaded", "reported") if mark in t]
         if self.reporter.last_error and not delivered:
             parts.append(f"last_report_error={self.reporter.last_error!r}")
         print("trainforge agent: " + " ".join(parts), file=sys.stderr, flush=True)

@@ -63,6 +63,7 @@ class Steps:
     _phase_changed: threading.Condition
     network: Any  # the instance's network (sandbox), closed when the instance ends
     instance: isolation.Instance | None
+    slot: Any  # the instance prepared before the job came (agent/prepared.py), or None
 
     def _advance(self, phase: Phase) -> None:
         with self._phase_changed:
@@ -120,7 +121,9 @@ class Steps:
         if self.reporter.gone:
             return outcome, None
         self._record_outcome(paths, outcome)
-        return self._upload(paths, outcome)
+        uploaded = self._upload(paths, outcome)
+        self.timings["uploaded"] = time.time()
+        return uploaded
 
     def _finish_instance(self) -> tuple[Outcome, str | None]:
         """Started again after the agent died between the end of training and its exit report."""
@@ -155,7 +158,8 @@ class Steps:
 
             set_owner(container.uid(spec))  # what the data plane writes into /opt/ml while it trains
             try:
-                self.network = container.prepare(spec, paths)
+                self.network = self._prepared_network(paths) or container.prepare(spec, paths)
+                self.timings["prepared"] = time.time()
             except (OSError, container.volume.VolumeError, RuntimeError) as exc:
                 reporter.notice(f"{isolation.SETUP_FAILED}: {exc}")
                 return Outcome("platform", None, f"InternalServerError: {isolation.SETUP_FAILED}: {exc}"[:1024])
@@ -178,6 +182,18 @@ class Steps:
             return Inputs()
         use_job_credentials(spec)
         return self._stage(paths)
+
+    def _prepared_network(self, paths: Paths) -> Any:
+        """The prepared instance's volume and network, adopted, when this agent has one that fits
+        (agent/prepared.py); else None (one that does not fit goes, away from the job's way)."""
+        slot = self.slot
+        if slot is None:
+            return None
+        if not slot.fits(self.spec):
+            self.slot = None
+            threading.Thread(target=slot.close, name="slot-close", daemon=True).start()
+            return None
+        return slot.adopt(self.spec, paths)
 
     def _pull_image(self) -> list[Any]:
         """A container image into the cache, in a thread (SecondaryStatus Downloading while it
@@ -267,7 +283,10 @@ class Steps:
             if isolation.sandboxed(spec):
                 container.hand_over(spec, paths)
                 self.network.ready()
-            instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths)
+            slot = self.slot if self.slot is not None and self.slot.usable(spec, inputs.mounts, local_paths) else None
+            if self.slot is not None and slot is None:
+                self.slot.drop()  # the job needs what the created container lacks: its own is made
+            instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths, slot)
             instance.ready()
             ended = self._gang_start(instance)
             if ended is not None:
@@ -325,6 +344,7 @@ class Steps:
             if sampler is not None:
                 sampler.stop()
         self._advance(Phase.ENDED)
+        self.timings["exited"] = time.time()
         if result.first_line_at:
             self.timings["first_line"] = result.first_line_at
         if direct is not None:

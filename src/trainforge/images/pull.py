@@ -58,9 +58,10 @@ class Image:
 
 def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | None = None,
            provider_arn: str | None = None, refresh: bool = False,
-           log: Callable[[str], None] | None = None, hold: bool = False) -> Image:
-    """The image ``reference`` unpacked for instances whose root is host ``uid``, pulled if needed;
-    with ``hold``, the image stays locked against eviction until :meth:`Image.release`."""
+           log: Callable[[str], None] | None = None, hold: bool = False, cached_only: bool = False) -> Image:
+    """The image ``reference`` unpacked for instances whose root is host ``uid``, pulled if needed
+    (``cached_only``: :class:`PullError` instead of a pull or an unpack); with ``hold``, the image
+    stays locked against eviction until :meth:`Image.release`."""
     started = time.monotonic()
     try:
         ref = parse(reference)
@@ -71,6 +72,8 @@ def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | N
     pulled = False
     with st.locked(st.ref_lock(key)), st.locked("gc", shared=True):
         record = None if refresh else st.record(key)
+        if record is None and cached_only:
+            raise PullError(f"the training image '{reference}' is not cached")
         if record is None:
             record = _pull(st, ref, reference, registries_of(settings), provider_arn)
             pulled = True
@@ -80,6 +83,8 @@ def ensure(data_dir: str, reference: str, uid: int, settings: dict[str, Any] | N
         # the reference's lock is held, its layout that the unpack reads); after, nothing evicts it
         held = st.hold(os.path.basename(bundle))
         try:
+            if not os.path.isdir(bundle) and cached_only:
+                raise PullError(f"the training image '{reference}' is not unpacked")
             if not os.path.isdir(bundle):
                 _unpack(st, key, digest, bundle, uid, reference, log)
         except BaseException:

@@ -40,7 +40,9 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
     for attempt, points in ended.items():
         volume.release_under(attempt, points)
     released = set(ended)
-    _sweep_networks(settings, live)
+    from trainforge.agent.prepared import sweep as sweep_prepared
+
+    _sweep_networks(settings, live, sweep_prepared(str(settings["roots"])))
     state = rootfs.runc_state(str(settings["roots"]))
     for cid in runc.containers(state):
         bundle = _bundle_of(os.path.join(state, cid, "state.json"))
@@ -50,7 +52,8 @@ def sweep(jobs_dir: str, settings: dict[str, object], live_dirs: Iterable[str]) 
     return sorted(released)
 
 
-def _sweep_networks(settings: dict[str, object], live: set[str]) -> None:
+def _sweep_networks(settings: dict[str, object], live: set[str], prepared: set[str]) -> None:
+    """The networks of jobs not running, but those of prepared instances whose agent lives."""
     from trainforge.sandbox.network import cleanup_job
 
     base = rootfs.network_dir(str(settings["roots"]))
@@ -58,7 +61,7 @@ def _sweep_networks(settings: dict[str, object], live: set[str]) -> None:
         keys = os.listdir(base)
     except OSError:
         return
-    alive = {rootfs.job_key(d) for d in live}
+    alive = {rootfs.job_key(d) for d in live} | prepared
     for key in keys:
         if key not in alive and os.path.isdir(os.path.join(base, key)):
             cleanup_job(base, key)

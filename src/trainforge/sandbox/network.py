@@ -300,9 +300,6 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
                     # sockets made in here, their threads started back home (threads inherit it)
                     relayed = [(socket.create_server(("127.0.0.1", port)), port)
                                for port in ([] if isolated else loopback_endpoints)]
-                    if serve_credentials:
-                        nl.add_address("lo", CREDENTIALS_ADDRESS + "/32")
-                        endpoint = socket.create_server((CREDENTIALS_ADDRESS, 80))
             finally:
                 if link_fd >= 0:
                     os.close(link_fd)
@@ -316,7 +313,7 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
         net.listeners.extend(relay(sock, port) for sock, port in relayed)
         if serve_credentials:
             assert credentials is not None and credentials_token is not None
-            net.listeners.append(credentials_endpoint(endpoint, credentials, credentials_token))
+            serve_credentials_to(net, credentials, credentials_token)
         if not isolated:
             pid_file = net.netns_path[:-len(".net")] + ".slirp"
             net.slirp, net.slirp_exit_fd, net.slirp_ready_fd = _start_slirp(net.netns_path, pid_file)
@@ -327,6 +324,19 @@ def setup_instance(base_dir: str, job_key: str, hosts: list[str], host: str, *, 
         net.close()
         raise
     return net
+
+
+def serve_credentials_to(net: InstanceNetwork, credentials: Callable[[], bytes], token: str) -> None:
+    """The container-credentials endpoint at ``169.254.170.2:80`` inside the instance's namespace,
+    answering only ``token`` (a prepared instance's network gets its job's when the job comes)."""
+    with netns.inside(net.netns_path):
+        nl = Netlink()
+        try:
+            nl.add_address("lo", CREDENTIALS_ADDRESS + "/32")
+        finally:
+            nl.close()
+        endpoint = socket.create_server((CREDENTIALS_ADDRESS, 80))
+    net.listeners.append(credentials_endpoint(endpoint, credentials, token))
 
 
 def cleanup_job(base_dir: str, job_key: str) -> None:

@@ -125,6 +125,12 @@ def run_argv(state_root: str, bundle_dir: str, container_id: str, runc: str = RU
     return [runc, "--root", state_root, "run", "--bundle", bundle_dir, container_id]
 
 
+def create_argv(state_root: str, bundle_dir: str, container_id: str, pid_file: str, runc: str = RUNC) -> list[str]:
+    """``runc create``: the container made, its process not started (``runc start``); its PID 1 is
+    then the child of whoever reaps runc's orphans (agent/prepared.py)."""
+    return [runc, "--root", state_root, "create", "--bundle", bundle_dir, "--pid-file", pid_file, container_id]
+
+
 def delete(state_root: str, container_id: str, runc: str = RUNC) -> None:
     """Remove what runc keeps of a container (its state, its cgroup), killing what is left of it.
     Nothing to do (and no runc process, ~25 ms of CPU) once its state directory is gone: ``runc
