@@ -22,12 +22,7 @@ more, stays only as long as it has living children to reap, then exits. Killing 
 
 It stays single-threaded: the only threads an agent has are the ones it starts after the fork.
 
-Prepared instances (agent/prepared.py): after a request whose spec has a shape, once no request
-came for ``WARM_DELAY`` seconds, it forks an idle agent for that shape (at most ``MAX_IDLE``, each
-for at most ``IDLE_SECONDS``) that prepares an instance from that spec and waits on a pipe; the
-next request of the same shape is written to that pipe instead of forking, and answered with the
-idle agent's pid. Closing the pipe (stdin's end, an idle agent replaced or expired) ends it: it
-removes its instance and exits.
+It also keeps the idle agents of prepared instances (:mod:`trainforge.agent.idle`).
 """
 
 from __future__ import annotations
@@ -42,11 +37,10 @@ import sys
 import time
 from typing import Any
 
+from trainforge.agent.idle import IdleAgents
+
 MAX_LINE = 16 * 1024 * 1024
-_CLOSE_FDS_UP_TO = 4096
-WARM_DELAY = 0.3  # seconds without a request before an instance is prepared (not beside a burst)
-MAX_IDLE = 2
-IDLE_SECONDS = 600.0
+CLOSE_FDS_UP_TO = 4096
 
 
 def start_ticks(pid: int) -> int | None:
@@ -93,9 +87,7 @@ class ForkServer:
         self.requests_fd = requests_fd
         self.answers_fd = answers_fd
         self.children: set[int] = set()
-        self.idle: dict[str, tuple[int, int, float]] = {}  # shape -> idle agent's pid, its pipe, since
-        self.wanted: dict[str, str] = {}  # shape -> the spec to prepare its instance from
-        self.quiet_at = 0.0
+        self.idle = IdleAgents(self)
         self.open = True
         self._buffer = bytearray()
         self._wake_r, self._wake_w = os.pipe()
@@ -108,10 +100,9 @@ class ForkServer:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the server's terminal: EOF ends us
         self._answer({"ready": True, "pid": os.getpid()})
         while self.open or self.children:
-            watched = [self._wake_r] + ([self.requests_fd] if self.open else [])
-            timeout = max(0.0, self.quiet_at - time.monotonic()) if self.wanted else 1.0
+            watched = [self._wake_r] + ([self.requests_fd] if self.open else []) + self.idle.watched()
             try:
-                readable, _, _ = select.select(watched, [], [], timeout)
+                readable, _, _ = select.select(watched, [], [], self.idle.timeout())
             except InterruptedError:
                 readable = []
             if self._wake_r in readable:
@@ -120,9 +111,9 @@ class ForkServer:
                 except BlockingIOError:
                     pass
             self._reap()
+            self.idle.tend(readable, self.open)  # first: an agent ready now takes a request read now
             if self.requests_fd in readable:
                 self._read_requests()
-            self._tend_idle()
         return 0
 
     # -- requests ---------------------------------------------------------------------------------
@@ -133,9 +124,7 @@ class ForkServer:
             return
         if not chunk:
             self.open = False
-            self.wanted.clear()
-            for shape in list(self.idle):
-                self._release_idle(shape)
+            self.idle.release_all()
             return
         self._buffer += chunk
         while True:
@@ -156,7 +145,7 @@ class ForkServer:
         except ValueError as exc:
             self._answer({"id": None, "error": f"bad request: {exc}"})
             return
-        claimed = self._claim(request)
+        claimed = self.idle.claim(request)
         if claimed is not None:
             self._answer({"id": ident, "pid": claimed, "start_ticks": start_ticks(claimed)})
             return
@@ -186,114 +175,7 @@ class ForkServer:
             if pid == 0:
                 return
             self.children.discard(pid)
-            for shape, (idle_pid, _fd, _since) in list(self.idle.items()):
-                if idle_pid == pid:
-                    self._release_idle(shape)
-
-    # -- prepared instances (agent/prepared.py) -------------------------------------------------
-    def _claim(self, request: dict[str, Any]) -> int | None:
-        """Hand ``request`` to the idle agent prepared for its shape: its pid, or None (fork one)."""
-        args = request.get("args") or []
-        if not isinstance(args, list) or len(args) != 1 or not isinstance(args[0], str):
-            return None  # "--finish" (upload and report only) never takes a prepared instance
-        from trainforge.agent.prepared import shape_of_file
-
-        shape = shape_of_file(args[0])
-        if shape is None:
-            return None
-        self.wanted[shape] = args[0]
-        self.quiet_at = time.monotonic() + WARM_DELAY
-        held = self.idle.pop(shape, None)
-        if held is None:
-            return None
-        pid, fd, _since = held
-        try:
-            data = (json.dumps(request) + "\n").encode()
-            while data:
-                data = data[os.write(fd, data):]
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return pid
-
-    def _release_idle(self, shape: str) -> None:
-        """The idle agent's pipe closes: it removes its instance and exits."""
-        _pid, fd, _since = self.idle.pop(shape)
-        os.close(fd)
-
-    def _tend_idle(self) -> None:
-        now = time.monotonic()
-        for shape, (_pid, _fd, since) in list(self.idle.items()):
-            if now - since > IDLE_SECONDS:
-                self._release_idle(shape)
-        if not self.wanted or now < self.quiet_at or not self.open:
-            return
-        wanted, self.wanted = self.wanted, {}
-        for shape, spec_path in wanted.items():
-            if shape in self.idle or not os.path.exists(spec_path):
-                continue
-            while len(self.idle) >= MAX_IDLE:
-                self._release_idle(min(self.idle, key=lambda k: self.idle[k][2]))
-            try:
-                self._fork_idle(shape, spec_path)
-            except OSError as exc:
-                print(f"trainforge fork server: cannot prepare an instance: {exc}", file=sys.stderr, flush=True)
-
-    def _fork_idle(self, shape: str, spec_path: str) -> None:
-        read_fd, write_fd = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
-        if pid == 0:  # the idle agent; never returns
-            os.close(write_fd)
-            self._become_idle(read_fd, spec_path)
-        os.close(read_fd)
-        self.children.add(pid)
-        self.idle[shape] = (pid, write_fd, time.monotonic())
-
-    def _become_idle(self, read_fd: int, spec_path: str) -> None:
-        """An idle agent: prepare an instance, then wait for the request of the job it runs in it."""
-        code = 0
-        try:
-            os.setsid()
-            _fresh_signals()
-            os.dup2(read_fd, 3)
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.closerange(4, _CLOSE_FDS_UP_TO)
-            from trainforge.agent import prepared
-
-            niced = os.geteuid() == 0  # only root can take the priority back for the job
-            if niced:
-                os.nice(10)  # beside the jobs that run: preparing waits for an idle CPU
-            slot = prepared.prepare(spec_path)
-            if niced:
-                os.nice(-10)
-            line = bytearray()
-            while not line.endswith(b"\n"):
-                chunk = os.read(3, 1 << 20)
-                if not chunk:  # the fork server let it go
-                    if slot is not None:
-                        slot.close()
-                    os._exit(0)
-                line += chunk
-            os.close(3)
-            request = json.loads(line)
-            log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            code = self._run_request(log_fd, request, [str(a) for a in request["args"]], close_fds=False)
-        except BaseException:  # noqa: BLE001 - the child must never return into the server loop
-            import traceback
-
-            with contextlib.suppress(BaseException):
-                traceback.print_exc()
-            code = 1
-        finally:
-            os._exit(code)
+            self.idle.reaped(pid)
 
     # -- one agent --------------------------------------------------------------------------------
     def _fork(self, request: dict[str, Any]) -> int:
@@ -311,8 +193,8 @@ class ForkServer:
         code = 1
         try:
             os.setsid()
-            _fresh_signals()
-            code = self._run_request(log_fd, request, args, close_fds=True)
+            fresh_signals()
+            code = run_request(log_fd, request, args, close_fds=True)
         except BaseException:  # noqa: BLE001 - the child must never return into the server loop
             import traceback
 
@@ -321,31 +203,31 @@ class ForkServer:
         finally:
             os._exit(code)
 
-    @staticmethod
-    def _run_request(log_fd: int, request: dict[str, Any], args: list[str], close_fds: bool) -> int:
-        """The agent of ``request`` in this process: its stdio, directory, environment, then main."""
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(null)
-        if close_fds:
-            os.closerange(3, _CLOSE_FDS_UP_TO)
-        elif log_fd > 2:
-            os.close(log_fd)
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        os.chdir(request.get("cwd") or "/")
-        env = request.get("env")
-        if isinstance(env, dict):
-            os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in env.items()})
-        sys.argv = ["-c", *args]
-        return _run_agent(args)
+
+def run_request(log_fd: int, request: dict[str, Any], args: list[str], close_fds: bool) -> int:
+    """The agent of ``request`` in this process: its stdio, directory, environment, then main."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    if close_fds:
+        os.closerange(3, CLOSE_FDS_UP_TO)
+    elif log_fd > 2:
+        os.close(log_fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.chdir(request.get("cwd") or "/")
+    env = request.get("env")
+    if isinstance(env, dict):
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    sys.argv = ["-c", *args]
+    return _run_agent(args)
 
 
-def _fresh_signals() -> None:
+def fresh_signals() -> None:
     """What a freshly started interpreter has (Python ignores SIGPIPE and SIGXFSZ itself)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -36,6 +36,8 @@ from trainforge.agent.sampler import start_sampler
 from trainforge.agent.spec import Paths, leader, output_prefix
 
 INVOKING = "Invoking script with the following command: "  # script_mode's line, same words
+PREPARED_NOTICE = ("[trainforge] a prepared instance: its volume, network and container were made before the job "
+                   "came, its process started with the job's own command and environment")
 DEFAULT_GRACE = 120.0
 
 
@@ -286,6 +288,8 @@ class Steps:
             slot = self.slot if self.slot is not None and self.slot.usable(spec, inputs.mounts, local_paths) else None
             if self.slot is not None and slot is None:
                 self.slot.drop()  # the job needs what the created container lacks: its own is made
+            if slot is not None:
+                reporter.notice(PREPARED_NOTICE)
             instance = isolation.Instance(spec, paths, argv, env, inputs.mounts, local_paths, slot)
             instance.ready()
             ended = self._gang_start(instance)
