@@ -11,7 +11,11 @@ docker-registry on loopback, then measures, each time beside the peer measured i
         with fresh layers), beside ``skopeo copy`` + ``umoci unpack`` of the same image by hand;
   warm  the same with the image cached, beside ``runc run`` by hand of the unpacked bundle (umoci's
         own config.json, the same entrypoint), and beside a catalog-image job (same sandbox, no
-        image) to show what the image adds to the sandbox's own start;
+        image) to show what the image adds to the sandbox's own start. Each warm job is created
+        once the one before it has ended and the server has prepared the next instance of its shape
+        (config ``prepared_instances``, the default: docs/INTERNALS.md "Prepared instances"), as when a
+        user's jobs come one after another; the same jobs created back to back (each as soon as the
+        one before it runs: no instance prepared yet) are shown too;
   pulls 10 jobs of one new image created at once: manifests the registry served (target 1).
 
 Target columns: cold <= 1.1 x by hand; warm <= 1.2 x runc by hand + 15 ms. Nothing is asserted.
@@ -86,6 +90,29 @@ def wait_file(path: Path, timeout: float = 900, sm=None) -> float:
                 raise SystemExit(f"{path.name} failed: {job.get('FailureReason')}")
         time.sleep(0.002)
     return time.monotonic()
+
+
+def after_prepared(sm, data: Path, previous: str, image: str, timeout: float = 60) -> None:
+    """The job before has ended and an instance is prepared for ``image`` (agent/prepared.py: its
+    slot's ``ready`` file names its shape): a user's next job of the same kind, a moment later."""
+    from trainforge.sandbox import rootfs
+
+    ended(sm, previous)
+    warm = Path(rootfs.roots_dir(str(data))) / "warm"
+    wanted = json.dumps(image)
+    deadline = time.monotonic() + timeout
+    while True:
+        shapes = []
+        for ready in warm.glob("s*/ready"):
+            try:
+                shapes.append(ready.read_text())
+            except OSError:
+                pass
+        if any(wanted in shape for shape in shapes):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no instance was prepared for {image}")
+        time.sleep(0.01)
 
 
 def job_start(sm, marks: Path, image: str, name: str, wait: bool = True, entry: list[str] | None = None) -> float:
@@ -165,9 +192,22 @@ def main() -> None:
             seconds, bundle = by_hand_pull(image, tmp / "hand")
             hand.append(seconds)
             cold.append(job_start(sm, marks, image, f"cold-{i}"))
-        warm = [job_start(sm, marks, images[0], f"warm-{i}") for i in range(args.runs * 2)]
-        catalog = [job_start(sm, marks, "trainforge/command:latest", f"catalog-{i}",
-                             entry=["/bin/sh", "-c", 'echo started > "$MARK"']) for i in range(args.runs * 2)]
+        back_to_back = [job_start(sm, marks, images[0], f"b2b-{i}") for i in range(args.runs * 2)]
+        previous = f"b2b-{args.runs * 2 - 1}"
+
+        def one_after_another(kind: str, image: str, entry: list[str] | None) -> list[float]:
+            nonlocal previous
+            times = []
+            for i in range(args.runs * 2):
+                after_prepared(sm, data, previous, image)
+                previous = f"{kind}-{i}"
+                times.append(job_start(sm, marks, image, previous, entry=entry))
+            return times
+        warm = one_after_another("warm", images[0], None)
+        catalog_entry = ["/bin/sh", "-c", 'echo started > "$MARK"']
+        previous = "catalog-first"  # the server's first job of that kind: after it, one is prepared
+        job_start(sm, marks, "trainforge/command:latest", previous, entry=catalog_entry)
+        catalog = one_after_another("catalog", "trainforge/command:latest", catalog_entry)
         assert bundle is not None
         runc_hand = by_hand_run(bundle, marks, args.runs * 2)
         many = registry.push(build(tmp, 20, "many"), "bench/many", "1")
@@ -175,10 +215,11 @@ def main() -> None:
         t0s = [job_start(sm, marks, many, f"many-{i}", wait=False) for i in range(args.jobs)]
         ends = [wait_file(marks / f"many-{i}", sm=sm) for i in range(args.jobs)]
         pulls = registry.manifest_gets() - before
-        for name in [f"{kind}-{i}" for kind, n in (("cold", args.runs), ("warm", args.runs * 2),
+        for name in [f"{kind}-{i}" for kind, n in (("cold", args.runs), ("b2b", args.runs * 2), ("warm", args.runs * 2),
                                                    ("catalog", args.runs * 2), ("many", args.jobs)) for i in range(n)]:
             ended(sm, name)  # the server releases each job's volume when it has ended
-        c, h, w, r, k = (statistics.median(x) for x in (cold, hand, warm, [runc_hand], catalog))
+        ended(sm, "catalog-first")
+        c, h, w, r, k, b = (statistics.median(x) for x in (cold, hand, warm, [runc_hand], catalog, back_to_back))
         rows = [
             ("cold start, image not cached", f"{c * 1000:.0f} ms", "skopeo copy + umoci unpack by hand",
              f"{h * 1000:.0f} ms", f"{c / h:.2f}x", "<= 1.10x"),
@@ -186,6 +227,8 @@ def main() -> None:
              f"{w / r:.2f}x", f"<= {1.2 * r * 1000 + 15:.0f} ms"),
             ("warm start, image cached", f"{w * 1000:.0f} ms", "catalog-image job (same sandbox)",
              f"{k * 1000:.0f} ms", f"{(w - k) * 1000:+.0f} ms", "(what the image adds)"),
+            ("  ... jobs back to back (none prepared)", f"{b * 1000:.0f} ms", "runc run of the bundle by hand",
+             f"{r * 1000:.0f} ms", f"{b / r:.2f}x", "(for the record)"),
             (f"{args.jobs} jobs of one new image at once", f"{pulls} pull(s)", "", "", "",
              "1 pull"),
             ("  ... the last of them started after", f"{(max(ends) - min(t0s)) * 1000:.0f} ms", "", "", "", ""),

@@ -159,15 +159,11 @@ def main() -> None:
         assert all(sm.describe_training_job(TrainingJobName=n)["SecondaryStatus"] == "Pending" for n in names[:3])
         gate = next((work / "data" / "jobs").glob("*/*/dispatch-blocker/attempt-*/algo-1/opt/ml"))
         (gate / "gate").write_text("go")
-        while sm.describe_training_job(TrainingJobName=names[-1])["TrainingJobStatus"] == "InProgress":
-            time.sleep(0.01)
+        ended(sm, names[-1])  # the figures are the transitions' times: no tight poll taking CPU from the dispatch
         released = sm.describe_training_job(TrainingJobName="dispatch-blocker")["TrainingEndTime"].timestamp()
         agents_up, user_started, completed = [], [], []
         for n in names:
-            d = sm.describe_training_job(TrainingJobName=n)
-            while d["TrainingJobStatus"] == "InProgress":
-                time.sleep(0.01)
-                d = sm.describe_training_job(TrainingJobName=n)
+            d = ended(sm, n)
             tr = {t["Status"]: t for t in d["SecondaryStatusTransitions"]}
             agents_up.append(tr["Downloading"]["StartTime"].timestamp())
             user_started.append(float(model_mark(n).read_text()))

@@ -30,6 +30,7 @@ server's sweep removes a slot whose agent is gone (:func:`sweep`), the agent its
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import json
@@ -211,9 +212,10 @@ class Slot:
         self._out = (out_r, err_r)
 
     def mark_ready(self) -> None:
-        """``ready`` in the slot's directory: made, about to be offered (for the tests and the curious)."""
-        with open(os.path.join(self.dir, "ready"), "w", encoding="utf-8"):
-            pass
+        """``ready`` in the slot's directory while it is offered, holding its shape (for the tests, the
+        benches and the curious); removed when a job takes it."""
+        with open(os.path.join(self.dir, "ready"), "w", encoding="utf-8") as f:
+            f.write(self.shape or "")
 
     # -- when the job comes ---------------------------------------------------------------------
     def fits(self, spec: dict[str, Any]) -> bool:
@@ -223,6 +225,8 @@ class Slot:
         """The job's instance takes the slot's volume and network; returns the network."""
         from trainforge.sandbox.syscalls import MS_BIND, mount, umount
 
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, "ready"))
         target = os.path.dirname(paths.host_ml)
         source = os.path.dirname(self.paths.host_ml)
         if container.volume_gb(spec) > 0:
