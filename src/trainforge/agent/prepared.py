@@ -72,12 +72,12 @@ def _outside_ml(path: str | None) -> bool:
 
 def shape(spec: dict[str, Any]) -> str | None:
     """What a prepared instance must match to serve this job (a string), or None when the job
-    cannot use one: not sandboxed, several instances, GPUs, Slurm's node network, file-system
+    cannot use one: not sandboxed, prepared instances off (config ``prepared_instances``), several instances, GPUs, Slurm's node network, file-system
     channels, LocalPaths outside /opt/ml."""
     request = spec.get("request") or {}
     s = spec.get("sandbox") or {}
     hosts = spec.get("hosts") or []
-    if (not isolation.sandboxed(spec) or len(hosts) != 1 or spec.get("gpus") or spec.get("gang")
+    if (not isolation.sandboxed(spec) or not s.get("prepared") or len(hosts) != 1 or spec.get("gpus") or spec.get("gang")
             or s.get("network") == "nodes" or spec.get("network") == "nodes" or not s.get("roots")):
         return None
     if any((c.get("DataSource") or {}).get("FileSystemDataSource") for c in request.get("InputDataConfig") or []):
