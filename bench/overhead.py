@@ -75,18 +75,30 @@ def start_server(data: Path, config: dict) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not start: " + (data / "server.log").read_text())
 
 
-def start_bench_server(work: Path) -> tuple[subprocess.Popen, Any]:
-    """The server under ``work/data`` (a blocker type holding the whole machine, command images) and a client."""
+def start_bench_server(work: Path, prepared: bool = True) -> tuple[subprocess.Popen, Any]:
+    """The server under ``work/data`` (a blocker type holding the whole machine, command images) and a
+    client; ``prepared``: config ``prepared_instances`` (the default, true)."""
     # Capacity is not what is measured here: let every queued job run at once.
     config = {"allowed_local_roots": [str(work)], "capacity_cpus": 100000, "capacity_memory_mb": 10**9,
               "instance_types": {"ml.m5.large": {"cpus": 2, "memory_mb": 8192},
                                  "ml.p4d.24xlarge": {"cpus": 100000, "memory_mb": 10**9}},
-              "images": [{"image": "bench/*", "kind": "command", "entrypoint": ["/bin/sh", "-c"]}]}
+              "images": [{"image": "bench/*", "kind": "command", "entrypoint": ["/bin/sh", "-c"]}],
+              "prepared_instances": prepared}
     (work / "data").mkdir()
     proc, endpoint = start_server(work / "data", config)
     sm = boto3.client("sagemaker", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
                       aws_secret_access_key="bench", config=BotoConfig(retries={"max_attempts": 0}))
     return proc, sm
+
+
+def prepared_start(sm: Any, name: str) -> bool:
+    """Whether the job started in a prepared instance (its log says so)."""
+    from trainforge.agent.steps import PREPARED_NOTICE
+
+    logs = boto3.client("logs", endpoint_url=sm.meta.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id="bench", aws_secret_access_key="bench")
+    events = logs.filter_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)["events"]
+    return any(PREPARED_NOTICE in e["message"] for e in events)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -110,13 +122,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=100)
+    ap.add_argument("--no-prepared", action="store_true",
+                    help="prepared_instances: false (every job makes its own instance: the cold start)")
     args = ap.parse_args()
     load_before = load_after()
     work = Path(tempfile.mkdtemp(prefix="tf-bench-overhead-"))
     marks = work / "marks"
     marks.mkdir()
     out = work / "out"
-    proc, sm = start_bench_server(work)
+    proc, sm = start_bench_server(work, prepared=not args.no_prepared)
     # The user code: its first line records when it ran (in its model); then it exits.
     first_line = "import time; open('{mark}','w').write(repr(time.time()))"
     in_model = "/opt/ml/model/t"
@@ -145,6 +159,7 @@ def main() -> None:
                     by_hand[tool][0].append(to_first)
                     by_hand[tool][1].append(to_done)
 
+        prepared_used = sum(1 for i in range(args.runs) if prepared_start(sm, f"overhead-{i}"))
         # Dispatch: a blocker holds the whole machine while N no-op jobs queue behind it; when it
         # ends, the scheduler dispatches them all. Rate = N / (last agent up - blocker ended).
         # the blocker waits for a file the bench puts into its /opt/ml (no host path is visible inside)
@@ -195,7 +210,9 @@ def main() -> None:
                          ms(pct(tool_first, 0.9)), "the peer" if tool == "runc" else "not chosen"))
             rows.append((f"(d) {tool} by hand -> exited", ms(statistics.median(tool_done)),
                          ms(pct(tool_done, 0.9)), ""))
-    print(f"\ntrainforge overhead, {args.runs} runs each, {os.cpu_count()} cores, isolation: {isolation}")
+    print(f"\ntrainforge overhead, {args.runs} runs each, {os.cpu_count()} cores, isolation: {isolation}, "
+          f"prepared instances: {'off' if args.no_prepared else 'on (each job created after the one before ended)'}"
+          f", used by {prepared_used} of the {args.runs} jobs")
     print(f"machine load while it ran: load average {load_before} before, {load_after()} after"
           f"{cpu_pressure()}: figures are comparable only beside the peers measured in the same run\n")
     print(f"{'figure':44} {'median':>11} {'p90':>11}   target (<= 1.2 x runc by hand + 15 ms)")
