@@ -72,13 +72,15 @@ def _outside_ml(path: str | None) -> bool:
 
 def shape(spec: dict[str, Any]) -> str | None:
     """What a prepared instance must match to serve this job (a string), or None when the job
-    cannot use one: not sandboxed, prepared instances off (config ``prepared_instances``), several instances, GPUs, Slurm's node network, file-system
-    channels, LocalPaths outside /opt/ml."""
+    cannot use one: not sandboxed, prepared instances off (config ``prepared_instances``), several
+    instances, no volume, GPUs, Slurm's node network, file-system channels, LocalPaths outside
+    /opt/ml."""
     request = spec.get("request") or {}
     s = spec.get("sandbox") or {}
     hosts = spec.get("hosts") or []
-    if (not isolation.sandboxed(spec) or not s.get("prepared") or len(hosts) != 1 or spec.get("gpus") or spec.get("gang")
-            or s.get("network") == "nodes" or spec.get("network") == "nodes" or not s.get("roots")):
+    if (not isolation.sandboxed(spec) or not s.get("prepared") or len(hosts) != 1 or container.volume_gb(spec) <= 0
+            or spec.get("gpus") or spec.get("gang") or s.get("network") == "nodes" or spec.get("network") == "nodes"
+            or not s.get("roots")):
         return None
     if any((c.get("DataSource") or {}).get("FileSystemDataSource") for c in request.get("InputDataConfig") or []):
         return None
@@ -190,7 +192,7 @@ class Slot:
         os.chmod(launch, 0o644)  # read by PID 1, whatever the image's User
         argv = [*container.shell(spec), LAUNCH]
         pid_file = os.path.join(self.dir, "init.pid")
-        create = container.bundle(spec, paths, argv, env, _cwd(spec, paths), [], [],
+        create = container.bundle(spec, paths, argv, env, paths.container("code"), [], [],
                                   isolation.which("runc") or "runc", launch=launch, pid_file=pid_file)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -229,14 +231,10 @@ class Slot:
             os.unlink(os.path.join(self.dir, "ready"))
         target = os.path.dirname(paths.host_ml)
         source = os.path.dirname(self.paths.host_ml)
-        if container.volume_gb(spec) > 0:
-            os.makedirs(target, exist_ok=True)
-            mount(source, target, None, MS_BIND)
-            umount(source)
-            os.replace(os.path.join(self.dir, "volume.img"), os.path.join(paths.instance_dir, "volume.img"))
-        else:
-            os.makedirs(paths.host_ml, exist_ok=True)
-            os.chmod(target, 0o700)
+        os.makedirs(target, exist_ok=True)
+        mount(source, target, None, MS_BIND)  # the same filesystem the created container has at /opt/ml
+        umount(source)
+        os.replace(os.path.join(self.dir, "volume.img"), os.path.join(paths.instance_dir, "volume.img"))
         net = self.network
         s = spec.setdefault("sandbox", {})
         if getattr(net, "netns_path", None):
@@ -330,10 +328,6 @@ def _open_exec_fifo(path: str) -> bool:
     return True
 
 
-def _cwd(spec: dict[str, Any], paths: Paths) -> str:
-    return paths.container("code")
-
-
 def remove(spec: dict[str, Any], directory: str) -> None:
     """The slot's container (state, cgroup, root, an image's layer) and its directory."""
     settings = spec.get("sandbox") or {}
@@ -372,7 +366,8 @@ def prepare(template_path: str, roots_hint: str | None = None) -> Slot | None:
     os.close(log)
     spec = copy.deepcopy(template)
     spec["instance_dir"] = spec["job_dir"] = directory
-    spec["token"] = ""
+    spec["token"] = ""  # nothing of the template's job is kept beyond what the instance's shape needs
+    spec["request"] = {k: v for k, v in spec["request"].items() if k not in ("Environment", "HyperParameters")}
     slot = Slot(directory, spec)
     _subreaper()
     try:

@@ -191,11 +191,14 @@ class Steps:
         slot = self.slot
         if slot is None:
             return None
-        if not slot.fits(self.spec):
-            self.slot = None
-            threading.Thread(target=slot.close, name="slot-close", daemon=True).start()
-            return None
-        return slot.adopt(self.spec, paths)
+        if slot.fits(self.spec):
+            try:
+                return slot.adopt(self.spec, paths)
+            except OSError as exc:  # the job makes its own; the sweeps take what is left
+                print(f"trainforge agent: the prepared instance cannot be adopted: {exc}", file=sys.stderr)
+        self.slot = None
+        threading.Thread(target=slot.close, name="slot-close", daemon=True).start()
+        return None
 
     def _pull_image(self) -> list[Any]:
         """A container image into the cache, in a thread (SecondaryStatus Downloading while it
