@@ -37,6 +37,21 @@ json.dump({"env": dict(os.environ), "host": socket.gethostname(), "hosts": open(
 """
 
 
+# Where a network-isolated instance must not get: the server, the credentials endpoint, the host.
+NET_PROBE = """
+import json, socket
+out = {}
+for what, address in (("server", ("127.0.0.1", PORT)), ("credentials", ("169.254.170.2", 80)),
+                      ("gateway", ("10.0.2.2", PORT))):
+    try:
+        socket.create_connection(address, timeout=2).close()
+        out[what] = "reached"
+    except OSError as exc:
+        out[what] = "refused: " + str(exc)
+json.dump(out, open("/opt/ml/model/net.json", "w"))
+"""
+
+
 def slots(srv: Any) -> list[Path]:
     """The prepared instances of ``srv`` that are ready for a job (made, offered to the fork server)."""
     warm = Path(rootfs.roots_dir(str(srv.data_dir))) / "warm"
@@ -146,3 +161,16 @@ def test_prepared_instances_end_with_their_agent_or_the_server(srv: Any, tmp_pat
     srv.stop()  # the fork server lets its idle agents go: each removes its instance
     wait_until(lambda: not alive(pid) and not second.exists(), timeout=60,
                message="the idle agent gone with its instance")
+
+
+def test_a_network_isolated_job_in_a_prepared_instance_reaches_nothing(srv: Any, tmp_path: Path) -> None:
+    sm = srv.client()
+    run(sm, unique_name("prep-i"), "true", tmp_path / "out", EnableNetworkIsolation=True)
+    wait_until(lambda: slots(srv), timeout=60, message="an isolated instance prepared")
+    name = unique_name("prep-j")
+    (tmp_path / "net.py").write_text(NET_PROBE.replace("PORT", str(srv.port)))
+    probe = f"python3 {tmp_path}/net.py"
+    job = run(sm, name, probe, tmp_path / "out", EnableNetworkIsolation=True)
+    assert PREPARED_NOTICE in job_log(srv, name)
+    reached = json.loads(read_model(job["ModelArtifacts"]["S3ModelArtifacts"])["net.json"])
+    assert all(v.startswith("refused") for v in reached.values()), reached
