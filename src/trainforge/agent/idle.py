@@ -1,7 +1,8 @@
 """The fork server's idle agents: each prepares an instance (agent/prepared.py) and waits for its job.
 
 After a request whose spec has a shape (:func:`trainforge.agent.prepared.shape`), once no request
-came for ``WARM_DELAY`` seconds (a burst of launches is not slowed by preparing beside it), the fork
+came for ``WARM_DELAY`` seconds times the number of requests of the last second (a burst of launches
+is not slowed by preparing beside it: after 100 agents started at once, 5 s), the fork
 server forks an idle agent for that shape from that spec: at most ``MAX_IDLE`` of them (the oldest
 let go for a new shape), each for at most ``IDLE_SECONDS``. An idle agent talks to the fork server
 over a socket pair: it writes one byte once its instance is ready; the fork server writes it the
@@ -21,7 +22,8 @@ import sys
 import time
 from typing import Any
 
-WARM_DELAY = 0.05  # seconds without a request before an instance is prepared
+WARM_DELAY = 0.05  # seconds without a request before an instance is prepared, per request of the last second
+MAX_QUIET = 10.0
 MAX_IDLE = 2
 IDLE_SECONDS = 600.0
 
@@ -39,6 +41,7 @@ class IdleAgents:
         self.idle: dict[str, _Idle] = {}  # shape -> its idle agent
         self.wanted: dict[str, str] = {}  # shape -> the spec to prepare its instance from
         self.quiet_at = 0.0
+        self.recent: list[float] = []  # when the requests of the last second came
 
     # -- the fork server's loop -----------------------------------------------------------------
     def watched(self) -> list[socket.socket]:
@@ -82,7 +85,9 @@ class IdleAgents:
         if shape is None:
             return None
         self.wanted[shape] = args[0]
-        self.quiet_at = time.monotonic() + WARM_DELAY
+        now = time.monotonic()
+        self.recent = [t for t in self.recent if now - t < 1.0] + [now]
+        self.quiet_at = now + min(MAX_QUIET, WARM_DELAY * len(self.recent))
         agent = self.idle.get(shape)
         if agent is None or not agent.ready:
             return None
