@@ -142,22 +142,23 @@ class Adopted:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        """Its exit status (``Popen.wait``); with ``timeout``, polled within that bound."""
+        if timeout is not None:
+            until = time.monotonic() + timeout
+            while (code := self.poll()) is None:
+                if time.monotonic() > until:
+                    raise subprocess.TimeoutExpired("container", timeout)
+                time.sleep(0.005)
+            return code
         if self.returncode is None:
-            if timeout is not None:
-                until = time.monotonic() + timeout
-                while self.poll() is None:
-                    if time.monotonic() > until:
-                        raise subprocess.TimeoutExpired("container", timeout)
-                    time.sleep(0.005)
-                assert self.returncode is not None
-                return self.returncode
             try:
                 _pid, status = os.waitpid(self.pid, 0)
-                self._set(status)
-            except ChildProcessError:
-                if self.returncode is None:
-                    self.returncode = 255
-        return self.returncode
+                return self._set(status)
+            except ChildProcessError:  # reaped by another thread's poll(), which is setting it
+                until = time.monotonic() + 1.0
+                while self.returncode is None and time.monotonic() < until:
+                    time.sleep(0.001)
+        return self.returncode if self.returncode is not None else 255
 
 
 class Slot:
