@@ -330,6 +330,7 @@ def fs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
                                             "credentials_provider_arn": CREDENTIALS_PROVIDER}}}).start()
     yield srv
     srv.stop()
+    srv.kill_agents()  # its agents would retry their last reports to it for minutes
 
 
 def test_create_then_describe_returns_every_member(fs_server: Any) -> None:

@@ -85,6 +85,7 @@ def newer_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     assert FUTURE in client.meta.service_model.shape_for("ResourceConfig").members  # it really sends the member
     yield srv, client
     srv.stop()
+    srv.kill_agents()  # its agents would retry their last reports to it for minutes
 
 
 def _refused(call: Callable[[], Any], shown_path: str) -> None:

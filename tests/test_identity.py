@@ -31,6 +31,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Any:
                                         "roles": {ROLE_A: creds, ROLE_B: creds}}).start()
     yield srv
     srv.stop()
+    srv.kill_agents()  # its agents would retry their last reports to it for minutes
 
 
 def _identity(answer: dict[str, Any]) -> tuple[str, str, str]:
