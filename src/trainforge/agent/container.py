@@ -66,10 +66,35 @@ def prepare_volume(spec: dict[str, Any], paths: Paths) -> None:
     os.chmod(root, 0o700)  # the volume's root is the instance's root's alone
 
 
-def prepare(spec: dict[str, Any], paths: Paths, credentials: bool = True) -> Any:
-    """The volume and the network, made at the same time (each waits on the kernel and on helper
-    processes); returns the network (:func:`start_network`; without its credentials endpoint for a
-    prepared instance, whose job is not known yet)."""
+class PendingNetwork:
+    """The instance's network while a thread makes it (:func:`prepare`): the inputs are staged
+    meanwhile (the agent stages them from the host's side: they need the volume, not the network)."""
+
+    def __init__(self, thread: Any, box: list[Any]) -> None:
+        self.thread, self.box = thread, box
+
+    def result(self) -> Any:
+        """The network once made (:func:`start_network`); raises what making it raised."""
+        self.thread.join()
+        if isinstance(self.box[0], BaseException):
+            raise self.box[0]
+        return self.box[0]
+
+    def ready(self) -> Any:
+        net = self.result()
+        net.ready()
+        return net
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.box and not isinstance(self.box[0], BaseException):
+            self.box[0].close()
+
+
+def prepare(spec: dict[str, Any], paths: Paths, credentials: bool = True) -> PendingNetwork:
+    """The volume now, and the network in a thread at the same time (each waits on the kernel and on
+    helper processes): the network is :meth:`PendingNetwork.result` (:func:`start_network`; without
+    its credentials endpoint for a prepared instance, whose job is not known yet)."""
     import threading
 
     box: list[Any] = []
@@ -82,13 +107,13 @@ def prepare(spec: dict[str, Any], paths: Paths, credentials: bool = True) -> Any
 
     thread = threading.Thread(target=network, name="network", daemon=True)
     thread.start()
+    pending = PendingNetwork(thread, box)
     try:
         prepare_volume(spec, paths)
-    finally:
-        thread.join()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
+    except BaseException:
+        pending.close()
+        raise
+    return pending
 
 
 def volume_full_note(spec: dict[str, Any], paths: Paths) -> str:

@@ -182,8 +182,7 @@ class Slot:
         if image.is_image(spec):
             image.pull(spec, lambda _line: None, cached_only=True)  # never a pull for a job that may not come
             self.image_bundle = spec["runtime"].get("bundle")
-        self.network = container.prepare(spec, paths, credentials=False)
-        self.network.ready()
+        self.network = container.prepare(spec, paths, credentials=False).ready()
         os.makedirs(paths.host("code"), exist_ok=True)  # the process's directory, made at create
         container.hand_over(spec, paths)
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}

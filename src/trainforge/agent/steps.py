@@ -269,6 +269,15 @@ class Steps:
             inputs.close()
             reason = self.stopper.reason or "MaxRuntimeExceeded"
             return Outcome("stopped", None, None, reason)
+        if isolation.sandboxed(spec) and isinstance(self.network, container.PendingNetwork):
+            try:  # made while the inputs were staged: the environment names its addresses
+                self.network = self.network.result()
+            except (OSError, RuntimeError, ValueError) as exc:
+                inputs.close()
+                if inputs.sync is not None:
+                    inputs.sync.stop(final=False)
+                reporter.notice(f"{isolation.SETUP_FAILED}: {exc}")
+                return Outcome("platform", None, f"InternalServerError: {isolation.SETUP_FAILED}: {exc}"[:1024])
         argv = environment.command(spec)
         env = environment.build(spec, paths, self.host_env)
         if spec.get("allowed_local_roots") is not None:
