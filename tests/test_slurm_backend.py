@@ -224,10 +224,15 @@ def test_more_nodes_than_exist_pend_with_slurms_reason_and_a_stop_cancels(slurm_
     sm.create_training_job(**req)
     desc = wait_for_job(sm, name, "Pending", secondary=True, timeout=60)
     assert desc["TrainingJobStatus"] == "InProgress"
-    message = desc["SecondaryStatusTransitions"][-1]["StatusMessage"]
     (job_id,) = slurm_jobs_named(cluster, name)
-    reason = slurm(cluster, "squeue", "-h", "-j", job_id, "-o", "%r").strip()
-    assert f"Slurm job {job_id} is pending ({reason})" in message, message
+
+    def message_and_reason() -> tuple[str, str]:
+        # Slurm refines a reason once (PartitionConfig, then PartitionNodeLimit): the server's next
+        # pass shows the one Slurm gives now
+        message = sm.describe_training_job(TrainingJobName=name)["SecondaryStatusTransitions"][-1]["StatusMessage"]
+        return message, slurm(cluster, "squeue", "-h", "-j", job_id, "-o", "%r").strip()
+    wait_until(message_and_reason, timeout=30, message="the pending message naming Slurm's reason",
+               until=lambda mr: f"Slurm job {job_id} is pending ({mr[1]})" in mr[0])
     assert list(slurm_jobs_named(cluster, name).values()) == ["PENDING"]
     sm.stop_training_job(TrainingJobName=name)  # a stop of a pending job cancels its allocation
     desc = wait_for_job(sm, name, timeout=60)
