@@ -42,7 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(HERE)]
 
 import boto3
 from botocore.config import Config as BotoConfig
-from overhead import ended, start_server
+from overhead import ended, prepared_for, start_server
 
 from tests.oci_registry import Entry, busybox_layer, file, start_registry, tar_layer, write_layout
 
@@ -92,27 +92,11 @@ def wait_file(path: Path, timeout: float = 900, sm=None) -> float:
     return time.monotonic()
 
 
-def after_prepared(sm, data: Path, previous: str, image: str, timeout: float = 60) -> None:
-    """The job before has ended and an instance is prepared for ``image`` (agent/prepared.py: its
-    slot's ``ready`` file names its shape): a user's next job of the same kind, a moment later."""
-    from trainforge.sandbox import rootfs
-
+def after_prepared(sm, data: Path, previous: str, image: str) -> None:
+    """The job before has ended and an instance is prepared for ``image``: a user's next job of the
+    same kind, a moment later."""
     ended(sm, previous)
-    warm = Path(rootfs.roots_dir(str(data))) / "warm"
-    wanted = json.dumps(image)
-    deadline = time.monotonic() + timeout
-    while True:
-        shapes = []
-        for ready in warm.glob("s*/ready"):
-            try:
-                shapes.append(ready.read_text())
-            except OSError:
-                pass
-        if any(wanted in shape for shape in shapes):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no instance was prepared for {image}")
-        time.sleep(0.01)
+    prepared_for(data, image)
 
 
 def job_start(sm, marks: Path, image: str, name: str, wait: bool = True, entry: list[str] | None = None) -> float:

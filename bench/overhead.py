@@ -91,6 +91,28 @@ def start_bench_server(work: Path, prepared: bool = True) -> tuple[subprocess.Po
     return proc, sm
 
 
+def prepared_for(data: Path, image: str, timeout: float = 60) -> None:
+    """Until the server (data directory ``data``) has an instance prepared for a job of ``image``
+    (agent/prepared.py: a slot's ``ready`` file, there while it is offered, names its shape)."""
+    from trainforge.sandbox import rootfs
+
+    warm = Path(rootfs.roots_dir(str(data))) / "warm"
+    wanted = json.dumps(image)
+    deadline = time.monotonic() + timeout
+    while True:
+        shapes = []
+        for ready in warm.glob("s*/ready"):
+            try:
+                shapes.append(ready.read_text())
+            except OSError:
+                pass
+        if any(wanted in shape for shape in shapes):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no instance was prepared for {image}")
+        time.sleep(0.01)
+
+
 def prepared_start(sm: Any, name: str) -> bool:
     """Whether the job started in a prepared instance (its log says so)."""
     from trainforge.agent.steps import PREPARED_NOTICE
@@ -145,6 +167,8 @@ def main() -> None:
         by_hand: dict[str, tuple[list[float], list[float]]] = {tool: ([], []) for tool in starters}
         for i in range(args.runs):
             name = f"overhead-{i}"
+            if i and not args.no_prepared:  # as a user's next job, a moment after the last: its instance is ready
+                prepared_for(work / "data", "bench/command:1")
             t0 = time.time()
             sm.create_training_job(**request(name, out, first_line.format(mark=in_model)))
             described = ended(sm, name)
@@ -211,7 +235,7 @@ def main() -> None:
             rows.append((f"(d) {tool} by hand -> exited", ms(statistics.median(tool_done)),
                          ms(pct(tool_done, 0.9)), ""))
     print(f"\ntrainforge overhead, {args.runs} runs each, {os.cpu_count()} cores, isolation: {isolation}, "
-          f"prepared instances: {'off' if args.no_prepared else 'on (each job created after the one before ended)'}"
+          f"prepared instances: {'off' if args.no_prepared else 'on (each job created once the one before ended and the next instance was prepared)'}"
           f", used by {prepared_used} of the {args.runs} jobs")
     print(f"machine load while it ran: load average {load_before} before, {load_after()} after"
           f"{cpu_pressure()}: figures are comparable only beside the peers measured in the same run\n")

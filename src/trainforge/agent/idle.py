@@ -1,8 +1,8 @@
 """The fork server's idle agents: each prepares an instance (agent/prepared.py) and waits for its job.
 
 After a request whose spec has a shape (:func:`trainforge.agent.prepared.shape`), once no request
-came for ``WARM_DELAY`` seconds times the number of requests of the last second (a burst of launches
-is not slowed by preparing beside it: after 100 agents started at once, 5 s), the fork
+came for ``WARM_DELAY`` seconds (after a burst, more than ``BURST`` requests in the last second, that
+times their number: 5 s after 100 agents started at once, which preparing beside would slow), the fork
 server forks an idle agent for that shape from that spec: at most ``MAX_IDLE`` of them (the oldest
 let go for a new shape), each for at most ``IDLE_SECONDS``. An idle agent talks to the fork server
 over a socket pair: it writes one byte once its instance is ready; the fork server writes it the
@@ -22,7 +22,8 @@ import sys
 import time
 from typing import Any
 
-WARM_DELAY = 0.05  # seconds without a request before an instance is prepared, per request of the last second
+WARM_DELAY = 0.05  # seconds without a request before an instance is prepared
+BURST = 4  # more requests than this in the last second: WARM_DELAY per request
 MAX_QUIET = 10.0
 MAX_IDLE = 2
 IDLE_SECONDS = 600.0
@@ -87,7 +88,8 @@ class IdleAgents:
         self.wanted[shape] = args[0]
         now = time.monotonic()
         self.recent = [t for t in self.recent if now - t < 1.0] + [now]
-        self.quiet_at = now + min(MAX_QUIET, WARM_DELAY * len(self.recent))
+        burst = len(self.recent) > BURST
+        self.quiet_at = now + (min(MAX_QUIET, WARM_DELAY * len(self.recent)) if burst else WARM_DELAY)
         agent = self.idle.get(shape)
         if agent is None or not agent.ready:
             return None
