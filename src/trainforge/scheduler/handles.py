@@ -28,6 +28,11 @@ def launching(instance_dir: Path, now: float, grace: float) -> str:
     return orjson.dumps({"instance_dir": str(instance_dir), "launched_at": now, "start_by": now + grace}).decode()
 
 
+def is_launching(handle: dict[str, Any] | None) -> bool:
+    """A launch in progress: the backend's handle of the agent is not stored yet."""
+    return handle is not None and "start_by" in handle and "error" not in handle
+
+
 def failed(instance_dir: Path, error: BaseException) -> str:
     return orjson.dumps({"instance_dir": str(instance_dir), "error": f"{type(error).__name__}: {error}"}).decode()
 

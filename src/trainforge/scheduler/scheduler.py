@@ -228,10 +228,15 @@ class Scheduler:
         reason = job.stop_reason
         if not reason or self._signalled.get((job.id, job.attempt)) == reason:
             return
-        self._signalled[(job.id, job.attempt)] = reason
+        launching = False
         for inst in self.store.read_instances(job.id):
             if inst["state"] == "running":
-                self.backend.signal(_handle(inst), signal.SIGTERM)
+                handle = _handle(inst)
+                # an agent whose handle is not stored yet cannot be signalled: the next pass does it
+                launching = launching or handles.is_launching(handle)
+                self.backend.signal(handle, signal.SIGTERM)
+        if not launching:
+            self._signalled[(job.id, job.attempt)] = reason
 
     def _check_liveness(self, job: JobRow, now: float) -> None:
         insts = self.store.read_instances(job.id)
