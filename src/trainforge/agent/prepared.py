@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import json
 import os
 import shlex
@@ -106,9 +105,9 @@ def shape_of_file(spec_path: str) -> str | None:
 
 
 def _subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    from trainforge.sandbox.syscalls import checked, libc
+
+    checked(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def _write_owner(directory: str) -> None:
@@ -289,7 +288,7 @@ class Slot:
             except ProcessLookupError:
                 pass
         if self.cid is not None:
-            remove(self.spec, self.dir)
+            remove(self.spec["sandbox"]["roots"], self.dir)
         self.cid = self.init_pid = None
 
     def finish(self) -> None:
@@ -328,12 +327,11 @@ def _open_exec_fifo(path: str) -> bool:
     return True
 
 
-def remove(spec: dict[str, Any], directory: str) -> None:
+def remove(roots: str, directory: str) -> None:
     """The slot's container (state, cgroup, root, an image's layer) and its directory."""
-    settings = spec.get("sandbox") or {}
     cid = container.container_id(directory)
-    runc.delete(rootfs.runc_state(settings["roots"]), cid, isolation.which("runc") or "runc")
-    rootfs.remove_root(settings["roots"], cid)
+    runc.delete(rootfs.runc_state(roots), cid, isolation.which("runc") or "runc")
+    rootfs.remove_root(roots, cid)
     image.remove_layer(directory)
     release(directory)
 
@@ -345,7 +343,7 @@ def release(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def prepare(template_path: str, roots_hint: str | None = None) -> Slot | None:
+def prepare(template_path: str) -> Slot | None:
     """In the idle agent: make a slot from the job spec at ``template_path``; None if it cannot
     (the reason on stderr: the slot's log)."""
     global _SLOT
@@ -411,10 +409,6 @@ def sweep(roots: str) -> set[str]:
                 continue
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        cid = container.container_id(directory)
-        runc.delete(rootfs.runc_state(roots), cid, isolation.which("runc") or "runc")
-        rootfs.remove_root(roots, cid)
         cleanup_job(rootfs.network_dir(roots), key)
-        image.remove_layer(directory)
-        release(directory)
+        remove(roots, directory)
     return alive
